@@ -1,0 +1,23 @@
+"""Rule evaluate: score one cell. Standalone: `kryflow evaluate CONFIG DATASET MODEL OPTIMIZER SEED`."""
+
+from pathlib import Path
+
+import torch
+
+from kryflow.pipeline import run_evaluate, setup_logging
+
+
+def main(smk):
+    with setup_logging(smk.log[0]):
+        torch.set_num_threads(max(1, smk.threads))
+        w = smk.wildcards
+        cell = {"dataset": w.dataset, "model": w.model, "optimizer": w.optimizer, "seed": int(w.seed)}
+        transfer = smk.input.transfer if smk.input.transfer else None
+        if isinstance(transfer, list):
+            transfer = transfer[0] if transfer else None
+        run_evaluate(smk.config, cell, smk.input.dataset, Path(smk.input.run).parent,
+                     smk.input.tracking, transfer_path=transfer)
+
+
+if "snakemake" in globals():
+    main(snakemake)  # noqa: F821

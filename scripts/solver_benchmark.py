@@ -1,0 +1,13 @@
+"""Rule solver_benchmark: compare solver strategies on a dataset's sequence.
+Standalone: `kryflow benchmark-solvers CONFIG DATASET`."""
+
+from kryflow.pipeline import run_solver_benchmark, setup_logging
+
+
+def main(smk):
+    with setup_logging(smk.log[0]):
+        run_solver_benchmark(smk.config, smk.wildcards.dataset, smk.output[0], smk.input.tracking)
+
+
+if "snakemake" in globals():
+    main(snakemake)  # noqa: F821

@@ -1,0 +1,19 @@
+"""Rule train: one grid cell. Standalone: `kryflow train CONFIG DATASET MODEL OPTIMIZER SEED`."""
+
+from pathlib import Path
+
+import torch
+
+from kryflow.pipeline import run_train, setup_logging
+
+
+def main(smk):
+    with setup_logging(smk.log[0]):
+        torch.set_num_threads(max(1, smk.threads))
+        w = smk.wildcards
+        cell = {"dataset": w.dataset, "model": w.model, "optimizer": w.optimizer, "seed": int(w.seed)}
+        run_train(smk.config, cell, smk.input.dataset, Path(smk.output.run).parent, smk.input.tracking)
+
+
+if "snakemake" in globals():
+    main(snakemake)  # noqa: F821

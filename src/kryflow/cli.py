@@ -1,0 +1,255 @@
+"""``kryflow`` command line: the workflow's stages one at a time, dataset tools, locations.
+
+Every workflow stage the Snakefile runs can be run (and debugged) alone from here with the
+same config, e.g. ``kryflow train config/config.yaml darcy2d fno adam 0``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import kryflow
+
+RESULTS = Path("results")
+DATA = Path("data")
+
+
+def _config(path):
+    from kryflow.config import load_config
+
+    return load_config(path)
+
+
+def _tracking_json(config) -> Path:
+    from kryflow.pipeline import init_tracking
+
+    path = RESULTS / "tracking.json"
+    init_tracking(config, path)
+    return path
+
+
+def cmd_validate(args) -> int:
+    cfg = _config(args.config)
+    from kryflow.config import dataset_names, training_cells
+
+    print(f"{args.config}: valid. {len(dataset_names(cfg))} datasets, "
+          f"{len(training_cells(cfg))} training cells.")
+    return 0
+
+
+def cmd_run(args) -> int:
+    snakemake = shutil.which("snakemake") or str(Path(sys.executable).with_name("snakemake"))
+    cmd = [snakemake, "--cores", str(args.cores), "--configfile", args.config, *args.extra]
+    print("+", " ".join(cmd), flush=True)
+    return subprocess.call(cmd)
+
+
+def cmd_where(args) -> int:
+    workdir = Path(args.workdir).resolve()
+    print("kryflow outputs:")
+    print(f"  datasets      {workdir / 'data'}/*.zarr")
+    for p in sorted((workdir / "data").glob("*.zarr")):
+        print(f"                {p.name}")
+    print(f"  summary table {workdir / 'results' / 'summary.csv'}")
+    print(f"  figures       {workdir / 'results' / 'figures'}")
+    print(f"  tables        {workdir / 'results' / 'tables'}")
+    tj = workdir / "results" / "tracking.json"
+    if tj.exists():
+        info = json.loads(tj.read_text())
+        print(f"  MLflow store  {info['uri']} (experiment '{info['experiment']}')")
+        print(f"  open the UI:  {info['ui']}")
+    else:
+        print("  MLflow store  (not created yet: run the workflow first)")
+    return 0
+
+
+def cmd_data_inspect(args) -> int:
+    from kryflow.data import inspect_dataset
+
+    print(inspect_dataset(args.path))
+    return 0
+
+
+def cmd_data_verify(args) -> int:
+    from kryflow.data import verify_dataset
+
+    problems = verify_dataset(args.path)
+    if problems:
+        print(f"{args.path}: {len(problems)} problem(s)")
+        for p in problems:
+            print(f"  - {p}")
+        return 1
+    print(f"{args.path}: all checksums match")
+    return 0
+
+
+def cmd_data_import(args) -> int:
+    from kryflow.data import import_neuraloperator_darcy
+
+    out = import_neuraloperator_darcy(args.train, args.test, args.out, test_hi_pt=args.test_hi,
+                                      overwrite=args.overwrite)
+    print(f"imported into {out}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from kryflow.pipeline import run_generate, setup_logging
+
+    cfg = _config(args.config)
+    out = Path(args.out or DATA / f"{args.dataset}.zarr")
+    with setup_logging(None):
+        totals = run_generate(cfg, args.dataset, out, _tracking_json(cfg))
+    print(json.dumps({k: v for k, v in totals.items()}, indent=2, default=float))
+    return 0
+
+
+def cmd_benchmark_solvers(args) -> int:
+    from kryflow.pipeline import run_solver_benchmark, setup_logging
+
+    cfg = _config(args.config)
+    out = Path(args.out or RESULTS / "solvers" / f"{args.dataset}.json")
+    with setup_logging(None):
+        run_solver_benchmark(cfg, args.dataset, out, _tracking_json(cfg))
+    print(f"wrote {out}")
+    return 0
+
+
+def _cell(args) -> dict:
+    return {"dataset": args.dataset, "model": args.model, "optimizer": args.optimizer, "seed": args.seed}
+
+
+def cmd_train(args) -> int:
+    from kryflow.pipeline import run_train, setup_logging
+
+    cfg = _config(args.config)
+    cell = _cell(args)
+    out = RESULTS / "runs" / args.dataset / args.model / args.optimizer / str(args.seed)
+    with setup_logging(None):
+        info = run_train(cfg, cell, DATA / f"{args.dataset}.zarr", out, _tracking_json(cfg))
+    print(json.dumps(info, indent=2, default=float))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from kryflow.config import transfer_name
+    from kryflow.pipeline import run_evaluate, setup_logging
+
+    cfg = _config(args.config)
+    cell = _cell(args)
+    run_dir = RESULTS / "runs" / args.dataset / args.model / args.optimizer / str(args.seed)
+    spec = cfg["datasets"][args.dataset]
+    transfer = None
+    if spec.get("transfer") and "source" not in spec:
+        transfer = DATA / f"{transfer_name(args.dataset, spec['transfer']['n'])}.zarr"
+    with setup_logging(None):
+        metrics = run_evaluate(cfg, cell, DATA / f"{args.dataset}.zarr", run_dir, _tracking_json(cfg),
+                               transfer_path=transfer)
+    print(json.dumps(metrics, indent=2, default=float))
+    return 0
+
+
+def cmd_tracking_init(args) -> int:
+    cfg = _config(args.config)
+    info = json.loads(_tracking_json(cfg).read_text())
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kryflow",
+        description="Recycled-Krylov PDE data, zarr datasets, neural surrogates across optimizers, "
+                    "MLflow tracking. Run the whole workflow with `kryflow run` (Snakemake) or one "
+                    "stage at a time with the subcommands below.",
+    )
+    p.add_argument("--version", action="version", version=f"kryflow {kryflow.__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("validate", help="check a workflow config against the schema and registries")
+    s.add_argument("config")
+    s.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("run", help="run the Snakemake workflow (extra args go to snakemake)")
+    s.add_argument("--config", default="config/config.yaml")
+    s.add_argument("--cores", default="all")
+    s.add_argument("extra", nargs=argparse.REMAINDER)
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("where", help="print where datasets, figures, summary and MLflow store are")
+    s.add_argument("--workdir", default=".")
+    s.set_defaults(func=cmd_where)
+
+    data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
+    s = data.add_parser("inspect", help="dims, variables, splits, solver statistics, provenance")
+    s.add_argument("path")
+    s.set_defaults(func=cmd_data_inspect)
+    s = data.add_parser("verify", help="recompute checksums; exit 1 naming any corrupted variable")
+    s.add_argument("path")
+    s.set_defaults(func=cmd_data_verify)
+    s = data.add_parser("import-neuraloperator", help="import neuraloperator's Darcy .pt files")
+    s.add_argument("--train", required=True)
+    s.add_argument("--test", required=True)
+    s.add_argument("--test-hi", default=None)
+    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("out")
+    s.set_defaults(func=cmd_data_import)
+
+    s = sub.add_parser("generate", help="generate one configured dataset")
+    s.add_argument("config")
+    s.add_argument("dataset")
+    s.add_argument("--out", default=None)
+    s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("benchmark-solvers", help="solver benchmark on one dataset's sequence")
+    s.add_argument("config")
+    s.add_argument("dataset")
+    s.add_argument("--out", default=None)
+    s.set_defaults(func=cmd_benchmark_solvers)
+
+    for name, func, helptext in (("train", cmd_train, "train one grid cell"),
+                                 ("evaluate", cmd_evaluate, "evaluate one trained grid cell")):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("config")
+        s.add_argument("dataset")
+        s.add_argument("model")
+        s.add_argument("optimizer")
+        s.add_argument("seed", type=int)
+        s.set_defaults(func=func)
+
+    tr = sub.add_parser("tracking", help="MLflow store").add_subparsers(dest="tracking_command", required=True)
+    s = tr.add_parser("init", help="create the config's experiment once")
+    s.add_argument("config")
+    s.set_defaults(func=cmd_tracking_init)
+    return p
+
+
+def main(argv=None) -> int:
+    from kryflow.config import ConfigError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"kryflow: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a clear one-line error for the expected failure kinds
+        from kryflow.tracking import TrackingUnavailable
+
+        data_error = None
+        try:
+            from kryflow.data import DatasetError as data_error
+        except ImportError:
+            pass
+        if isinstance(exc, TrackingUnavailable) or (data_error and isinstance(exc, data_error)):
+            print(f"kryflow: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

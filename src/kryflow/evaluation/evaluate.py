@@ -1,0 +1,170 @@
+"""Per-cell evaluation: test-split metrics on physical fields, resolution transfer, timing,
+surrogate speed-up over the solver. Writes ``metrics.json`` and ``predictions.npz``."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["evaluate_cell", "SUMMARY_COLUMNS"]
+
+SUMMARY_COLUMNS = [
+    "dataset", "model", "optimizer", "seed", "status",
+    "test_rel_l2_mean", "test_rel_l2_median", "test_rel_l2_p90", "test_nrmse", "test_max_error",
+    "test_err_low", "test_err_mid", "test_err_high", "transfer_rel_l2",
+    "seconds_per_step", "train_seconds", "steps", "peak_memory_mb",
+    "inference_seconds_per_sample", "solver_seconds_per_sample", "speedup",
+    "time_to_target_step", "time_to_target_seconds", "run_id",
+]
+
+
+@torch.no_grad()
+def _predict(surrogate, loader, device, keep: int):
+    preds, trues, xs = [], [], []
+    for x, y in loader:
+        x = x.to(device)
+        preds.append(surrogate(x).cpu())
+        trues.append(y.cpu())
+        if sum(len(a) for a in xs) < keep:
+            xs.append(x.cpu())
+    pred = torch.cat(preds) if preds else torch.empty(0)
+    true = torch.cat(trues) if trues else torch.empty(0)
+    xin = torch.cat(xs)[:keep] if xs else torch.empty(0)
+    return xin, pred, true
+
+
+@torch.no_grad()
+def _inference_seconds(surrogate, x: torch.Tensor, device, repeats: int = 3) -> float:
+    """Seconds per sample of a batched forward pass (after one warm-up pass)."""
+    x = x.to(device)
+    surrogate(x)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        surrogate(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - t0)
+    return best / x.shape[0]
+
+
+def _solver_seconds_per_sample(dataset_path) -> float | None:
+    from kryflow.data import open_dataset
+
+    ds = open_dataset(dataset_path)
+    try:
+        if "solver_seconds" not in ds:
+            return None
+        sec = ds["solver_seconds"]
+        if "solve" in sec.dims:
+            sec = sec.sum("solve")
+        return float(sec.mean())
+    finally:
+        ds.close()
+
+
+def _scores(pred: torch.Tensor, true: torch.Tensor) -> dict[str, float]:
+    from kryflow.evaluation.metrics import band_errors, max_error, nrmse, relative_l2, summarize
+
+    rel = np.asarray(relative_l2(pred, true), dtype=float)
+    s = summarize(rel)
+    out = {
+        "test_rel_l2_mean": s["mean"],
+        "test_rel_l2_median": s["median"],
+        "test_rel_l2_p90": s["p90"],
+        "test_nrmse": float(np.mean(np.asarray(nrmse(pred, true)))),
+        "test_max_error": float(np.max(np.asarray(max_error(pred, true)))),
+    }
+    for name, vals in band_errors(pred, true).items():
+        out[f"test_err_{name}"] = float(np.mean(np.asarray(vals)))
+    return out
+
+
+def evaluate_cell(
+    dataset_path: str | Path,
+    run_dir: str | Path,
+    *,
+    cell: Mapping[str, Any],
+    transfer_path: str | Path | None = None,
+    targets: Sequence[float] = (0.5, 0.2),
+    num_predictions: int = 4,
+    device: str = "auto",
+    tracker=None,
+) -> dict:
+    """Score the trained surrogate in ``run_dir`` on the test split; write metrics.json.
+
+    ``cell`` carries dataset/model/optimizer/seed (and run_id) for the summary row.
+    """
+    import pandas as pd
+
+    from kryflow.data import make_loader
+    from kryflow.evaluation.metrics import relative_l2, time_to_target
+    from kryflow.training import load_surrogate, select_device
+
+    run_dir = Path(run_dir)
+    dev = select_device(device)
+    surrogate = load_surrogate(run_dir / "model.pt").to(dev).eval()
+    train_info = json.loads((run_dir / "train.json").read_text())
+
+    loader = make_loader(dataset_path, "test", batch_size=32, shuffle=False, device=dev)
+    xin, pred, true = _predict(surrogate, loader, dev, keep=max(num_predictions, 1))
+    metrics: dict[str, Any] = {k: cell.get(k) for k in ("dataset", "model", "optimizer", "seed", "run_id")}
+    metrics["status"] = train_info["status"]
+    finite = bool(torch.isfinite(pred).all()) and pred.numel() > 0
+    if finite:
+        metrics.update(_scores(pred, true))
+    else:
+        metrics.update({k: float("nan") for k in SUMMARY_COLUMNS if k.startswith("test_")})
+
+    metrics["transfer_rel_l2"] = None
+    if transfer_path is not None:
+        tl = make_loader(transfer_path, "test", batch_size=8, shuffle=False, device=dev)
+        _, tp, tt = _predict(surrogate, tl, dev, keep=0)
+        if tp.numel() and bool(torch.isfinite(tp).all()):
+            metrics["transfer_rel_l2"] = float(np.mean(np.asarray(relative_l2(tp, tt))))
+        else:
+            metrics["transfer_rel_l2"] = float("nan")
+
+    for k in ("seconds_per_step", "train_seconds", "steps", "peak_memory_mb"):
+        metrics[k] = train_info.get(k)
+    x_batch = next(iter(loader))[0]
+    metrics["inference_seconds_per_sample"] = _inference_seconds(surrogate, x_batch, dev)
+    solver_s = _solver_seconds_per_sample(dataset_path)
+    metrics["solver_seconds_per_sample"] = solver_s
+    metrics["speedup"] = (solver_s / metrics["inference_seconds_per_sample"]) if solver_s else None
+
+    hist_path = run_dir / "history.csv"
+    history = pd.read_csv(hist_path) if hist_path.exists() else pd.DataFrame()
+    ttt = time_to_target(history, list(targets)) if len(history) else {}
+    metrics["time_to_target"] = {str(k): v for k, v in ttt.items()}
+    # the summary's single time-to-target column uses the tightest target that any run can reach
+    tight = min(targets) if targets else None
+    hit = ttt.get(tight) if tight is not None else None
+    metrics["time_to_target_step"] = hit["step"] if hit else None
+    metrics["time_to_target_seconds"] = hit["seconds"] if hit else None
+    metrics["time_to_target_value"] = tight
+
+    k = min(num_predictions, len(xin))
+    np.savez_compressed(
+        run_dir / "predictions.npz",
+        x=xin[:k].numpy(), y=true[:k].numpy(), pred=pred[:k].numpy(),
+    )
+    with open(run_dir / "metrics.json", "w") as fh:
+        json.dump(metrics, fh, indent=2, sort_keys=True, default=float)
+
+    if tracker is not None:
+        tracker.log_metrics({kk: v for kk, v in metrics.items()
+                             if isinstance(v, (int, float)) and not isinstance(v, bool)
+                             and kk not in ("seed",)})
+        tracker.log_artifact(run_dir / "metrics.json", "evaluation")
+        tracker.log_artifact(run_dir / "predictions.npz", "evaluation")
+    return metrics

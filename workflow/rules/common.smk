@@ -1,0 +1,126 @@
+# Config validation (before any job starts), wildcard constraints, the grid, and the
+# functions that turn config into paths and resources. Rules look values up here.
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+from kryflow.config import check_config, dataset_names, training_cells, transfer_name
+
+# Jobs import the workflow's own kryflow (also inside conda environments on a cluster).
+_src = str(Path(workflow.basedir) / "src")
+if _src not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_src, os.environ.get("PYTHONPATH")) if p)
+
+# Schema + registry checks: an invalid config stops here with one message naming the key.
+check_config(config)
+
+# One id per workflow invocation, tagged on every MLflow run of it.
+os.environ.setdefault("KRYFLOW_INVOCATION_ID", uuid.uuid4().hex[:12])
+
+
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    model=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    optimizer=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    seed=r"\d+",
+
+
+DATA = "data"
+RESULTS = "results"
+RUN_DIR = RESULTS + "/runs/{dataset}/{model}/{optimizer}/{seed}"
+TRACKING = RESULTS + "/tracking.json"
+
+
+def generated_datasets():
+    """Datasets produced by a solver (not imported), the ones a solver benchmark applies to."""
+    return [d for d, spec in config["datasets"].items() if "source" not in spec]
+
+
+def transfer_path(wildcards):
+    """The finer-grid test set for a cell's dataset, or nothing when none is configured."""
+    spec = config["datasets"][wildcards.dataset]
+    if spec.get("transfer") and "source" not in spec:
+        return f"{DATA}/{transfer_name(wildcards.dataset, spec['transfer']['n'])}.zarr"
+    return []
+
+
+def dataset_spec_of(wildcards):
+    from kryflow.pipeline import dataset_spec
+
+    return dataset_spec(config, wildcards.dataset)
+
+
+def _unknowns(spec):
+    p = spec.get("params") or {}
+    n, dim = int(p.get("n", 32)), int(p.get("dim", 2))
+    return n**dim
+
+
+def generate_mem_mb(wildcards, attempt):
+    """Memory for a generation job: solver working set, a few chunks, AMG hierarchy."""
+    spec = dataset_spec_of(wildcards)
+    per_unknown = 8 * 200  # bytes: matrix, recycle space, hierarchy, buffers
+    return int(1024 + _unknowns(spec) * per_unknown / 2**20 * attempt)
+
+
+def generate_runtime(wildcards, attempt):
+    spec = dataset_spec_of(wildcards)
+    seconds = 60 + spec["num_samples"] * _unknowns(spec) * 2e-4
+    return int(max(10, seconds / 60) * attempt)
+
+
+def train_mem_mb(wildcards, attempt):
+    spec = config["datasets"][wildcards.dataset]
+    return int((2048 + _unknowns(spec) * config["training"]["batch_size"] * 4 * 200 / 2**20) * attempt)
+
+
+def train_runtime(wildcards, attempt):
+    """Minutes: the wall-clock budget if one is set, else a bound from the step budget."""
+    tcfg = config["training"]
+    if tcfg.get("max_seconds"):
+        return int((tcfg["max_seconds"] / 60 + 15) * attempt)
+    return int((30 + tcfg["max_steps"] * 0.05) * attempt)
+
+
+def use_gpu():
+    return int(config["training"].get("device", "auto") in ("cuda",))
+
+
+def cell_outputs(filename):
+    return [
+        f"{RESULTS}/runs/{d}/{m}/{o}/{s}/{filename}"
+        for d, m, o, s in training_cells(config)
+    ]
+
+
+def solver_benchmark_outputs():
+    if not config.get("solver_benchmark", {}).get("enabled", True):
+        return []
+    return [f"{RESULTS}/solvers/{d}.json" for d in generated_datasets()]
+
+
+def final_outputs():
+    return [
+        f"{RESULTS}/summary.csv",
+        f"{RESULTS}/summary_aggregate.csv",
+        f"{RESULTS}/figures",
+        f"{RESULTS}/tables",
+        *solver_benchmark_outputs(),
+    ]
+
+
+def print_locations():
+    """Where everything is, and the one command that opens the MLflow UI on it."""
+    here = Path.cwd()
+    lines = ["", "kryflow outputs:"]
+    lines.append(f"  datasets      {here / DATA}/*.zarr")
+    lines.append(f"  summary table {here / RESULTS / 'summary.csv'}")
+    lines.append(f"  figures       {here / RESULTS / 'figures'}")
+    lines.append(f"  tables        {here / RESULTS / 'tables'}")
+    if Path(TRACKING).exists():
+        info = json.loads(Path(TRACKING).read_text())
+        lines.append(f"  MLflow store  {info['uri']} (experiment '{info['experiment']}')")
+        lines.append(f"  open the UI:  {info['ui']}")
+    print("\n".join(lines))

@@ -1,0 +1,58 @@
+# Data: tracking set-up, dataset generation with recycled Krylov solvers, solver benchmark.
+
+
+rule init_tracking:
+    # The experiment is created once, before jobs fan out (sqlite creation races otherwise).
+    output:
+        TRACKING,
+    params:
+        experiment=config["experiment"],
+        uri=config.get("tracking", {}).get("uri") or os.environ.get("MLFLOW_TRACKING_URI", ""),
+    log:
+        "logs/init_tracking.log",
+    benchmark:
+        RESULTS + "/benchmarks/rules/init_tracking.tsv"
+    localrule: True
+    script:
+        "../../scripts/init_tracking.py"
+
+
+rule generate_dataset:
+    # A PDE family's sequence solved by one recycling solver, streamed into a zarr store
+    # (written under a temporary name and moved into place only when complete).
+    input:
+        tracking=TRACKING,
+    output:
+        directory(DATA + "/{dataset}.zarr"),
+    params:
+        spec=dataset_spec_of,
+    log:
+        "logs/generate_dataset/{dataset}.log",
+    benchmark:
+        RESULTS + "/benchmarks/rules/generate_dataset/{dataset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=generate_mem_mb,
+        runtime=generate_runtime,
+    script:
+        "../../scripts/generate_dataset.py"
+
+
+rule solver_benchmark:
+    # Recycled vs cold vs preconditioned vs direct on the dataset's own sequence.
+    input:
+        tracking=TRACKING,
+    output:
+        RESULTS + "/solvers/{dataset}.json",
+    params:
+        spec=dataset_spec_of,
+    log:
+        "logs/solver_benchmark/{dataset}.log",
+    benchmark:
+        RESULTS + "/benchmarks/rules/solver_benchmark/{dataset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=generate_mem_mb,
+        runtime=generate_runtime,
+    script:
+        "../../scripts/solver_benchmark.py"
