@@ -1,0 +1,69 @@
+"""Shared fixtures: the repository root, the tiny workflow config, and running real snakemake."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PEER_DATA = ROOT.parent / "shared" / "peer-data" / "neuraloperator-darcy"
+
+TINY_CONFIG = {
+    "experiment": "kryflow-tiny",
+    "datasets": {
+        "darcy": {
+            "family": "darcy",
+            "params": {"n": 16, "dim": 2, "coefficient": "binary", "relation": "drift"},
+            "num_samples": 24,
+            "seed": 0,
+            "chunk_samples": 8,
+            "splits": [0.5, 0.25, 0.25],
+            "solver": {"method": "rcg", "preconditioner": "amg", "rtol": 1e-8, "recycle_dim": 4},
+            "transfer": {"n": 32, "num_samples": 4},
+        },
+        "heat": {
+            "family": "heat",
+            "params": {"n": 16, "dim": 2, "num_steps": 3},
+            "num_samples": 16,
+            "seed": 1,
+            "chunk_samples": 8,
+            "splits": [0.5, 0.25, 0.25],
+            "solver": {"method": "rcg", "preconditioner": "jacobi", "rtol": 1e-8, "recycle_dim": 4},
+        },
+    },
+    "models": {"fno": {"width": 8, "modes": 4, "layers": 2}, "unet": {"width": 4, "depth": 1}},
+    "optimizers": {"adam": {"lr": 3e-3}, "zo_spsa": {"lr": 1e-4}},
+    "seeds": [0],
+    "training": {"batch_size": 4, "max_steps": 12, "eval_every": 6, "checkpoint_every": 6},
+    "evaluation": {"targets": [0.9, 0.5], "num_predictions": 2},
+    "solver_benchmark": {"enabled": True, "num_samples": 4},
+}
+
+
+@pytest.fixture
+def tiny_config() -> dict:
+    return copy.deepcopy(TINY_CONFIG)
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def run_snakemake(workdir: Path, configfile: Path, *args: str, timeout: int = 900,
+                  env: dict | None = None) -> subprocess.CompletedProcess:
+    """The real snakemake, on the repository's Snakefile, in a separate working directory."""
+    cmd = [
+        str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+        "--configfile", str(configfile), "--cores", "2", *args,
+    ]
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("MLFLOW_TRACKING_URI", None) if env is None or "MLFLOW_TRACKING_URI" not in env else None
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=full_env)

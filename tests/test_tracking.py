@@ -1,0 +1,66 @@
+"""kryflow.tracking against a real sqlite MLflow store."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+
+import pytest
+
+from kryflow.tracking import (
+    Tracker, TrackingUnavailable, check_tracking_reachable, ensure_experiment, flatten,
+)
+
+
+def test_flatten_nests_and_drops_secrets():
+    flat = flatten({"a": {"b": 1, "c": [1, 2]}, "db_password": "hunter2", "x": {"api_token": "t"}})
+    assert flat == {"a.b": "1", "a.c": "[1, 2]"}
+
+
+def test_unreachable_server_fails_fast():
+    t0 = time.perf_counter()
+    with pytest.raises(TrackingUnavailable, match="unreachable"):
+        check_tracking_reachable("http://127.0.0.1:9", timeout=2)
+    assert time.perf_counter() - t0 < 10
+
+
+def test_tracker_reopens_run_by_key(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ensure_experiment(uri, "exp", (tmp_path / "art").as_uri())
+    t1 = Tracker(uri, "exp", key="train/a/b/c/0", run_name="a-b-c-0", tags={"dataset": "a"})
+    t1.log_metrics({"loss": 1.0}, step=1)
+    t1.finish("finished")
+    t2 = Tracker(uri, "exp", key="train/a/b/c/0", run_name="a-b-c-0", tags={"dataset": "a"})
+    assert t2.run_id == t1.run_id
+    t3 = Tracker(uri, "exp", key="train/a/b/c/1", run_name="a-b-c-1", tags={"dataset": "a"})
+    assert t3.run_id != t1.run_id
+
+
+def _worker(uri: str, i: int) -> None:
+    t = Tracker(uri, "exp", key=f"job/{i}", run_name=f"job-{i}", tags={"i": i})
+    t.log_params({"i": i, "cfg": {"lr": 0.1 * i}})
+    for step in range(20):
+        t.log_metrics({"loss": 1.0 / (step + 1), "acc": step}, step=step)
+    t.finish("finished")
+
+
+@pytest.mark.slow
+def test_eight_concurrent_jobs_lose_nothing(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp_id = ensure_experiment(uri, "exp", (tmp_path / "art").as_uri())
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(uri, i)) for i in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(180)
+        assert p.exitcode == 0
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([exp_id], max_results=100)
+    assert len(runs) == 8
+    for r in runs:
+        assert r.info.status == "FINISHED"
+        assert len(client.get_metric_history(r.info.run_id, "loss")) == 20
+        assert r.data.params["cfg.lr"]
