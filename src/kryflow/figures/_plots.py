@@ -1,0 +1,654 @@
+"""Paper figures from summary.csv, per-run history/predictions and solver benchmarks.
+
+Every figure is written as PNG and PDF under a stable name (see :func:`figure_stems`).
+Missing files, NaN metrics and diverged runs never abort a figure: runs that diverged or
+failed are drawn with an × (or +) in the optimizer's colour and counted in the legend,
+and whatever could not be drawn is named in a note on the figure.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from kryflow.figures._results import (
+    load_history,
+    load_predictions,
+    load_solver_benchmark,
+    read_summary,
+    run_dir,
+)
+from kryflow.figures._style import (
+    DIVERGED_STYLE,
+    FAILED_STYLE,
+    deterministic_style,
+    new_figure,
+    optimizer_style,
+    order_optimizers,
+    save_figure,
+    solver_style,
+)
+
+__all__ = ["figure_stems", "make_figures", "safe_name"]
+
+log = logging.getLogger(__name__)
+
+_ERR = "test_rel_l2_mean"
+_PRED_SAMPLES = 3
+
+
+def safe_name(name: str) -> str:
+    """A file-name-safe version of a dataset/model/sequence name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(name)).strip("-") or "unnamed"
+
+
+def figure_stems(
+    datasets: Iterable[str], models: Iterable[str], solver_benchmarks: Iterable[str | Path] = ()
+) -> list[str]:
+    """File stems :func:`make_figures` writes (each as ``.png`` and ``.pdf``).
+
+    Lets a workflow declare the outputs before any result exists.
+    """
+    ds = sorted({str(d) for d in datasets})
+    ms = sorted({str(m) for m in models})
+    stems: list[str] = []
+    for d in ds:
+        stems += [f"val_error_{safe_name(d)}_{safe_name(m)}" for m in ms]
+        stems += [f"test_error_{safe_name(d)}", f"cost_accuracy_{safe_name(d)}"]
+        stems += [f"predictions_{safe_name(d)}_{safe_name(m)}" for m in ms]
+        stems += [f"transfer_{safe_name(d)}"]
+    stems += [f"solver_{safe_name(Path(p).stem)}" for p in solver_benchmarks]
+    return stems
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _note(ax: Axes, text: str, *, blank: bool = False) -> None:
+    """A note centred in an axes that has no data; ``blank`` also hides the axes."""
+    if blank:
+        ax.set_axis_off()
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, wrap=True, fontsize=8)
+
+
+def _finish(fig: Figure, handles: Sequence[Line2D], notes: Sequence[str] = ()) -> None:
+    """Legend right of the axes; notes (what could not be drawn) below them."""
+    if handles:
+        fig.legend(handles=list(handles), loc="outside right upper")
+    if notes:
+        lines = list(notes[:8]) + ([f"… and {len(notes) - 8} more"] if len(notes) > 8 else [])
+        note_handles = [Line2D([], [], linestyle="none", label=f"note: {n}") for n in lines]
+        fig.legend(handles=note_handles, loc="outside lower left", handlelength=0, handletextpad=0,
+                   frameon=False, fontsize=6.5, ncols=1 if len(lines) < 4 else 2)  # fmt: skip
+
+
+def _note_figure(out_dir: Path, stem: str, title: str, text: str) -> list[Path]:
+    fig = new_figure(5.0, 2.5)
+    ax = fig.add_subplot()
+    ax.set_title(title)
+    _note(ax, text, blank=True)
+    return save_figure(fig, out_dir, stem)
+
+
+def _legend_handle(opt: str, label: str | None = None) -> Line2D:
+    style = optimizer_style(opt)
+    return Line2D(
+        [], [], color=style["color"], marker=style["marker"], linestyle=style["linestyle"],
+        label=label or style["label"],
+    )  # fmt: skip
+
+
+def _spread_handles() -> list[Line2D]:
+    return [
+        Line2D([], [], color="0.3", marker="o", markersize=7, linestyle="-", label="mean over seeds, min–max"),
+        Line2D([], [], color="0.3", marker="o", markersize=4, markerfacecolor="none", linestyle="none",
+               label="single seed"),
+    ]  # fmt: skip
+
+
+def _status_handles(diverged: bool, failed: bool) -> list[Line2D]:
+    out = []
+    if diverged:
+        out.append(Line2D([], [], linestyle="none", **DIVERGED_STYLE, label="diverged (count beside)"))
+    if failed:
+        out.append(Line2D([], [], linestyle="none", **FAILED_STYLE, label="failed (count beside)"))
+    return out
+
+
+def _positive(values: Any) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64).ravel()
+    return arr[np.isfinite(arr) & (arr > 0)]
+
+
+def _log_if_positive(ax: Axes, values: Sequence[float], axis: str = "y") -> None:
+    """Log scale when the positive values span more than a factor 5, plain numbers as labels."""
+    v = _positive(values)
+    if v.size == 0 or v.max() / v.min() <= 5.0:
+        return
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+    # Labels at 1, 2, 5 x 10^k as plain numbers; the default labels minor ticks of short
+    # ranges and they overlap.
+    target.set_major_locator(LogLocator(base=10.0, subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
+    target.set_minor_formatter(NullFormatter())
+
+
+def _cells(summary: pd.DataFrame, dataset: str, model: str | None = None) -> pd.DataFrame:
+    mask = summary["dataset"] == dataset
+    if model is not None:
+        mask &= summary["model"] == model
+    return summary[mask]
+
+
+def _short_list(items: Sequence[str], limit: int = 6) -> str:
+    items = list(items)
+    extra = f" … (+{len(items) - limit})" if len(items) > limit else ""
+    return "; ".join(items[:limit]) + extra
+
+
+# ------------------------------------------------------- 1: validation error curves
+
+
+def _dedupe(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Strictly increasing x (mean of y over repeated x), as np.interp requires."""
+    ux, inverse = np.unique(x, return_inverse=True)
+    sums = np.bincount(inverse, weights=y, minlength=ux.size)
+    counts = np.bincount(inverse, minlength=ux.size)
+    return ux, sums / counts
+
+
+def _seed_band(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, ...]:
+    """Geometric mean and min-max over seeds on the union of x, each seed only in its range."""
+    grid = np.unique(np.concatenate([x for x, _ in curves]))
+    logs = np.full((len(curves), grid.size), np.nan)
+    for i, (x, y) in enumerate(curves):
+        inside = (grid >= x[0]) & (grid <= x[-1])
+        logs[i, inside] = np.interp(grid[inside], x, np.log(y))
+    present = ~np.isnan(logs)
+    count = present.sum(axis=0)
+    keep = count > 0
+    logs, present, count, grid = logs[:, keep], present[:, keep], count[keep], grid[keep]
+    center = np.exp(np.where(present, logs, 0.0).sum(axis=0) / count)
+    lo = np.exp(np.where(present, logs, np.inf).min(axis=0))
+    hi = np.exp(np.where(present, logs, -np.inf).max(axis=0))
+    return grid, center, lo, hi
+
+
+def _val_curves(hist: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    val = hist["val_rel_l2"].to_numpy()
+    ok = np.isfinite(val) & (val > 0)
+    out = {}
+    for key in ("step", "seconds"):
+        x = hist[key].to_numpy()
+        sel = ok & np.isfinite(x)
+        if sel.any():
+            out[key] = _dedupe(x[sel], val[sel])
+    return out
+
+
+def _val_error_figure(
+    summary: pd.DataFrame, runs_root: Path, dataset: str, model: str, out_dir: Path
+) -> list[Path]:
+    stem = f"val_error_{safe_name(dataset)}_{safe_name(model)}"
+    cells = _cells(summary, dataset, model)
+    title = f"{dataset} / {model}"
+    if cells.empty:
+        return _note_figure(out_dir, stem, title, "no runs in summary.csv")
+    fig = new_figure(8.5, 3.4)
+    axes = dict(zip(("step", "seconds"), fig.subplots(1, 2, sharey=True), strict=True))
+    handles: list[Line2D] = []
+    notes: list[str] = []
+    plotted: list[float] = []
+    seen_div = seen_fail = False
+    for opt in order_optimizers(cells["optimizer"]):
+        style = optimizer_style(opt)
+        good: list[dict[str, tuple[np.ndarray, np.ndarray]]] = []
+        bad: list[tuple[dict[str, tuple[np.ndarray, np.ndarray]], str, int]] = []
+        for row in cells[cells["optimizer"] == opt].itertuples(index=False):
+            hist, why = load_history(run_dir(runs_root, dataset, model, opt, row.seed) / "history.csv")
+            curves = _val_curves(hist) if hist is not None else {}
+            if row.status == "finished":
+                if curves:
+                    good.append(curves)
+                else:
+                    notes.append(f"{style['label']} seed {row.seed}: {why or 'no finite validation error'}")
+            else:
+                seen_div |= row.status == "diverged"
+                seen_fail |= row.status != "diverged"
+                bad.append((curves, row.status, row.seed))
+                if not curves:
+                    notes.append(f"{style['label']} seed {row.seed}: {row.status}, no curve")
+        for key, ax in axes.items():
+            seeds = [c[key] for c in good if key in c]
+            if seeds:
+                grid, center, lo, hi = _seed_band(seeds)
+                ax.fill_between(grid, lo, hi, color=style["color"], alpha=0.18, linewidth=0)
+                ax.plot(
+                    grid, center, color=style["color"], linestyle=style["linestyle"],
+                    marker=style["marker"], markevery=max(1, grid.size // 8),
+                )  # fmt: skip
+                plotted += list(lo) + list(hi)
+            for curves, status, _seed in bad:
+                if key not in curves:
+                    continue
+                x, y = curves[key]
+                ax.plot(x, y, color=style["color"], linestyle=style["linestyle"], linewidth=0.8, alpha=0.7)
+                mark = DIVERGED_STYLE if status == "diverged" else FAILED_STYLE
+                ax.plot([x[-1]], [y[-1]], linestyle="none", **{**mark, "color": style["color"]})
+                plotted += list(y)
+        n_good, n_bad = len(good), len(bad)
+        extra = f", {n_bad} div./failed" if n_bad else ""
+        handles.append(_legend_handle(opt, f"{style['label']} (n={n_good}{extra})"))
+    for key, ax in axes.items():
+        _log_if_positive(ax, plotted)
+        ax.set_xlabel("training step" if key == "step" else "wall-clock seconds")
+    axes["step"].set_ylabel("validation relative L2")
+    axes["step"].set_title(f"{title}: vs step")
+    axes["seconds"].set_title(f"{title}: vs wall clock")
+    if not plotted:
+        notes.insert(0, "no finite validation error in any run")
+    _finish(fig, handles + _status_handles(seen_div, seen_fail), notes)
+    return save_figure(fig, out_dir, stem)
+
+
+# ------------------------------------------------ 2: final test error, seed spread
+
+
+def _slots(n: int) -> np.ndarray:
+    width = 0.8
+    return (np.arange(n) - (n - 1) / 2.0) * (width / max(n, 1))
+
+
+def _mark_unfinished(ax: Axes, x: float, rows: pd.DataFrame, color: str) -> tuple[bool, bool]:
+    """× / + at the top of the axes for diverged / failed seeds, with their count."""
+    flags = []
+    for status, style, y in (("diverged", DIVERGED_STYLE, 0.96), ("failed", FAILED_STYLE, 0.88)):
+        if status == "failed":
+            n = int((~rows["status"].isin(["finished", "diverged"])).sum())
+        else:
+            n = int((rows["status"] == status).sum())
+        if n:
+            ax.plot([x], [y], linestyle="none", transform=ax.get_xaxis_transform(), clip_on=False,
+                    **{**style, "color": color})  # fmt: skip
+            ax.annotate(str(n), (x, y), xycoords=ax.get_xaxis_transform(), xytext=(5, 0),
+                        textcoords="offset points", ha="left", va="center", fontsize=6)  # fmt: skip
+        flags.append(n > 0)
+    return flags[0], flags[1]
+
+
+def _test_error_figure(summary: pd.DataFrame, dataset: str, out_dir: Path) -> list[Path]:
+    stem = f"test_error_{safe_name(dataset)}"
+    cells = _cells(summary, dataset)
+    if cells.empty:
+        return _note_figure(out_dir, stem, dataset, "no runs in summary.csv")
+    models = sorted(cells["model"].unique())
+    opts = order_optimizers(cells["optimizer"])
+    offsets = _slots(len(opts))
+    fig = new_figure(max(4.5, 1.1 + 0.35 * len(opts) * len(models)), 3.4)
+    ax = fig.add_subplot()
+    seen_div = seen_fail = False
+    values: list[float] = []
+    missing: list[str] = []
+    for i, model in enumerate(models):
+        for j, opt in enumerate(opts):
+            rows = cells[(cells["model"] == model) & (cells["optimizer"] == opt)]
+            if rows.empty:
+                continue
+            style = optimizer_style(opt)
+            x = i + offsets[j]
+            done = rows[rows["status"] == "finished"][_ERR].to_numpy()
+            fin = _positive(done)
+            if fin.size:
+                ax.plot(np.full(fin.size, x), fin, linestyle="none", marker=style["marker"],
+                        color=style["color"], markerfacecolor="none", markersize=4, alpha=0.8)  # fmt: skip
+                mean = float(fin.mean())
+                ax.errorbar(
+                    [x], [mean], yerr=[[mean - fin.min()], [fin.max() - mean]], color=style["color"],
+                    marker=style["marker"], markersize=7, capsize=2.5, linestyle="none",
+                )  # fmt: skip
+                values += list(fin)
+            if fin.size < done.size:
+                missing.append(f"{model}/{style['label']}: {done.size - fin.size} finished without error")
+            div, fail = _mark_unfinished(ax, x, rows, style["color"])
+            seen_div |= div
+            seen_fail |= fail
+    ax.set_xticks(range(len(models)), models)
+    ax.set_xlim(-0.6, len(models) - 0.4)
+    _log_if_positive(ax, values)
+    ax.set_ylabel("test relative L2 (mean over samples)")
+    ax.set_title(f"{dataset}: final test error")
+    if not values:
+        _note(ax, "no finished run with a finite test error")
+    handles = [_legend_handle(o) for o in opts] + _spread_handles() + _status_handles(seen_div, seen_fail)
+    _finish(fig, handles, missing)
+    return save_figure(fig, out_dir, stem)
+
+
+# ------------------------------------------------------------ 3: cost vs accuracy
+
+
+def _cost_accuracy_figure(summary: pd.DataFrame, dataset: str, out_dir: Path) -> list[Path]:
+    stem = f"cost_accuracy_{safe_name(dataset)}"
+    cells = _cells(summary, dataset)
+    if cells.empty:
+        return _note_figure(out_dir, stem, dataset, "no runs in summary.csv")
+    models = sorted(cells["model"].unique())
+    opts = order_optimizers(cells["optimizer"])
+    xcols = (("seconds_per_step", "optimizer seconds per step"), ("time_to_target_seconds", "seconds to target"))
+    fig = new_figure(max(4.5, 1.5 + 3.0 * len(models)), 5.6)
+    grid = fig.subplots(2, len(models), squeeze=False, sharey=True)
+    seen_div = seen_fail = False
+    all_notes: list[str] = []
+    for r, (xcol, xlabel) in enumerate(xcols):
+        for c, model in enumerate(models):
+            ax = grid[r, c]
+            xs: list[float] = []
+            ys: list[float] = []
+            notes: list[str] = []
+            for opt in opts:
+                rows = cells[(cells["model"] == model) & (cells["optimizer"] == opt)]
+                if rows.empty:
+                    continue
+                style = optimizer_style(opt)
+                done = rows[rows["status"] == "finished"]
+                x = done[xcol].to_numpy()
+                y = done[_ERR].to_numpy()
+                ok = np.isfinite(x) & (x > 0) & np.isfinite(y) & (y > 0)
+                if ok.any():
+                    mx, my = float(x[ok].mean()), float(y[ok].mean())
+                    ax.errorbar(
+                        [mx], [my],
+                        xerr=[[mx - x[ok].min()], [x[ok].max() - mx]],
+                        yerr=[[my - y[ok].min()], [y[ok].max() - my]],
+                        color=style["color"], marker=style["marker"], markersize=7,
+                        capsize=2, linestyle="none",
+                    )  # fmt: skip
+                    xs += list(x[ok])
+                    ys += list(y[ok])
+                elif len(done):
+                    why = "target not reached" if xcol == "time_to_target_seconds" else "no value"
+                    notes.append(f"{style['label']}: {why}")
+                unfinished = rows[rows["status"] != "finished"]
+                ux = _positive(unfinished[xcol].to_numpy())
+                if len(unfinished):
+                    div = bool((unfinished["status"] == "diverged").any())
+                    seen_div |= div
+                    seen_fail |= not bool((unfinished["status"] == "diverged").all())
+                    mark = DIVERGED_STYLE if div else FAILED_STYLE
+                    if ux.size:
+                        ax.plot([float(ux.mean())], [0.96], linestyle="none", clip_on=False,
+                                transform=ax.get_xaxis_transform(), **{**mark, "color": style["color"]})  # fmt: skip
+                        xs += list(ux)
+                    else:
+                        notes.append(f"{style['label']}: {len(unfinished)} diverged/failed")
+            _log_if_positive(ax, xs, axis="x")
+            _log_if_positive(ax, ys)
+            ax.set_xlabel(xlabel)
+            if c == 0:
+                ax.set_ylabel("test relative L2")
+            ax.set_title(f"{dataset} / {model}")
+            if not xs:
+                _note(ax, "no data")
+            all_notes += [f"{model}, {xlabel}: {n}" for n in notes]
+    handles = [_legend_handle(o) for o in opts] + _status_handles(seen_div, seen_fail)
+    _finish(fig, handles, all_notes)
+    return save_figure(fig, out_dir, stem)
+
+
+# ------------------------------------------------------------- 4: solver sequence
+
+
+def _solver_figure(path: Path, out_dir: Path) -> list[Path]:
+    stem = f"solver_{safe_name(path.stem)}"
+    records, why = load_solver_benchmark(path)
+    if records is None or not records:
+        return _note_figure(out_dir, stem, f"solver benchmark {path.stem}", why or "no records")
+    by_seq: dict[str, list[dict[str, Any]]] = {}
+    for rec in records:
+        by_seq.setdefault(str(rec.get("sequence", path.stem)), []).append(rec)
+    seqs = sorted(by_seq)
+    fig = new_figure(8.5, 3.0 * len(seqs) + 0.4)
+    grid = fig.subplots(len(seqs), 2, squeeze=False)
+    handles: dict[str, Line2D] = {}
+    notes: list[str] = []
+    for r, seq in enumerate(seqs):
+        ax_it, ax_t = grid[r]
+        recs = sorted(
+            by_seq[seq],
+            key=lambda d: (str(d.get("method", "")), str(d.get("preconditioner", ""))),
+        )
+        for rec in recs:
+            style = solver_style(str(rec.get("method", "?")), rec.get("preconditioner"))
+            default = bool(rec.get("default", False))
+            label = style["label"] + (" (default)" if default else "")
+            per = rec.get("per_solve") or []
+            its = np.array([_num(p.get("iterations")) for p in per], dtype=np.float64)
+            secs = np.array([_num(p.get("seconds")) for p in per], dtype=np.float64)
+            kw = {"color": style["color"], "linestyle": style["linestyle"], "marker": style["marker"],
+                  "linewidth": 2.4 if default else 1.2, "markersize": 4}  # fmt: skip
+            idx = np.arange(len(per))
+            drew = False
+            if np.isfinite(its).any():
+                ok = np.isfinite(its)
+                ax_it.plot(idx[ok], its[ok], markevery=max(1, int(ok.sum()) // 10), **kw)
+                drew = True
+            else:
+                notes.append(f"{seq}, {label}: no iteration counts")
+            if np.isfinite(secs).any():
+                ax_t.plot(idx, np.nancumsum(secs), markevery=max(1, len(per) // 10), **kw)
+                drew = True
+            if drew:
+                handles.setdefault(label, Line2D([], [], label=label, **kw))
+            else:
+                notes.append(f"{seq}, {label}: no per-solve data")
+        ax_it.set_title(f"{seq}: iterations per system")
+        ax_it.set_xlabel("system index in sequence")
+        ax_it.set_ylabel("Krylov iterations")
+        ax_t.set_title(f"{seq}: cumulative solve time")
+        ax_t.set_xlabel("system index in sequence")
+        ax_t.set_ylabel("seconds")
+    _finish(fig, [handles[k] for k in sorted(handles)], notes)
+    return save_figure(fig, out_dir, stem)
+
+
+def _num(value: Any) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return out
+
+
+# --------------------------------------------------------------- 5: predictions
+
+
+def _field(arr: np.ndarray, sample: int) -> np.ndarray:
+    """First channel of one sample; for 3D the middle z slice; transposed so x runs right."""
+    f = arr[sample, 0]
+    if f.ndim == 3:
+        f = f[:, :, f.shape[2] // 2]
+    return f.T if f.ndim == 2 else f
+
+
+def _limits(values: np.ndarray) -> tuple[float, float]:
+    """Colour limits over finite values (a diverged model predicts NaN/inf)."""
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return 0.0, 1.0
+    lo, hi = float(v.min()), float(v.max())
+    return (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
+
+
+def _predictions_figure(
+    summary: pd.DataFrame, runs_root: Path, dataset: str, model: str, out_dir: Path
+) -> list[Path]:
+    stem = f"predictions_{safe_name(dataset)}_{safe_name(model)}"
+    title = f"{dataset} / {model}"
+    cells = _cells(summary, dataset, model)
+    if cells.empty:
+        return _note_figure(out_dir, stem, title, "no runs in summary.csv")
+    # Best finished run first (lowest test error), then the rest in stable order.
+    ranked = cells.assign(
+        _fin=(cells["status"] != "finished").astype(int),
+        _err=cells[_ERR].fillna(np.inf),
+        _row=np.arange(len(cells)),
+    ).sort_values(["_fin", "_err", "_row"], kind="stable")
+    reasons: list[str] = []
+    for row in ranked.itertuples(index=False):
+        arrays, why = load_predictions(run_dir(runs_root, dataset, model, row.optimizer, row.seed) / "predictions.npz")
+        if arrays is not None:
+            break
+        reasons.append(f"{row.optimizer} seed {row.seed}: {why}")
+    else:
+        return _note_figure(out_dir, stem, title, "no predictions:\n" + _short_list(reasons, 4))
+    style = optimizer_style(row.optimizer)
+    n = min(_PRED_SAMPLES, arrays["y"].shape[0])
+    fields = {k: np.stack([_field(arrays[k], s) for s in range(n)]) for k in ("x", "y", "pred")}
+    fields["err"] = np.abs(fields["pred"] - fields["y"])
+    # One colour scale per column (truth and prediction share one), so samples compare.
+    both = np.concatenate([fields["y"].ravel(), fields["pred"].ravel()])
+    limits = {
+        "x": _limits(fields["x"]),
+        "y": _limits(both),
+        "pred": _limits(both),
+        "err": (0.0, _limits(fields["err"])[1]),
+    }
+    columns = (("x", "input", "viridis"), ("y", "truth", "viridis"),
+               ("pred", "prediction", "viridis"), ("err", "|error|", "magma"))  # fmt: skip
+    fig = new_figure(9.0, 2.0 * n + 1.0)
+    grid = fig.subplots(n, 4, squeeze=False)
+    for c, (key, name, cmap) in enumerate(columns):
+        image = None
+        for s in range(n):
+            ax = grid[s, c]
+            field = fields[key][s]
+            if field.ndim == 2:
+                vmin, vmax = limits[key]
+                image = ax.imshow(field, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.grid(False)
+            else:
+                ax.plot(field, color="black")
+                ax.set_ylim(*limits[key])
+            if s == 0:
+                ax.set_title(name)
+            if c == 0:
+                ax.set_ylabel(f"sample {s}")
+        if image is not None and c != 1:  # truth shares the prediction's colour bar
+            axes = list(grid[:, c]) if c != 2 else list(grid[:, 1]) + list(grid[:, 2])
+            fig.colorbar(image, ax=axes, shrink=0.9, location="bottom", aspect=25 if c != 2 else 50)
+    fig.suptitle(f"{title}: {style['label']}, seed {row.seed}, test rel. L2 {getattr(row, _ERR):.3g}")
+    return save_figure(fig, out_dir, stem)
+
+
+# --------------------------------------------------------- 6: resolution transfer
+
+
+def _transfer_figure(summary: pd.DataFrame, dataset: str, out_dir: Path) -> list[Path]:
+    stem = f"transfer_{safe_name(dataset)}"
+    cells = _cells(summary, dataset)
+    if cells.empty or not np.isfinite(cells["transfer_rel_l2"].to_numpy()).any():
+        return _note_figure(out_dir, stem, f"{dataset}: resolution transfer", "no resolution-transfer results")
+    models = sorted(cells["model"].unique())
+    opts = order_optimizers(cells["optimizer"])
+    offsets = _slots(len(opts))
+    fig = new_figure(max(4.5, 1.1 + 0.35 * len(opts) * len(models)), 3.4)
+    ax = fig.add_subplot()
+    values: list[float] = []
+    seen_div = seen_fail = False
+    for i, model in enumerate(models):
+        for j, opt in enumerate(opts):
+            rows = cells[(cells["model"] == model) & (cells["optimizer"] == opt)]
+            if rows.empty:
+                continue
+            style = optimizer_style(opt)
+            x = i + offsets[j]
+            done = rows[rows["status"] == "finished"]
+            for col, filled in (("transfer_rel_l2", True), (_ERR, False)):
+                v = _positive(done[col].to_numpy())
+                if v.size:
+                    m = float(v.mean())
+                    ax.errorbar(
+                        [x], [m], yerr=[[m - v.min()], [v.max() - m]], color=style["color"],
+                        marker=style["marker"], markerfacecolor=style["color"] if filled else "none",
+                        markersize=7 if filled else 5, capsize=2, linestyle="none",
+                    )  # fmt: skip
+                    values += list(v)
+            div, fail = _mark_unfinished(ax, x, rows, style["color"])
+            seen_div |= div
+            seen_fail |= fail
+    ax.set_xticks(range(len(models)), models)
+    ax.set_xlim(-0.6, len(models) - 0.4)
+    _log_if_positive(ax, values)
+    ax.set_ylabel("relative L2")
+    ax.set_title(f"{dataset}: resolution transfer")
+    handles = [_legend_handle(o) for o in opts] + [
+        Line2D([], [], color="0.3", marker="o", linestyle="none", label="finer grid (transfer)"),
+        Line2D([], [], color="0.3", marker="o", markerfacecolor="none", linestyle="none",
+               markersize=5, label="training grid"),
+    ]  # fmt: skip
+    _finish(fig, handles + _status_handles(seen_div, seen_fail))
+    return save_figure(fig, out_dir, stem)
+
+
+# --------------------------------------------------------------------- entry point
+
+
+def make_figures(
+    summary_csv: str | Path,
+    runs_root: str | Path,
+    solver_benchmarks: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    datasets: Sequence[str] | None = None,
+    models: Sequence[str] | None = None,
+) -> list[Path]:
+    """Write every paper figure as PNG and PDF; byte-identical when rerun on the same inputs.
+
+    Arguments:
+        summary_csv: ``results/summary.csv`` (one row per cell and seed).
+        runs_root: root of ``{dataset}/{model}/{optimizer}/{seed}/`` run directories with
+            ``history.csv`` and ``predictions.npz``.
+        solver_benchmarks: solver benchmark JSON files (one figure per file).
+        out_dir: output folder, created if missing.
+        datasets, models: names to draw; default those in the summary. Passing the
+            configured names guarantees every file in :func:`figure_stems` is written,
+            with a note where there are no results yet.
+
+    Returns:
+        paths written, in a stable order (PNG before PDF of each figure).
+    """
+    out_dir = Path(out_dir)
+    runs_root = Path(runs_root)
+    summary, why = read_summary(summary_csv)
+    if why:
+        log.warning("figures: %s", why)
+    ds = sorted({str(d) for d in datasets}) if datasets is not None else sorted(summary["dataset"].unique())
+    ms = sorted({str(m) for m in models}) if models is not None else sorted(summary["model"].unique())
+    paths: list[Path] = []
+    with deterministic_style():
+        for d in ds:
+            for m in ms:
+                paths += _val_error_figure(summary, runs_root, d, m, out_dir)
+            paths += _test_error_figure(summary, d, out_dir)
+            paths += _cost_accuracy_figure(summary, d, out_dir)
+            for m in ms:
+                paths += _predictions_figure(summary, runs_root, d, m, out_dir)
+            paths += _transfer_figure(summary, d, out_dir)
+        for bench in solver_benchmarks:
+            paths += _solver_figure(Path(bench), out_dir)
+    return paths
+

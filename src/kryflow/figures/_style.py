@@ -1,0 +1,187 @@
+"""Stable visual identity per optimizer and solver, and byte-reproducible figure output.
+
+Colours come from colour-blind-safe palettes (Okabe-Ito, Paul Tol); in greyscale every
+optimizer stays distinguishable through its marker and line style, which are unique per
+registry name. Styles are looked up, never assigned in order of appearance, so an optimizer
+looks the same in every figure whatever subset of optimizers a figure shows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import matplotlib
+
+# Figures are built on matplotlib.figure.Figure with an explicit Agg canvas, never through
+# pyplot, so output does not depend on the session's backend and no global state is touched.
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+__all__ = [
+    "OPTIMIZER_ORDER",
+    "DIVERGED_STYLE",
+    "FAILED_STYLE",
+    "deterministic_style",
+    "new_figure",
+    "optimizer_style",
+    "order_optimizers",
+    "save_figure",
+    "solver_label",
+    "solver_style",
+]
+
+# Registry order (kryflow.optim): first order, quasi-Newton, Hutchinson curvature,
+# Kronecker/Shampoo-type preconditioners, layer-hook second order, zeroth order.
+OPTIMIZER_ORDER: tuple[str, ...] = (
+    "sgd", "adam", "adamw", "lbfgs", "adahessian", "sophiah", "shampoo",
+    "soap", "kron", "kfac", "mfac", "mkor", "mkor_h", "zo_spsa",
+)  # fmt: skip
+
+_OPTIMIZER_STYLES: dict[str, dict[str, str]] = {
+    # colour, marker, linestyle: every (marker, linestyle) pair is unique for greyscale.
+    "sgd": {"color": "#000000", "marker": "o", "linestyle": "-", "label": "SGD"},
+    "adam": {"color": "#0072B2", "marker": "s", "linestyle": "-", "label": "Adam"},
+    "adamw": {"color": "#56B4E9", "marker": "D", "linestyle": "--", "label": "AdamW"},
+    "lbfgs": {"color": "#D55E00", "marker": "^", "linestyle": "-.", "label": "L-BFGS"},
+    "adahessian": {"color": "#009E73", "marker": "v", "linestyle": "-", "label": "AdaHessian"},
+    "sophiah": {"color": "#E69F00", "marker": "<", "linestyle": "--", "label": "Sophia-H"},
+    "shampoo": {"color": "#CC79A7", "marker": ">", "linestyle": "-.", "label": "Shampoo"},
+    "soap": {"color": "#882255", "marker": "p", "linestyle": ":", "label": "SOAP"},
+    "kron": {"color": "#44AA99", "marker": "h", "linestyle": ":", "label": "Kron (PSGD)"},
+    "kfac": {"color": "#332288", "marker": "*", "linestyle": "--", "label": "K-FAC"},
+    "mfac": {"color": "#661100", "marker": "P", "linestyle": "-", "label": "M-FAC"},
+    "mkor": {"color": "#AA4499", "marker": "X", "linestyle": "-.", "label": "MKOR"},
+    "mkor_h": {"color": "#997700", "marker": "d", "linestyle": "--", "label": "MKOR-H"},
+    "zo_spsa": {"color": "#777777", "marker": "8", "linestyle": ":", "label": "ZO-SPSA"},
+}
+
+_FALLBACK_COLORS = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#BBBBBB")
+_FALLBACK_MARKERS = ("o", "s", "^", "v", "D", "p", "h", "*", "P", "X")
+_FALLBACK_LINESTYLES = ("-", "--", "-.", ":")
+
+#: How runs without a final test error are drawn, in every figure.
+DIVERGED_STYLE = {"marker": "x", "color": "#000000", "markersize": 9, "markeredgewidth": 2.0}
+FAILED_STYLE = {"marker": "+", "color": "#000000", "markersize": 10, "markeredgewidth": 2.0}
+
+_SOLVER_STYLES: dict[str, dict[str, str]] = {
+    "cold": {"color": "#000000", "marker": "o", "linestyle": ":"},
+    "warm": {"color": "#0072B2", "marker": "s", "linestyle": "--"},
+    "amg": {"color": "#E69F00", "marker": "^", "linestyle": "-."},
+    "recycled": {"color": "#D55E00", "marker": "D", "linestyle": "-"},
+    "scipy": {"color": "#009E73", "marker": "v", "linestyle": ":"},
+    "direct": {"color": "#777777", "marker": "P", "linestyle": "--"},
+}
+
+
+def _digest(name: str) -> int:
+    # hashlib, not hash(): Python's str hash is salted per process.
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big")
+
+
+def _hashed_style(name: str) -> dict[str, str]:
+    h = _digest(name)
+    return {
+        "color": _FALLBACK_COLORS[h % len(_FALLBACK_COLORS)],
+        "marker": _FALLBACK_MARKERS[(h // 7) % len(_FALLBACK_MARKERS)],
+        "linestyle": _FALLBACK_LINESTYLES[(h // 70) % len(_FALLBACK_LINESTYLES)],
+    }
+
+
+def optimizer_style(name: str) -> dict[str, str]:
+    """Colour, marker, line style and display label of an optimizer.
+
+    Arguments:
+        name: optimizer registry name (e.g. ``"adam"``, ``"mkor_h"``).
+
+    Returns:
+        a new dict ``{"color", "marker", "linestyle", "label"}``, usable as ``**kwargs`` of
+        ``Axes.plot``. Names outside the registry get a style derived from a hash of the
+        name, the same in every process.
+    """
+    key = str(name)
+    if key in _OPTIMIZER_STYLES:
+        return dict(_OPTIMIZER_STYLES[key])
+    return {**_hashed_style(key), "label": key}
+
+
+def solver_style(method: str, preconditioner: str | None = None) -> dict[str, str]:
+    """Style of a solver benchmark entry: known method names fixed, others hashed."""
+    label = solver_label(method, preconditioner)
+    key = str(method).lower()
+    base = dict(_SOLVER_STYLES[key]) if key in _SOLVER_STYLES else _hashed_style(label)
+    return {**base, "label": label}
+
+
+def solver_label(method: str, preconditioner: str | None = None) -> str:
+    prec = "" if preconditioner in (None, "", "none", "None") else str(preconditioner)
+    return f"{method} + {prec}" if prec else str(method)
+
+
+def order_optimizers(names: Iterable[str]) -> list[str]:
+    """Unique names in registry order; unknown names after them, alphabetically."""
+    unique = {str(n) for n in names}
+    known = [n for n in OPTIMIZER_ORDER if n in unique]
+    return known + sorted(unique - set(OPTIMIZER_ORDER))
+
+
+# rcParams that make output independent of the machine's fonts, the process and the date.
+_RC = {
+    "font.family": "DejaVu Sans",  # shipped with matplotlib: no system font lookup
+    "mathtext.fontset": "dejavusans",
+    "font.size": 9.0,
+    "axes.titlesize": 9.0,
+    "axes.labelsize": 9.0,
+    "legend.fontsize": 7.5,
+    "xtick.labelsize": 8.0,
+    "ytick.labelsize": 8.0,
+    "pdf.fonttype": 42,
+    "ps.fonttype": 42,
+    "svg.hashsalt": "kryflow",
+    "svg.fonttype": "path",
+    "image.interpolation": "nearest",
+    "savefig.dpi": 150,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "hatch.linewidth": 0.8,
+    "lines.linewidth": 1.4,
+    "lines.markersize": 5.0,
+}
+
+
+@contextmanager
+def deterministic_style() -> Iterator[None]:
+    """rcParams for reproducible figures, scoped so the caller's settings are untouched."""
+    with matplotlib.rc_context(_RC):
+        yield
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A figure detached from pyplot (no global figure registry, nothing to close)."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
+    """Write ``{stem}.png`` and ``{stem}.pdf`` without dates or version strings.
+
+    Returns:
+        the two paths, PNG first.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = out_dir / f"{stem}.png"
+    pdf = out_dir / f"{stem}.pdf"
+    fig.savefig(png, format="png", metadata={"Software": None})
+    # Freeze the constrained layout found for the PNG: the PDF reuses it instead of
+    # solving it again (the slowest part of saving), so both files share one layout.
+    if fig.get_layout_engine() is not None:
+        fig.set_layout_engine("none")
+    fig.savefig(
+        pdf,
+        format="pdf",
+        metadata={"Creator": None, "Producer": None, "CreationDate": None, "ModDate": None},
+    )
+    return [png, pdf]

@@ -1,0 +1,318 @@
+"""Paper tables (LaTeX booktabs and Markdown) with the best value per group in bold.
+
+Best values are chosen on the unrounded numbers within each (dataset, model) group
+(solver tables: within each sequence); ties are all bold. Cells whose seeds all diverged
+or failed say so instead of showing a number.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kryflow.figures._results import aggregate, load_solver_benchmark, read_summary
+from kryflow.figures._style import optimizer_style, solver_label
+
+__all__ = ["make_tables"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Column:
+    header: str
+    value: Callable[[pd.Series], float]  # number the best is chosen on (NaN: none)
+    text: Callable[[pd.Series], str]
+    best: str | None = None  # "min", "max" or None
+    align: str = "r"
+
+
+@dataclass(frozen=True)
+class _Table:
+    headers: list[str]
+    aligns: list[str]
+    rows: list[list[tuple[str, bool]]]  # (text, bold)
+    groups: list[int]  # group id per row, for spacing between groups
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    if value is None or not math.isfinite(value):
+        return "–"
+    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+        return f"{value:.{digits - 1}e}"
+    return f"{value:.{digits}g}"
+
+
+def _fmt_int(value: float) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value:.0f}"
+
+
+def _status_text(row: pd.Series) -> str | None:
+    """Replacement text when no seed finished."""
+    if row["n_finished"] > 0:
+        return None
+    parts = []
+    if row["n_diverged"]:
+        parts.append("diverged")
+    if row["n_failed"]:
+        parts.append("failed")
+    return "/".join(parts) or "–"
+
+
+def _metric(name: str, with_std: bool = False, integer: bool = False) -> tuple[Callable, Callable]:
+    def value(row: pd.Series) -> float:
+        return float(row[f"{name}_mean"]) if f"{name}_mean" in row else math.nan
+
+    def text(row: pd.Series) -> str:
+        status = _status_text(row)
+        if status is not None:
+            return status
+        mean = value(row)
+        body = _fmt_int(mean) if integer else _fmt(mean)
+        std = float(row.get(f"{name}_std", math.nan))
+        if with_std and math.isfinite(mean) and math.isfinite(std):
+            body += f" ± {_fmt(std, 2)}"
+        return body
+
+    return value, text
+
+
+def _seeds_text(row: pd.Series) -> str:
+    text = f"{row['n_finished']}/{row['n_seeds']}"
+    extra = [f"{row['n_diverged']} div."] if row["n_diverged"] else []
+    extra += [f"{row['n_failed']} fail."] if row["n_failed"] else []
+    return text + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _id_columns() -> list[_Column]:
+    nan: Callable[[pd.Series], float] = lambda _row: math.nan  # noqa: E731
+    return [
+        _Column("Dataset", nan, lambda r: str(r["dataset"]), align="l"),
+        _Column("Model", nan, lambda r: str(r["model"]), align="l"),
+        _Column("Optimizer", nan, lambda r: optimizer_style(r["optimizer"])["label"], align="l"),
+        _Column("Seeds", nan, _seeds_text),
+    ]
+
+
+def _metric_column(header: str, name: str, best: str | None = "min", **kw: Any) -> _Column:
+    value, text = _metric(name, **kw)
+    return _Column(header, value, text, best)
+
+
+def _build(frame: pd.DataFrame, columns: list[_Column], group_keys: list[str]) -> _Table:
+    rows: list[list[tuple[str, bool]]] = []
+    groups: list[int] = []
+    if frame.empty:
+        return _Table([c.header for c in columns], [c.align for c in columns], rows, groups)
+    group_ids = frame.groupby(group_keys, sort=False).ngroup().to_numpy()
+    values = np.array([[c.value(r) for c in columns] for _, r in frame.iterrows()], dtype=np.float64)
+    bold = np.zeros_like(values, dtype=bool)
+    for g in np.unique(group_ids):
+        sel = group_ids == g
+        for j, col in enumerate(columns):
+            v = values[sel, j]
+            if col.best is None or not np.isfinite(v).any():
+                continue
+            target = np.nanmin(v) if col.best == "min" else np.nanmax(v)
+            bold[sel, j] = v == target
+    for i, (_, r) in enumerate(frame.iterrows()):
+        rows.append([(c.text(r), bool(bold[i, j])) for j, c in enumerate(columns)])
+        groups.append(int(group_ids[i]))
+    return _Table([c.header for c in columns], [c.align for c in columns], rows, groups)
+
+
+_TEX_ESCAPE = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+}  # fmt: skip
+
+
+def _tex_cell(text: str, bold: bool) -> str:
+    out = "".join(_TEX_ESCAPE.get(ch, ch) for ch in text)
+    out = out.replace(" ± ", r" $\pm$ ").replace("–", "--")
+    return rf"\textbf{{{out}}}" if bold else out
+
+
+def _md_cell(text: str, bold: bool) -> str:
+    out = text.replace("|", r"\|")
+    return f"**{out}**" if bold and out else out
+
+
+def _write_tex(table: _Table, path: Path, title: str, note: str | None = None) -> Path:
+    lines = [f"% {title}", "% generated by kryflow.figures.make_tables; best values in bold", ]
+    if note:
+        lines.append(f"% {note}")
+    lines.append(r"\begin{tabular}{" + "".join(table.aligns) + "}")
+    lines.append(r"\toprule")
+    lines.append(" & ".join(_tex_cell(h, False) for h in table.headers) + r" \\")
+    lines.append(r"\midrule")
+    if not table.rows:
+        lines.append(rf"\multicolumn{{{len(table.headers)}}}{{c}}{{{_tex_cell(note or 'no results', False)}}} \\")
+    previous = None
+    for row, group in zip(table.rows, table.groups, strict=True):
+        if previous is not None and group != previous:
+            lines.append(r"\addlinespace")
+        previous = group
+        lines.append(" & ".join(_tex_cell(t, b) for t, b in row) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    path.write_text("\n".join(lines), encoding="utf-8", newline="\n")
+    return path
+
+
+def _write_md(table: _Table, path: Path, title: str, note: str | None = None) -> Path:
+    lines = [f"## {title}", "", "Best value per group in **bold**.", ""]
+    if note:
+        lines += [f"_{note}_", ""]
+    lines.append("| " + " | ".join(table.headers) + " |")
+    lines.append("| " + " | ".join(":--" if a == "l" else "--:" for a in table.aligns) + " |")
+    for row in table.rows:
+        lines.append("| " + " | ".join(_md_cell(t, b) for t, b in row) + " |")
+    lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8", newline="\n")
+    return path
+
+
+def _write(table: _Table, out_dir: Path, stem: str, title: str, note: str | None = None) -> list[Path]:
+    return [
+        _write_tex(table, out_dir / f"{stem}.tex", title, note),
+        _write_md(table, out_dir / f"{stem}.md", title, note),
+    ]
+
+
+def _solver_frame(paths: Sequence[str | Path]) -> tuple[pd.DataFrame, list[str]]:
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for p in paths:
+        records, why = load_solver_benchmark(Path(p))
+        if records is None:
+            notes.append(str(why))
+            continue
+        for rec in records:
+            rows.append(
+                {
+                    "sequence": str(rec.get("sequence", Path(p).stem)),
+                    "label": solver_label(str(rec.get("method", "?")), rec.get("preconditioner")),
+                    "default": bool(rec.get("default", False)),
+                    **{k: _num(rec.get(k)) for k in (
+                        "n_unknowns", "n_systems", "iterations", "matvecs", "seconds", "max_true_relres")},
+                }  # fmt: skip
+            )
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame["seconds_per_system"] = frame["seconds"] / frame["n_systems"].where(frame["n_systems"] > 0)
+        frame = frame.sort_values(["sequence", "label"], kind="stable").reset_index(drop=True)
+    return frame, notes
+
+
+def _num(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _solver_columns() -> list[_Column]:
+    nan: Callable[[pd.Series], float] = lambda _row: math.nan  # noqa: E731
+
+    def col(header: str, key: str, best: str | None, integer: bool = False, positive: bool = False) -> _Column:
+        fmt = _fmt_int if integer else _fmt
+
+        def value(r: pd.Series) -> float:
+            v = float(r[key])
+            # A direct solver reports 0 iterations: "not applicable", not the best Krylov count.
+            return math.nan if positive and not v > 0 else v
+
+        return _Column(header, value, lambda r: fmt(value(r)), best)
+
+    return [
+        _Column("Sequence", nan, lambda r: str(r["sequence"]), align="l"),
+        _Column("Method", nan, lambda r: r["label"] + (" (default)" if r["default"] else ""), align="l"),
+        col("Unknowns", "n_unknowns", None, integer=True),
+        col("Systems", "n_systems", None, integer=True),
+        col("Iterations", "iterations", "min", integer=True, positive=True),
+        col("Matvecs", "matvecs", "min", integer=True, positive=True),
+        col("Seconds", "seconds", "min"),
+        col("s/system", "seconds_per_system", "min"),
+        col("Max rel. res.", "max_true_relres", None),
+    ]
+
+
+def make_tables(
+    summary_csv: str | Path,
+    out_dir: str | Path,
+    solver_benchmarks: Sequence[str | Path] = (),
+) -> list[Path]:
+    """Write the paper tables; byte-identical when rerun on the same inputs.
+
+    Files (each ``.tex`` with booktabs rules and ``.md``): ``test_error`` (accuracy per
+    cell, mean ± std over finished seeds), ``cost`` (time, memory, speed-up),
+    ``transfer`` (resolution transfer; a note when there are no results) and, when
+    ``solver_benchmarks`` is given, ``solver_times`` (the benchmark's time table). Also
+    ``aggregate.csv``: the full output of :func:`kryflow.figures.aggregate`.
+
+    Returns:
+        paths written, in a stable order.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary, why = read_summary(summary_csv)
+    note = why
+    if why:
+        log.warning("tables: %s", why)
+    agg = aggregate(summary)
+    paths: list[Path] = []
+
+    csv_path = out_dir / "aggregate.csv"
+    agg.to_csv(csv_path, index=False, lineterminator="\n", float_format="%.10g")
+    paths.append(csv_path)
+
+    group = ["dataset", "model"]
+    accuracy = _id_columns() + [
+        _metric_column("Rel. L2", "test_rel_l2_mean", with_std=True),
+        _metric_column("Median", "test_rel_l2_median"),
+        _metric_column("P90", "test_rel_l2_p90"),
+        _metric_column("nRMSE", "test_nrmse"),
+        _metric_column("Max err.", "test_max_error"),
+        _metric_column("Low", "test_err_low"),
+        _metric_column("Mid", "test_err_mid"),
+        _metric_column("High", "test_err_high"),
+    ]
+    paths += _write(_build(agg, accuracy, group), out_dir, "test_error",
+                    "Test error over seeds (physical units)", note)  # fmt: skip
+
+    cost = _id_columns() + [
+        _metric_column("s/step", "seconds_per_step"),
+        _metric_column("Train s", "train_seconds"),
+        _metric_column("Steps to target", "time_to_target_step", integer=True),
+        _metric_column("s to target", "time_to_target_seconds"),
+        _metric_column("Peak MB", "peak_memory_mb"),
+        _metric_column("Inference s/sample", "inference_seconds_per_sample"),
+        _metric_column("Solver s/sample", "solver_seconds_per_sample", best=None),
+        _metric_column("Speed-up", "speedup", best="max"),
+    ]
+    paths += _write(_build(agg, cost, group), out_dir, "cost", "Training and inference cost", note)
+
+    has_transfer = not agg.empty and bool(agg["transfer_rel_l2_n"].sum() > 0)
+    transfer = _id_columns() + [
+        _metric_column("Test rel. L2", "test_rel_l2_mean", with_std=True),
+        _metric_column("Transfer rel. L2", "transfer_rel_l2", with_std=True),
+    ]
+    # Only datasets with transfer results (the others have no finer grid configured).
+    with_transfer = agg.groupby("dataset", sort=False)["transfer_rel_l2_n"].transform("sum") > 0 if has_transfer else None
+    frame = agg[with_transfer] if has_transfer else agg.iloc[0:0]
+    paths += _write(_build(frame, transfer, group), out_dir, "transfer", "Resolution transfer",
+                    note if has_transfer else "no resolution-transfer results")  # fmt: skip
+
+    if solver_benchmarks:
+        solver, notes = _solver_frame(solver_benchmarks)
+        table = _build(solver, _solver_columns(), ["sequence"])
+        paths += _write(table, out_dir, "solver_times", "Solver benchmark",
+                        "; ".join(notes) if notes else None)  # fmt: skip
+    return paths
