@@ -30,7 +30,7 @@ TINY_CONFIG = {
         },
         "heat": {
             "family": "heat",
-            "params": {"n": 16, "dim": 2, "num_steps": 3},
+            "params": {"n": 16, "dim": 2, "num_steps": 3, "save_every": 1},
             "num_samples": 16,
             "seed": 1,
             "chunk_samples": 8,

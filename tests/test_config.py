@@ -31,7 +31,7 @@ BAD = [
     (lambda c: c["datasets"]["darcy"].update({"family": "navier"}), "datasets.darcy.family"),
     (lambda c: c["training"].update({"batch_size": "eight"}), "training.batch_size"),
     (lambda c: c["training"].update({"max_steps": 0}), "training.max_steps"),
-    (lambda c: c["datasets"]["darcy"]["params"].update({"n": 18}), "models.unet"),
+    (lambda c: c["datasets"]["darcy"]["params"].update({"n": 17}), "models.unet"),
     (lambda c: c["datasets"]["darcy"]["params"].update({"n": -4}), "datasets.darcy.params.n"),
     (lambda c: c["optimizers"]["adam"].update({"lr": -1.0}), "optimizers.adam.lr"),
     (lambda c: c["optimizers"]["adam"].update({"betaz": 0.9}), "optimizers.adam.betaz"),

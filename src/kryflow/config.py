@@ -125,6 +125,20 @@ def _check_names(section: str, names, registry, what: str) -> None:
             )
 
 
+def _check_family(key: str, family: str, ds: Mapping) -> None:
+    """Build the family once (cheap: no sampling) so its own parameter checks run now."""
+    from kryflow.pdes import build_family
+
+    user = dict(ds.get("params") or {})
+    sizes = [user.get("n")] + ([ds["transfer"]["n"]] if ds.get("transfer") else [])
+    for n in sizes:
+        params = dict(user) if n is None else {**user, "n": n}
+        try:
+            build_family(family, **params)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"config key '{key}.params': {exc}") from None
+
+
 def check_config(config: dict) -> dict:
     """Schema validation plus the registry and cross-key checks. Returns the config."""
     validate_config(config)
@@ -160,6 +174,7 @@ def check_config(config: dict) -> dict:
                     f"Accepted: {', '.join(sorted(accepted))}"
                 )
         params = {**accepted, **(ds.get("params") or {})}
+        _check_family(key, family, ds)
         n, dim = params.get("n"), params.get("dim")
         if not isinstance(n, int) or n < 4:
             raise ConfigError(f"config key '{key}.params.n': grid size must be an integer >= 4, got {n!r}")

@@ -188,7 +188,7 @@ def run_solver_benchmark(config: Mapping, name: str, out_json: str | os.PathLike
     tracker.log_params({"num_samples": bcfg.get("num_samples", 12), "family": spec["family"],
                         "params": spec.get("params") or {}})
     for r in records:
-        label = f"{r['method']}+{r['preconditioner']}"
+        label = f"{r['method']}-{r['preconditioner']}"
         tracker.log_metrics({f"{label}.seconds": r["seconds"], f"{label}.matvecs": r["matvecs"],
                              f"{label}.iterations": r["iterations"],
                              f"{label}.max_true_relres": r["max_true_relres"]})
@@ -299,12 +299,13 @@ def run_aggregate(metrics_files: Sequence[str | os.PathLike], summary_csv, aggre
 
 
 def run_figures(summary_csv, runs_root, solver_jsons: Sequence, fig_dir, table_dir,
-                tracking_json=None) -> list[Path]:
+                tracking_json=None, datasets: Sequence[str] | None = None,
+                models: Sequence[str] | None = None) -> list[Path]:
     """Paper figures and tables; each is also logged to MLflow."""
     from kryflow.figures import make_figures, make_tables
 
-    figs = make_figures(summary_csv, runs_root, list(solver_jsons), fig_dir)
-    tables = make_tables(summary_csv, table_dir)
+    figs = make_figures(summary_csv, runs_root, list(solver_jsons), fig_dir, datasets=datasets, models=models)
+    tables = make_tables(summary_csv, table_dir, solver_benchmarks=list(solver_jsons))
     if tracking_json is not None:
         import pandas as pd
 

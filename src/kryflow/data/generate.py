@@ -9,7 +9,6 @@ tolerance either raises (default) or, with ``on_nonconvergence: flag``, is store
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -105,8 +104,7 @@ def generate_dataset(
         "solver": {**solver_cfg, "matrix_kind": fam.matrix_kind},
         "num_samples": int(num_samples),
         "seed": int(seed),
-        "kryflow_version": kryflow.__version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "code_version": f"kryflow {kryflow.__version__}",
         **dict(provenance or {}),
     }
 

@@ -29,6 +29,10 @@ import kryflow
 
 log = logging.getLogger(__name__)
 
+# No usage telemetry from batch jobs (and no outbound connection attempts on closed clusters).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
 __all__ = [
     "TrackingUnavailable",
     "Tracker",
@@ -306,9 +310,19 @@ class Tracker:
         import mlflow
         import mlflow.pytorch
 
+        import numpy
+        import torch
+
+        # Requirements are stated, not inferred: inference re-imports the model in a
+        # subprocess (about 10 s a job). The kryflow package travels with the model
+        # (code_paths) so that load_model works where kryflow is not installed.
+        requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={numpy.__version__}"]
         mlflow.set_tracking_uri(self.uri)
         with mlflow.start_run(run_id=self.run_id):
-            _retry(mlflow.pytorch.log_model)(model, name="model", input_example=input_example)
+            _retry(mlflow.pytorch.log_model)(
+                model, name="model", input_example=input_example, pip_requirements=requirements,
+                code_paths=[str(Path(kryflow.__file__).parent)],
+            )
 
     def finish(self, status: str, reason: str | None = None) -> None:
         """Close the run. ``status`` is kryflow's (finished / diverged / failed)."""

@@ -148,8 +148,6 @@ def train_cell(
         torch.use_deterministic_algorithms(True, warn_only=True)
 
     ds = open_dataset(dataset_path)
-    inputs = list(ds.attrs["inputs"]) if "inputs" in ds.attrs else None
-    targets = list(ds.attrs["targets"]) if "targets" in ds.attrs else None
     shape = tuple(grid_shape(dataset_path))
     dim = len(shape)
     stats = normalization_stats(dataset_path)
