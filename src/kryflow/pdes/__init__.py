@@ -1,0 +1,32 @@
+"""PDE families that produce seeded sequences of sparse linear systems (2D and 3D).
+
+Public API: :data:`PDE_FAMILIES`, :func:`build_family`, :func:`family_parameters`,
+:class:`PDEFamily`, :class:`Sample`, the GRF sampler and the finite-volume operators.
+"""
+
+from ._families import (
+    PDE_FAMILIES,
+    AdvectionDiffusionFamily,
+    DarcyFamily,
+    HeatFamily,
+    PDEFamily,
+    Sample,
+    build_family,
+    family_parameters,
+)
+from ._grf import GaussianRandomField
+from ._operators import advection_operator, diffusion_operator
+
+__all__ = [
+    "PDE_FAMILIES",
+    "PDEFamily",
+    "Sample",
+    "DarcyFamily",
+    "HeatFamily",
+    "AdvectionDiffusionFamily",
+    "build_family",
+    "family_parameters",
+    "GaussianRandomField",
+    "diffusion_operator",
+    "advection_operator",
+]

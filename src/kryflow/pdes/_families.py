@@ -1,0 +1,399 @@
+"""PDE families: parametric PDEs that produce seeded sequences of related sparse systems."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._grf import GaussianRandomField
+from ._operators import advection_operator, check_field, diffusion_operator
+
+__all__ = [
+    "PDEFamily",
+    "Sample",
+    "DarcyFamily",
+    "HeatFamily",
+    "AdvectionDiffusionFamily",
+    "PDE_FAMILIES",
+    "build_family",
+    "family_parameters",
+]
+
+LinearSolve = Callable[..., np.ndarray]  # x = linear_solve(A, b, matrix_changed=bool)
+
+_COMMON = {
+    "n": 32,  # cells per side
+    "dim": 2,
+    "relation": "drift",  # how consecutive samples relate: "drift" (path in GRF space) or "iid"
+    "drift_angle": 0.2,  # radians per sample of the white-noise rotation
+    "alpha": 2.0,  # GRF smoothness
+    "tau": 3.0,  # GRF inverse length scale
+}
+_COEFFICIENT = {
+    "coefficient": "binary",  # "binary" (thresholded GRF) or "lognormal"
+    "contrast_high": 12.0,
+    "contrast_low": 3.0,
+    "sigma": 1.0,  # lognormal: a = exp(sigma * GRF)
+}
+
+
+class Sample:
+    """One sample of a family: its input fields and how to run its linear systems.
+
+    **Attributes:**
+        index: position in the sequence (0-based).
+        fields: input variables, name -> grid-shaped float64 array.
+    """
+
+    def __init__(self, index: int, fields: dict[str, np.ndarray], run: Callable[[LinearSolve], dict[str, np.ndarray]]):
+        self.index = index
+        self.fields = fields
+        self._run = run
+
+    def solve(self, linear_solve: LinearSolve) -> dict[str, np.ndarray]:
+        """Run this sample's systems through ``linear_solve(A, b, matrix_changed=bool) -> x``.
+
+        **Returns:**
+            Every output variable, grid-shaped (time-major where it has a "time" dimension).
+        """
+        return self._run(linear_solve)
+
+    def __repr__(self) -> str:
+        return f"Sample(index={self.index}, fields={sorted(self.fields)})"
+
+
+class PDEFamily(abc.ABC):
+    """A parametric PDE discretised on an ``n^dim`` cell-centred grid of the unit square/cube."""
+
+    name: str = ""
+    matrix_kind: str = "spd"
+    solves_per_sample: int = 1
+    inputs: list[str] = []
+    targets: list[str] = []
+    DEFAULTS: dict[str, Any] = {}
+
+    def __init__(self, **params: Any):
+        unknown = sorted(set(params) - set(self.DEFAULTS))
+        if unknown:
+            raise ValueError(
+                f"unknown parameter(s) {unknown} for PDE family {self.name!r}; "
+                f"valid parameters: {sorted(self.DEFAULTS)}"
+            )
+        p = {**self.DEFAULTS, **params}
+        n, dim = p["n"], p["dim"]
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+            raise ValueError(f"n must be an integer >= 2 (cells per side), got {n!r}")
+        if dim not in (2, 3):
+            raise ValueError(f"dim must be 2 or 3, got {dim!r}")
+        if p["relation"] not in ("drift", "iid"):
+            raise ValueError(f"relation must be 'drift' or 'iid', got {p['relation']!r}")
+        for key in ("alpha", "tau"):
+            if not float(p[key]) > 0:
+                raise ValueError(f"{key} must be > 0, got {p[key]!r}")
+        if not np.isfinite(p["drift_angle"]):
+            raise ValueError(f"drift_angle must be a finite angle in radians, got {p['drift_angle']!r}")
+        self.params = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in p.items()}
+        self.dim = int(dim)
+        self.shape = (int(n),) * self.dim
+        self._validate(p)
+
+    # -- subclass hooks -------------------------------------------------------------------
+    def _validate(self, p: dict[str, Any]) -> None:
+        """Check family-specific parameters; raise ValueError naming the bad one."""
+
+    @abc.abstractmethod
+    def samples(self, num_samples: int, seed: int) -> Iterator[Sample]:
+        """Yield ``num_samples`` seeded samples; same ``seed`` -> identical fields and systems."""
+
+    @abc.abstractmethod
+    def variables(self) -> dict[str, dict]:
+        """name -> {"dims", "long_name", "units", "role": "input" | "output"}."""
+
+    # -- shared ---------------------------------------------------------------------------
+    @property
+    def n_unknowns(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def _axes(self) -> tuple[str, ...]:
+        return ("x", "y", "z")[: self.dim]
+
+    def coords(self) -> dict[str, np.ndarray]:
+        """Cell centres per axis, each shape ``(n,)``, in (0, 1)."""
+        n = self.shape[0]
+        c = (np.arange(n) + 0.5) / n
+        return {ax: c.copy() for ax in self._axes}
+
+    def extra_coords(self) -> dict[str, tuple[tuple[str, ...], np.ndarray, dict]]:
+        """Non-spatial coordinates, e.g. heat's ``{"time": (("time",), t, {"units": "s"})}``."""
+        return {}
+
+    def _check_count(self, num_samples: int, seed: int) -> None:
+        if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 0:
+            raise ValueError(f"num_samples must be a non-negative integer, got {num_samples!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+
+    def _grf(self) -> GaussianRandomField:
+        return GaussianRandomField(self.shape, self.params["alpha"], self.params["tau"])
+
+    def _coefficient(self, xi: np.ndarray) -> np.ndarray:
+        p = self.params
+        if p["coefficient"] == "binary":
+            return np.where(xi >= 0.0, float(p["contrast_high"]), float(p["contrast_low"]))
+        return np.exp(float(p["sigma"]) * xi)
+
+    def _validate_coefficient(self, p: dict[str, Any]) -> None:
+        if p["coefficient"] not in ("binary", "lognormal"):
+            raise ValueError(f"coefficient must be 'binary' or 'lognormal', got {p['coefficient']!r}")
+        if not (float(p["contrast_high"]) > 0 and float(p["contrast_low"]) > 0):
+            raise ValueError(
+                f"contrast_high and contrast_low must be > 0 (got {p['contrast_high']}, {p['contrast_low']}); "
+                "the coefficient must stay positive"
+            )
+        if not np.isfinite(p["sigma"]) or p["sigma"] < 0:
+            raise ValueError(f"sigma must be finite and >= 0, got {p['sigma']!r}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.params})"
+
+
+class DarcyFamily(PDEFamily):
+    """Steady Darcy flow ``-div(a grad u) = f`` on [0,1]^dim, ``u = 0`` on the boundary.
+
+    Input ``a`` (dimensionless permeability), output ``u``; one SPD solve per sample.
+    """
+
+    name = "darcy"
+    matrix_kind = "spd"
+    solves_per_sample = 1
+    inputs = ["a"]
+    targets = ["u"]
+    DEFAULTS = {**_COMMON, **_COEFFICIENT, "forcing": 1.0}
+
+    def _validate(self, p):
+        self._validate_coefficient(p)
+        if not np.isfinite(p["forcing"]):
+            raise ValueError(f"forcing must be finite, got {p['forcing']!r}")
+
+    def variables(self):
+        d = self._axes
+        return {
+            "a": {"dims": d, "long_name": "diffusion coefficient", "units": "1", "role": "input"},
+            "u": {"dims": d, "long_name": "solution of -div(a grad u) = f", "units": "1", "role": "output"},
+        }
+
+    def system(self, a: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
+        """Assemble ``(A, b)`` for coefficient ``a`` (grid-shaped, positive): A is N x N, b is (N,)."""
+        a = check_field("a", a, self.shape, positive=True)
+        return diffusion_operator(a), np.full(a.size, float(self.params["forcing"]))
+
+    def samples(self, num_samples, seed):
+        self._check_count(num_samples, seed)
+        rng = np.random.default_rng(seed)
+        p = self.params
+        for k, xi in enumerate(self._grf().path(rng, num_samples, p["relation"], p["drift_angle"])):
+            a = self._coefficient(xi)
+
+            def run(linear_solve, a=a):
+                A, b = self.system(a)
+                return {"u": np.asarray(linear_solve(A, b, matrix_changed=True)).reshape(self.shape)}
+
+            yield Sample(k, {"a": a}, run)
+
+
+class HeatFamily(PDEFamily):
+    """Implicit heat equation ``u_t = div(a grad u) + f``, ``u = 0`` on the boundary, ``u(0) = u0``.
+
+    Each sample runs ``num_steps`` steps of size ``dt`` (seconds, nondimensional) with backward
+    Euler or Crank–Nicolson: one matrix per sample, ``num_steps`` right-hand sides.
+    Inputs ``a``, ``u0``; outputs ``u`` (final state) and ``trajectory`` (every ``save_every`` steps).
+    """
+
+    name = "heat"
+    matrix_kind = "spd"
+    inputs = ["a", "u0"]
+    targets = ["u"]
+    DEFAULTS = {
+        **_COMMON,
+        **_COEFFICIENT,
+        "forcing": 1.0,
+        "scheme": "backward_euler",  # or "crank_nicolson"
+        "dt": 0.002,
+        "num_steps": 20,
+        "save_every": 5,
+    }
+
+    def _validate(self, p):
+        self._validate_coefficient(p)
+        if p["scheme"] not in ("backward_euler", "crank_nicolson"):
+            raise ValueError(f"scheme must be 'backward_euler' or 'crank_nicolson', got {p['scheme']!r}")
+        if not float(p["dt"]) > 0:
+            raise ValueError(f"dt must be > 0, got {p['dt']!r}")
+        ns, se = p["num_steps"], p["save_every"]
+        if not isinstance(ns, (int, np.integer)) or ns < 1:
+            raise ValueError(f"num_steps must be an integer >= 1, got {ns!r}")
+        if not isinstance(se, (int, np.integer)) or se < 1 or ns % se:
+            raise ValueError(f"save_every must be a positive divisor of num_steps={ns}, got {se!r}")
+
+    @property
+    def solves_per_sample(self) -> int:  # type: ignore[override]
+        return int(self.params["num_steps"])
+
+    def extra_coords(self):
+        p = self.params
+        t = p["dt"] * p["save_every"] * np.arange(1, p["num_steps"] // p["save_every"] + 1)
+        return {"time": (("time",), t, {"units": "s", "long_name": "time after the initial state"})}
+
+    def variables(self):
+        d = self._axes
+        return {
+            "a": {"dims": d, "long_name": "diffusion coefficient", "units": "1", "role": "input"},
+            "u0": {"dims": d, "long_name": "initial state", "units": "1", "role": "input"},
+            "u": {"dims": d, "long_name": "state at the final time", "units": "1", "role": "output"},
+            "trajectory": {"dims": ("time",) + d, "long_name": "saved states", "units": "1", "role": "output"},
+        }
+
+    def samples(self, num_samples, seed):
+        self._check_count(num_samples, seed)
+        p = self.params
+        rng = np.random.default_rng(seed)
+        grf = self._grf()
+        a_path = grf.path(rng, num_samples, p["relation"], p["drift_angle"])
+        u_path = grf.path(np.random.default_rng([seed, 1]), num_samples, p["relation"], p["drift_angle"])
+        for k, (xi, u0) in enumerate(zip(a_path, u_path)):
+            a = self._coefficient(xi)
+
+            def run(linear_solve, a=a, u0=u0):
+                return self.integrate(a, u0, linear_solve)
+
+            yield Sample(k, {"a": a, "u0": u0}, run)
+
+    def integrate(self, a: np.ndarray, u0: np.ndarray, linear_solve: LinearSolve) -> dict[str, np.ndarray]:
+        """Time-step from ``u0`` (grid-shaped) with coefficient ``a``; returns ``u`` and ``trajectory``."""
+        a = check_field("a", a, self.shape, positive=True)
+        u = check_field("u0", u0, self.shape).ravel().copy()
+        p = self.params
+        dt, f = float(p["dt"]), float(p["forcing"])
+        L = diffusion_operator(a)
+        eye = sp.identity(L.shape[0], format="csr")
+        theta = 1.0 if p["scheme"] == "backward_euler" else 0.5
+        A = (eye + theta * dt * L).tocsr()
+        B = (eye - (1.0 - theta) * dt * L).tocsr() if theta < 1.0 else None
+        saved = []
+        for step in range(1, p["num_steps"] + 1):
+            rhs = (B @ u if B is not None else u) + dt * f
+            # the same A object every step: recycled solvers keep A·W, direct keeps its factors
+            u = np.asarray(linear_solve(A, rhs, matrix_changed=(step == 1)), dtype=np.float64)
+            if step % p["save_every"] == 0:
+                saved.append(u.reshape(self.shape))
+        return {"u": u.reshape(self.shape), "trajectory": np.stack(saved)}
+
+
+class AdvectionDiffusionFamily(PDEFamily):
+    """Steady advection–diffusion ``-eps lap u + v·grad u = f``, ``u = 0`` on the boundary.
+
+    ``eps = 1/peclet`` with ``max|v| = 1``. The velocity is a uniform unit vector whose direction
+    rotates by ``rotation`` radians per sample, plus a divergence-free GRF swirl of relative size
+    ``swirl`` that drifts with the sequence. Forcing ``f`` is a drifting GRF. Nonsymmetric.
+    """
+
+    name = "advection_diffusion"
+    matrix_kind = "nonsymmetric"
+    solves_per_sample = 1
+    targets = ["u"]
+    DEFAULTS = {**_COMMON, "peclet": 50.0, "rotation": 0.05, "swirl": 0.5}
+
+    @property
+    def inputs(self) -> list[str]:  # type: ignore[override]
+        return ["f"] + [f"v{ax}" for ax in self._axes]
+
+    def _validate(self, p):
+        if not float(p["peclet"]) > 0:
+            raise ValueError(f"peclet must be > 0, got {p['peclet']!r}")
+        if not np.isfinite(p["rotation"]):
+            raise ValueError(f"rotation must be finite (radians per sample), got {p['rotation']!r}")
+        if not (0.0 <= float(p["swirl"]) < 10.0):
+            raise ValueError(f"swirl must be in [0, 10), got {p['swirl']!r}")
+
+    def variables(self):
+        d = self._axes
+        out = {"f": {"dims": d, "long_name": "source term", "units": "1", "role": "input"}}
+        for ax in d:
+            out[f"v{ax}"] = {"dims": d, "long_name": f"velocity component {ax}", "units": "1", "role": "input"}
+        out["u"] = {"dims": d, "long_name": "solution of -eps lap u + v.grad u = f", "units": "1", "role": "output"}
+        return out
+
+    def system(self, f: np.ndarray, velocity: tuple[np.ndarray, ...]) -> tuple[sp.csr_matrix, np.ndarray]:
+        """Assemble ``(A, b)`` from forcing ``f`` and velocity components (grid-shaped)."""
+        f = check_field("f", f, self.shape)
+        if len(velocity) != self.dim:
+            raise ValueError(f"velocity needs {self.dim} components, got {len(velocity)}")
+        vel = tuple(check_field(f"v{ax}", v, self.shape) for ax, v in zip(self._axes, velocity))
+        eps = 1.0 / float(self.params["peclet"])
+        A = (eps * diffusion_operator(np.ones(self.shape)) + advection_operator(vel)).tocsr()
+        return A, f.ravel().copy()
+
+    def _velocity(self, k: int, psi: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+        p = self.params
+        phi = p["rotation"] * k
+        if self.dim == 2:
+            mean = (np.cos(phi), np.sin(phi))
+            gy, gx = np.gradient(psi[0], axis=1), np.gradient(psi[0], axis=0)
+            swirl = (gy, -gx)  # curl of a stream function: divergence-free
+        else:
+            mean = (np.cos(phi), np.sin(phi) * np.cos(0.5 * phi), np.sin(phi) * np.sin(0.5 * phi))
+            d = [[np.gradient(q, axis=ax) for ax in range(3)] for q in psi]
+            swirl = (d[2][1] - d[1][2], d[0][2] - d[2][0], d[1][0] - d[0][1])
+        smax = max(np.abs(s).max() for s in swirl) or 1.0
+        v = [m + p["swirl"] * s / smax for m, s in zip(mean, swirl)]
+        vmax = np.sqrt(sum(c**2 for c in v)).max()
+        return tuple(c / vmax for c in v)
+
+    def samples(self, num_samples, seed):
+        self._check_count(num_samples, seed)
+        p = self.params
+        grf = self._grf()
+        f_path = grf.path(np.random.default_rng(seed), num_samples, p["relation"], p["drift_angle"])
+        n_psi = 1 if self.dim == 2 else 3
+        psi_paths = [
+            grf.path(np.random.default_rng([seed, 1 + j]), num_samples, p["relation"], p["drift_angle"])
+            for j in range(n_psi)
+        ]
+        for k, f in enumerate(f_path):
+            psi = [next(pp) for pp in psi_paths]
+            vel = self._velocity(k, psi)
+            fields = {"f": f, **{f"v{ax}": v for ax, v in zip(self._axes, vel)}}
+
+            def run(linear_solve, f=f, vel=vel):
+                A, b = self.system(f, vel)
+                return {"u": np.asarray(linear_solve(A, b, matrix_changed=True)).reshape(self.shape)}
+
+            yield Sample(k, fields, run)
+
+
+PDE_FAMILIES: dict[str, type[PDEFamily]] = {
+    "darcy": DarcyFamily,
+    "heat": HeatFamily,
+    "advection_diffusion": AdvectionDiffusionFamily,
+}
+
+
+def _lookup(name: str) -> type[PDEFamily]:
+    if name not in PDE_FAMILIES:
+        raise ValueError(f"unknown PDE family {name!r}; valid families: {sorted(PDE_FAMILIES)}")
+    return PDE_FAMILIES[name]
+
+
+def build_family(name: str, **params: Any) -> PDEFamily:
+    """Construct the family registered as ``name``; unknown names/params raise ValueError listing valid ones."""
+    return _lookup(name)(**params)
+
+
+def family_parameters(name: str) -> dict[str, Any]:
+    """Accepted parameters of family ``name`` and their defaults (a fresh dict)."""
+    return dict(_lookup(name).DEFAULTS)

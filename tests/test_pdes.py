@@ -1,0 +1,193 @@
+"""Tests for kryflow.pdes: registry, GRF sampler, operators, families (2D and 3D)."""
+
+import numpy as np
+import pytest
+import scipy.sparse.linalg as spla
+
+from kryflow.pdes import (
+    PDE_FAMILIES,
+    GaussianRandomField,
+    advection_operator,
+    build_family,
+    diffusion_operator,
+    family_parameters,
+)
+
+
+def lu_solve(A, b, *, matrix_changed):
+    return spla.spsolve(A.tocsc(), b)
+
+
+def test_registry_names_and_errors():
+    assert set(PDE_FAMILIES) == {"darcy", "heat", "advection_diffusion"}
+    with pytest.raises(ValueError, match="valid families"):
+        build_family("navier_stokes")
+    with pytest.raises(ValueError, match="valid parameters"):
+        build_family("darcy", viscosity=1.0)
+    for name in PDE_FAMILIES:
+        params = family_parameters(name)
+        assert {"n", "dim", "relation", "drift_angle", "alpha", "tau"} <= set(params)
+        fam = build_family(name, **params)
+        assert fam.params == params
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"n": 1}, {"dim": 4}, {"relation": "walk"}, {"alpha": -1.0}, {"coefficient": "uniform"},
+     {"contrast_low": -3.0}],
+)
+def test_bad_darcy_params(bad):
+    with pytest.raises(ValueError):
+        build_family("darcy", **bad)
+
+
+def test_bad_heat_params():
+    with pytest.raises(ValueError, match="save_every"):
+        build_family("heat", num_steps=10, save_every=3)
+    with pytest.raises(ValueError, match="scheme"):
+        build_family("heat", scheme="rk4")
+    with pytest.raises(ValueError, match="dt"):
+        build_family("heat", dt=0.0)
+
+
+@pytest.mark.parametrize("name", sorted(PDE_FAMILIES))
+@pytest.mark.parametrize("dim,n", [(2, 12), (3, 6)])
+def test_family_contract(name, dim, n):
+    kw = {"num_steps": 4, "save_every": 2} if name == "heat" else {}
+    fam = build_family(name, n=n, dim=dim, **kw)
+    assert fam.shape == (n,) * dim and fam.dim == dim
+    coords = fam.coords()
+    assert list(coords) == ["x", "y", "z"][:dim]
+    assert all(c.shape == (n,) and 0 < c.min() and c.max() < 1 for c in coords.values())
+    variables = fam.variables()
+    for v in fam.inputs:
+        assert variables[v]["role"] == "input"
+    for v in fam.targets:
+        assert variables[v]["role"] == "output"
+    for info in variables.values():
+        assert {"dims", "long_name", "units", "role"} <= set(info)
+    extra = fam.extra_coords()
+    samples = list(fam.samples(3, seed=5))
+    assert [s.index for s in samples] == [0, 1, 2]
+    calls = []
+
+    def solve(A, b, *, matrix_changed):
+        calls.append(matrix_changed)
+        assert A.shape == (fam.n_unknowns, fam.n_unknowns) and b.shape == (fam.n_unknowns,)
+        return lu_solve(A, b, matrix_changed=matrix_changed)
+
+    for s in samples:
+        assert set(s.fields) == set(fam.inputs)
+        for f in s.fields.values():
+            assert f.shape == fam.shape and f.dtype == np.float64 and np.all(np.isfinite(f))
+        out = s.solve(solve)
+        outputs = [k for k, v in variables.items() if v["role"] == "output"]
+        assert set(out) == set(outputs)
+        for k, arr in out.items():
+            dims = variables[k]["dims"]
+            expected = tuple(len(extra[d][1]) if d in extra else n for d in dims)
+            assert arr.shape == expected and np.all(np.isfinite(arr))
+    assert len(calls) == 3 * fam.solves_per_sample
+    if name == "heat":
+        assert calls[:4] == [True, False, False, False]
+        assert len(extra["time"][1]) == 2 and extra["time"][2]["units"] == "s"
+
+
+@pytest.mark.parametrize("name", sorted(PDE_FAMILIES))
+def test_samples_are_seeded(name):
+    fam = build_family(name, n=10)
+    a = [s.fields for s in fam.samples(3, seed=1)]
+    b = [s.fields for s in fam.samples(3, seed=1)]
+    c = [s.fields for s in fam.samples(3, seed=2)]
+    for fa, fb, fc in zip(a, b, c):
+        for k in fa:
+            np.testing.assert_array_equal(fa[k], fb[k])
+        assert any(not np.array_equal(fa[k], fc[k]) for k in fa)
+
+
+def test_grf_variance_and_drift_correlation():
+    grf = GaussianRandomField((32, 32), alpha=2.0, tau=3.0)
+    rng = np.random.default_rng(0)
+    fields = np.stack([grf.sample(rng) for _ in range(200)])
+    assert abs(fields.var() - 1.0) < 0.1  # unit marginal variance by construction
+    theta = 0.3
+    path = np.stack(list(grf.path(np.random.default_rng(1), 400, "drift", theta)))
+    corr = np.mean(path[1:] * path[:-1]) / np.mean(path**2)
+    assert abs(corr - np.cos(theta)) < 0.05
+    iid = np.stack(list(grf.path(np.random.default_rng(1), 400, "iid", theta)))
+    assert abs(np.mean(iid[1:] * iid[:-1]) / np.mean(iid**2)) < 0.1
+
+
+def test_binary_and_lognormal_coefficients():
+    fam = build_family("darcy", n=16)
+    a = next(iter(fam.samples(1, 0))).fields["a"]
+    assert set(np.unique(a)) <= {3.0, 12.0} and len(np.unique(a)) == 2
+    fam = build_family("darcy", n=16, coefficient="lognormal", sigma=1.5)
+    a = next(iter(fam.samples(1, 0))).fields["a"]
+    assert np.all(a > 0) and len(np.unique(a)) > 100
+
+
+def test_diffusion_operator_spd_and_harmonic_mean():
+    rng = np.random.default_rng(0)
+    a = np.exp(rng.standard_normal((8, 8)))
+    A = diffusion_operator(a)
+    assert abs(A - A.T).max() < 1e-12
+    assert np.linalg.eigvalsh(A.toarray()).min() > 0
+    # face between cells (0,0) and (1,0): -2 a0 a1 / (a0 + a1) / h^2
+    h2 = (1 / 8) ** 2
+    assert np.isclose(A[0, 8], -2 * a[0, 0] * a[1, 0] / (a[0, 0] + a[1, 0]) / h2)
+
+
+def test_darcy_converges_second_order():
+    # manufactured solution u = sin(pi x) sin(pi y), a = 1, f = 2 pi^2 u
+    errs = []
+    for n in (16, 32):
+        c = (np.arange(n) + 0.5) / n
+        X, Y = np.meshgrid(c, c, indexing="ij")
+        u = np.sin(np.pi * X) * np.sin(np.pi * Y)
+        A = diffusion_operator(np.ones((n, n)))
+        uh = spla.spsolve(A.tocsc(), (2 * np.pi**2 * u).ravel())
+        errs.append(np.abs(uh - u.ravel()).max())
+    assert errs[1] < errs[0] / 3.0
+
+
+def test_advection_operator_upwind_m_matrix():
+    rng = np.random.default_rng(0)
+    v = (rng.standard_normal((8, 8)), rng.standard_normal((8, 8)))
+    A = advection_operator(v).toarray()
+    off = A - np.diag(np.diag(A))
+    assert np.all(off <= 0) and np.all(np.diag(A) > 0)
+    assert np.all(np.diag(A) + off.sum(axis=1) >= -1e-12)  # weakly diagonally dominant rows
+    fam = build_family("advection_diffusion", n=12)
+    s = next(iter(fam.samples(1, 0)))
+    A, _ = fam.system(s.fields["f"], (s.fields["vx"], s.fields["vy"]))
+    assert abs(A - A.T).max() > 1e-3
+    speed = np.sqrt(s.fields["vx"] ** 2 + s.fields["vy"] ** 2)
+    assert np.isclose(speed.max(), 1.0)
+
+
+def test_bad_fields_raise_clear_errors():
+    fam = build_family("darcy", n=8)
+    a = np.ones((8, 8))
+    with pytest.raises(ValueError, match="strictly positive"):
+        fam.system(-a)
+    bad = a.copy()
+    bad[2, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        fam.system(bad)
+    with pytest.raises(ValueError, match="shape"):
+        fam.system(np.ones((8, 9)))
+    with pytest.raises(ValueError, match="num_samples"):
+        list(fam.samples(-1, 0))
+
+
+def test_heat_schemes_approach_steady_state():
+    # CN is A- but not L-stable: dt*lambda_max stays moderate so its stiff modes still decay
+    for scheme in ("backward_euler", "crank_nicolson"):
+        fam = build_family("heat", n=12, scheme=scheme, dt=0.01, num_steps=200, save_every=100,
+                           coefficient="lognormal", sigma=0.0)
+        s = next(iter(fam.samples(1, 0)))
+        out = s.solve(lu_solve)
+        steady = spla.spsolve(diffusion_operator(np.ones(fam.shape)).tocsc(), np.ones(fam.n_unknowns))
+        assert np.abs(out["u"].ravel() - steady).max() < 1e-3 * np.abs(steady).max() + 1e-6
+        np.testing.assert_allclose(out["trajectory"][-1], out["u"])

@@ -1,0 +1,298 @@
+"""Tests for kryflow.solvers: correctness, recycling behaviour, sequence driver, bad input."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from kryflow.pdes import build_family, diffusion_operator
+from kryflow.solvers import (
+    GCRODR,
+    PRECONDITIONERS,
+    SOLVER_METHODS,
+    RecycledCG,
+    SequenceSolver,
+    SolverDidNotConverge,
+    benchmark_sequence,
+    cg,
+    default_strategy,
+    gmres,
+)
+
+RTOL = 1e-8
+
+
+def darcy_systems(num=4, n=16, seed=0, **kw):
+    fam = build_family("darcy", n=n, **kw)
+    return [fam.system(s.fields["a"]) for s in fam.samples(num, seed)]
+
+
+def advdiff_systems(num=4, n=16, seed=0, **kw):
+    fam = build_family("advection_diffusion", n=n, **kw)
+    out = []
+    for s in fam.samples(num, seed):
+        out.append(fam.system(s.fields["f"], tuple(s.fields[f"v{ax}"] for ax in "xy"[: fam.dim])))
+    return out
+
+
+def true_relres(A, x, b):
+    return np.linalg.norm(b - A @ x) / np.linalg.norm(b)
+
+
+def _combos(kind):
+    methods = ("cg", "rcg", "direct") if kind == "spd" else ("gmres", "gcrodr", "direct")
+    pres = ("none", "jacobi", "amg") if kind == "spd" else PRECONDITIONERS
+    for m in methods:
+        for p in pres if m != "direct" else ("none",):
+            yield m, p
+
+
+@pytest.mark.parametrize("family,kind,kw", [
+    ("darcy", "spd", {}),
+    ("darcy", "spd", {"dim": 3, "n": 6, "coefficient": "lognormal"}),
+    ("heat", "spd", {"num_steps": 4, "save_every": 2, "scheme": "crank_nicolson"}),
+    ("advection_diffusion", "nonsymmetric", {}),
+    ("advection_diffusion", "nonsymmetric", {"dim": 3, "n": 6}),
+])
+def test_every_method_meets_tolerance_and_matches_spsolve(family, kind, kw):
+    fam = build_family(family, **{"n": 12, **kw})
+    for method, pre in _combos(kind):
+        solver = SequenceSolver(method, pre, rtol=RTOL, recycle_dim=4)
+        systems = []
+
+        def solve(A, b, *, matrix_changed):
+            x = solver(A, b, matrix_changed=matrix_changed)
+            systems.append((A, b, x))
+            return x
+
+        for s in fam.samples(3, seed=0):
+            s.solve(solve)
+        recs = solver.pop_records()
+        assert len(recs) == len(systems) == 3 * fam.solves_per_sample
+        for (A, b, x), rec in zip(systems, recs):
+            rel = true_relres(A, x, b)
+            assert rel <= RTOL * 1.0001, (method, pre, rel)
+            assert rec.converged and abs(rec.rel_residual - rel) <= 1e-3 * RTOL + 1e-14
+            ref = spla.spsolve(A.tocsc(), b)
+            assert np.linalg.norm(x - ref) <= 1e-5 * np.linalg.norm(ref), (method, pre)
+        assert solver.pop_records() == []
+
+
+def test_cg_and_gmres_match_scipy_iteration_counts():
+    A, b = darcy_systems(1, n=20)[0]
+    its = []
+    spla.cg(A, b, rtol=RTOL, callback=lambda xk: its.append(1))
+    _, info = cg(A, b, rtol=RTOL, full_output=True)
+    assert info.iterations == len(its) and info.converged
+    A, b = advdiff_systems(1, n=20)[0]
+    its = []
+    spla.gmres(A, b, rtol=RTOL, restart=20, callback=lambda r: its.append(1), callback_type="pr_norm")
+    _, info = gmres(A, b, rtol=RTOL, restart=20, full_output=True)
+    assert abs(info.iterations - len(its)) <= 1 and info.converged
+
+
+@pytest.mark.parametrize("pre", ["none", "jacobi", "amg"])
+def test_empty_recycle_space_reproduces_cg(pre):
+    for A, b in darcy_systems(3, n=20):
+        M = None if pre == "none" else SequenceSolver("cg", pre)._pre
+        if M is not None:
+            M.update(A, True)
+        counts = []
+        _, ref = cg(A, b, rtol=RTOL, M=M, callback=lambda x: counts.append(1), full_output=True)
+        for k in (0, 6):  # k=6: fresh solver, nothing harvested yet -> also plain PCG
+            _, info = RecycledCG(k).solve(A, b, rtol=RTOL, M=M)
+            assert info.iterations == ref.iterations == len(counts)
+            assert info.recycle_dim == 0
+
+
+def test_empty_recycle_space_reproduces_gmres():
+    for A, b in advdiff_systems(3, n=20):
+        for restart in (10, 25):
+            _, ref = gmres(A, b, rtol=RTOL, restart=restart, full_output=True)
+            _, info = GCRODR(0, restart).solve(A, b, rtol=RTOL)
+            assert info.iterations == ref.iterations
+
+
+def test_exact_eigenvectors_cut_iterations_as_theory_predicts():
+    n = 24
+    A = diffusion_operator(np.ones((n, n)))
+    b = np.random.default_rng(0).standard_normal(n * n)
+    lam_all = np.linalg.eigvalsh(A.toarray())
+    k = 8
+    lam, V = spla.eigsh(A, k=k, sigma=0, which="LM")
+    rc = RecycledCG(k, harvest_solves=0)
+    rc.W, rc.AW = np.ascontiguousarray(V.T), np.ascontiguousarray((A @ V).T)
+    rc._factor_E()
+    rc._fp = rc._fingerprint(A)
+    _, plain = cg(A, b, rtol=RTOL, full_output=True)
+    _, defl = rc.solve(A, b, rtol=RTOL, matrix_changed=False)
+
+    def chebyshev_bound(kappa):  # CG iterations for an A-norm reduction of RTOL
+        return np.ceil(0.5 * np.sqrt(kappa) * np.log(2 / RTOL))
+
+    kappa, kappa_eff = lam_all[-1] / lam_all[0], lam_all[-1] / lam_all[k]
+    assert defl.iterations <= chebyshev_bound(kappa_eff * 1.01)
+    # deflated CG = CG on the complement of span(W): compare with the reduced problem directly
+    P = np.eye(n * n) - V @ V.T
+    red = np.linalg.eigvalsh(P @ A.toarray() @ P)
+    assert np.isclose(red[red > 1e-8].min(), lam_all[k], rtol=1e-6)
+    ratio = defl.iterations / plain.iterations
+    predicted = np.sqrt(lam_all[0] / lam_all[k])  # sqrt(kappa_eff / kappa)
+    assert predicted * 0.9 <= ratio <= 1.0 and defl.iterations < plain.iterations
+    assert kappa / kappa_eff > 4
+
+
+def test_recycling_reduces_matvecs_on_drift_sequence():
+    systems = darcy_systems(12, n=32)
+    rc = SequenceSolver("rcg", "none", recycle_dim=16)
+    cold = SequenceSolver("cg", "none", warm_start=False)
+    for A, b in systems:
+        rc(A, b, matrix_changed=True)
+        cold(A, b, matrix_changed=True)
+    mv_rc = sum(r.matvecs for r in rc.records[4:])
+    mv_cold = sum(r.matvecs for r in cold.records[4:])
+    assert mv_rc < 0.65 * mv_cold
+    gc = SequenceSolver("gcrodr", "none", recycle_dim=8, restart=30)
+    gm = SequenceSolver("gmres", "none", warm_start=False, restart=30)
+    for A, b in advdiff_systems(6, n=24):
+        gc(A, b, matrix_changed=True)
+        gm(A, b, matrix_changed=True)
+    assert sum(r.matvecs for r in gc.records) < sum(r.matvecs for r in gm.records)
+
+
+def test_sharp_matrix_change_keeps_convergence():
+    a_sys = darcy_systems(4, n=20)
+    shock = darcy_systems(1, n=20, seed=9, coefficient="lognormal", sigma=3.0)[0]
+    for pre in ("none", "amg"):
+        s = SequenceSolver("rcg", pre, recycle_dim=8, maxiter=10000)
+        for A, b in a_sys + [shock] + a_sys[:1]:
+            x = s(A, b, matrix_changed=True)
+            assert true_relres(A, x, b) <= RTOL
+    s = SequenceSolver("gcrodr", "ilu", recycle_dim=6, restart=20)
+    adv = advdiff_systems(3, n=16)
+    shock = advdiff_systems(1, n=16, seed=3, peclet=500.0, rotation=2.0)[0]
+    for A, b in adv + [shock] + adv[:1]:
+        x = s(A, b, matrix_changed=True)
+        assert true_relres(A, x, b) <= RTOL
+
+
+def test_stale_recycle_space_is_detected():
+    (A1, b1), (A2, b2) = darcy_systems(2, n=16)[:2]
+    for solver in (RecycledCG(4), GCRODR(4, 20)):
+        solver.solve(A1, b1, matrix_changed=True)
+        solver.solve(A1, b1, matrix_changed=False)  # same matrix: fine
+        assert solver.recycle_dim > 0
+        with pytest.raises(ValueError, match="stale"):
+            solver.solve(A2, b2, matrix_changed=False)
+        _, info = solver.solve(A2, b2, matrix_changed=True)
+        assert info.converged
+    d = SequenceSolver("direct")
+    d(A1, b1, matrix_changed=True)
+    with pytest.raises(ValueError, match="stale"):
+        d(A2, b2, matrix_changed=False)
+    A3 = A1.copy()
+    A3.data[5] *= 1.5  # in-place edit of the same sparsity pattern is caught too
+    with pytest.raises(ValueError, match="stale"):
+        d(A3, b1, matrix_changed=False)
+
+
+def test_fixed_seed_gives_identical_iteration_counts():
+    def run():
+        fam = build_family("darcy", n=16)
+        s = SequenceSolver("rcg", "jacobi", recycle_dim=4)
+        for sample in fam.samples(5, seed=3):
+            sample.solve(s)
+        return [(r.iterations, r.matvecs, r.recycle_dim) for r in s.records]
+
+    assert run() == run()
+
+
+def test_nonconvergence_raises_or_flags():
+    A, b = darcy_systems(1, n=16)[0]
+    s = SequenceSolver("cg", "none", maxiter=5)
+    with pytest.raises(SolverDidNotConverge, match="maxiter=5") as exc:
+        s(A, b, matrix_changed=True)
+    assert exc.value.info.converged is False and exc.value.info.iterations == 5
+    s = SequenceSolver("cg", "none", maxiter=5, on_nonconvergence="flag")
+    x = s(A, b, matrix_changed=True)
+    assert s.records[-1].converged is False and s.records[-1].rel_residual > RTOL
+    assert x.shape == b.shape
+    _, code = cg(A, b, maxiter=3)
+    assert code == 3
+
+
+def test_bad_input_is_named():
+    A, b = darcy_systems(1, n=8)[0]
+    s = SequenceSolver("cg", "jacobi")
+    with pytest.raises(ValueError, match="NaN"):
+        s(A, np.full_like(b, np.nan), matrix_changed=True)
+    with pytest.raises(ValueError, match="length"):
+        s(A, b[:-1], matrix_changed=True)
+    with pytest.raises(ValueError, match="square"):
+        s(A[:-1], b[:-1], matrix_changed=True)
+    with pytest.raises(ValueError, match="sparse"):
+        s("matrix", b, matrix_changed=True)
+    Anan = A.copy()
+    Anan.data[0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        s(Anan, b, matrix_changed=True)
+    with pytest.raises(ValueError, match="valid"):
+        SequenceSolver("bicgstab")
+    with pytest.raises(ValueError, match="valid"):
+        SequenceSolver("cg", "ssor")
+    with pytest.raises(ValueError, match="valid options"):
+        SequenceSolver("cg", "none", restart=10)
+    with pytest.raises(ValueError, match="rtol"):
+        SequenceSolver("cg", rtol=2.0)
+
+
+def test_singular_systems_raise():
+    n = 10
+    A = sp.diags([np.r_[np.ones(n - 1), 0.0]], [0], format="csr")  # last row/col zero
+    b = np.ones(n)
+    with pytest.raises(ValueError, match="singular"):
+        SequenceSolver("direct")(A, b, matrix_changed=True)
+    with pytest.raises(ValueError, match="singular"):
+        SequenceSolver("cg", "none")(A, b, matrix_changed=True)
+    with pytest.raises(ValueError, match="singular|zero diagonal"):
+        SequenceSolver("cg", "jacobi")(A, b, matrix_changed=True)
+    with pytest.raises(ValueError, match="singular"):
+        SequenceSolver("gmres", "none")(A, b, matrix_changed=True)
+
+
+def test_zero_rhs_and_size_change():
+    s = SequenceSolver("rcg", "none")
+    A, b = darcy_systems(1, n=8)[0]
+    assert np.all(s(A, np.zeros_like(b), matrix_changed=True) == 0)
+    s(A, b, matrix_changed=True)
+    A2, b2 = darcy_systems(1, n=10)[0]
+    x = s(A2, b2, matrix_changed=False)  # new size: state resets, no stale complaint
+    assert true_relres(A2, x, b2) <= RTOL
+
+
+def test_benchmark_sequence_records():
+    fam = build_family("darcy", n=12)
+    strategies = [{"method": "cg", "preconditioner": "none", "warm_start": False},
+                  {"method": "rcg", "preconditioner": "jacobi"}, {"method": "direct", "preconditioner": "none"},
+                  default_strategy(fam)]
+    recs = benchmark_sequence(fam, 4, seed=0, strategies=strategies)
+    assert len(recs) == 4
+    keys = {"sequence", "method", "preconditioner", "n_unknowns", "n_systems", "matvecs", "iterations",
+            "seconds", "max_true_relres", "default", "per_solve"}
+    for r in recs:
+        assert keys <= set(r) and r["n_systems"] == 4 and r["n_unknowns"] == 144
+        assert r["max_true_relres"] <= RTOL and len(r["per_solve"]) == 4
+    assert sum(r["default"] for r in recs) == 1
+
+
+@pytest.mark.parametrize("name,kw", [("darcy", {}), ("darcy", {"n": 256}), ("darcy", {"dim": 3, "n": 32}),
+                                     ("darcy", {"dim": 3, "n": 64}), ("heat", {}), ("heat", {"dim": 3, "n": 32}),
+                                     ("advection_diffusion", {}), ("advection_diffusion", {"n": 256})])
+def test_default_strategy_is_benchmarked(name, kw):
+    from kryflow.solvers import default_strategies
+
+    fam = build_family(name, **kw)
+    d = default_strategy(fam)
+    assert d["method"] in SOLVER_METHODS and d["preconditioner"] in PRECONDITIONERS
+    assert any(s.get("method") == d["method"] and s.get("preconditioner") == d["preconditioner"]
+               and s.get("warm_start", True) and len(s) == 2 for s in default_strategies(fam))
