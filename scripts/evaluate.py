@@ -1,8 +1,12 @@
 """Rule evaluate: score one cell. Standalone: `kryflow evaluate CONFIG DATASET MODEL OPTIMIZER SEED`."""
 
+import sys
 from pathlib import Path
 
 import torch
+
+if "snakemake" in globals():  # the workflow's own kryflow first (cluster conda envs hold only its dependencies)
+    sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821
 
 from kryflow.pipeline import run_evaluate, setup_logging
 

@@ -1,6 +1,10 @@
 """Rule figures: paper figures and tables from the results (logged to MLflow)."""
 
+import sys
 from pathlib import Path
+
+if "snakemake" in globals():  # the workflow's own kryflow first (cluster conda envs hold only its dependencies)
+    sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821
 
 from kryflow.pipeline import run_figures, setup_logging
 

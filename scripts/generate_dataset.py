@@ -1,6 +1,12 @@
 """Rule generate_dataset: one dataset into data/{dataset}.zarr (generated or imported).
 Standalone: `kryflow generate CONFIG DATASET`."""
 
+import sys
+from pathlib import Path
+
+if "snakemake" in globals():  # the workflow's own kryflow first (cluster conda envs hold only its dependencies)
+    sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821
+
 from kryflow.pipeline import run_generate, run_import, setup_logging
 
 

@@ -1,5 +1,11 @@
 """Rule init_tracking: create the MLflow experiment once. Standalone: `kryflow tracking init CONFIG`."""
 
+import sys
+from pathlib import Path
+
+if "snakemake" in globals():  # the workflow's own kryflow first (cluster conda envs hold only its dependencies)
+    sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821
+
 from kryflow.pipeline import init_tracking, setup_logging
 
 

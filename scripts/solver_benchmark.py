@@ -1,6 +1,12 @@
 """Rule solver_benchmark: compare solver strategies on a dataset's sequence.
 Standalone: `kryflow benchmark-solvers CONFIG DATASET`."""
 
+import sys
+from pathlib import Path
+
+if "snakemake" in globals():  # the workflow's own kryflow first (cluster conda envs hold only its dependencies)
+    sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821
+
 from kryflow.pipeline import run_solver_benchmark, setup_logging
 
 

@@ -136,7 +136,11 @@ def _check_family(key: str, family: str, ds: Mapping) -> None:
         try:
             build_family(family, **params)
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"config key '{key}.params': {exc}") from None
+            text = str(exc)
+            named = next((p for p in sorted(params, key=len, reverse=True)
+                          if text.startswith(p) or f"'{p}'" in text or f" {p} " in text), None)
+            sub = f"{key}.params.{named}" if named else f"{key}.params"
+            raise ConfigError(f"config key '{sub}': {text}") from None
 
 
 def check_config(config: dict) -> dict:
@@ -191,10 +195,10 @@ def check_config(config: dict) -> dict:
                 f"with fractions {fr}; raise num_samples"
             )
         solver = ds.get("solver") or {}
-        if solver.get("method", "rcg") not in SOLVER_METHODS:
+        if solver.get("method", "auto") not in ("auto", *SOLVER_METHODS):
             raise ConfigError(
                 f"config key '{key}.solver.method': unknown solver '{solver['method']}'. "
-                f"Valid: {', '.join(SOLVER_METHODS)}"
+                f"Valid: auto, {', '.join(SOLVER_METHODS)}"
             )
         if solver.get("preconditioner", "none") not in PRECONDITIONERS:
             raise ConfigError(

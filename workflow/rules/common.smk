@@ -8,11 +8,6 @@ from pathlib import Path
 
 from kryflow.config import check_config, dataset_names, training_cells, transfer_name
 
-# Jobs import the workflow's own kryflow (also inside conda environments on a cluster).
-_src = str(Path(workflow.basedir) / "src")
-if _src not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_src, os.environ.get("PYTHONPATH")) if p)
-
 # Schema + registry checks: an invalid config stops here with one message naming the key.
 check_config(config)
 
@@ -29,8 +24,14 @@ wildcard_constraints:
 
 DATA = "data"
 RESULTS = "results"
-RUN_DIR = RESULTS + "/runs/{dataset}/{model}/{optimizer}/{seed}"
-TRACKING = RESULTS + "/tracking.json"
+TRACKING = "results/tracking.json"
+
+
+def tracking_uri():
+    """The tracking URI the jobs will use (a change reruns init_tracking)."""
+    from kryflow.tracking import resolve_tracking_uri
+
+    return resolve_tracking_uri(config.get("tracking"))
 
 
 def generated_datasets():

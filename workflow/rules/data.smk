@@ -4,15 +4,17 @@
 rule init_tracking:
     # The experiment is created once, before jobs fan out (sqlite creation races otherwise).
     output:
-        TRACKING,
+        "results/tracking.json",
     params:
         experiment=config["experiment"],
-        uri=config.get("tracking", {}).get("uri") or os.environ.get("MLFLOW_TRACKING_URI", ""),
+        uri=tracking_uri(),
     log:
         "logs/init_tracking.log",
     benchmark:
-        RESULTS + "/benchmarks/rules/init_tracking.tsv"
+        "results/benchmarks/rules/init_tracking.tsv"
     localrule: True
+    conda:
+        "../../envs/kryflow.yaml"
     script:
         "../../scripts/init_tracking.py"
 
@@ -21,19 +23,21 @@ rule generate_dataset:
     # A PDE family's sequence solved by one recycling solver, streamed into a zarr store
     # (written under a temporary name and moved into place only when complete).
     input:
-        tracking=TRACKING,
+        tracking="results/tracking.json",
     output:
-        directory(DATA + "/{dataset}.zarr"),
+        directory("data/{dataset}.zarr"),
     params:
         spec=dataset_spec_of,
     log:
         "logs/generate_dataset/{dataset}.log",
     benchmark:
-        RESULTS + "/benchmarks/rules/generate_dataset/{dataset}.tsv"
+        "results/benchmarks/rules/generate_dataset/{dataset}.tsv"
     threads: 1
     resources:
         mem_mb=generate_mem_mb,
         runtime=generate_runtime,
+    conda:
+        "../../envs/kryflow.yaml"
     script:
         "../../scripts/generate_dataset.py"
 
@@ -41,18 +45,20 @@ rule generate_dataset:
 rule solver_benchmark:
     # Recycled vs cold vs preconditioned vs direct on the dataset's own sequence.
     input:
-        tracking=TRACKING,
+        tracking="results/tracking.json",
     output:
-        RESULTS + "/solvers/{dataset}.json",
+        "results/solvers/{dataset}.json",
     params:
         spec=dataset_spec_of,
     log:
         "logs/solver_benchmark/{dataset}.log",
     benchmark:
-        RESULTS + "/benchmarks/rules/solver_benchmark/{dataset}.tsv"
+        "results/benchmarks/rules/solver_benchmark/{dataset}.tsv"
     threads: 1
     resources:
         mem_mb=generate_mem_mb,
         runtime=generate_runtime,
+    conda:
+        "../../envs/kryflow.yaml"
     script:
         "../../scripts/solver_benchmark.py"

@@ -3,25 +3,27 @@
 
 rule evaluate:
     input:
-        run=RUN_DIR + "/run.json",
-        model=RUN_DIR + "/model.pt",
-        dataset=DATA + "/{dataset}.zarr",
+        run="results/runs/{dataset}/{model}/{optimizer}/{seed}/run.json",
+        model="results/runs/{dataset}/{model}/{optimizer}/{seed}/model.pt",
+        dataset="data/{dataset}.zarr",
         transfer=transfer_path,
-        tracking=TRACKING,
+        tracking="results/tracking.json",
     output:
-        metrics=RUN_DIR + "/metrics.json",
-        predictions=RUN_DIR + "/predictions.npz",
+        metrics="results/runs/{dataset}/{model}/{optimizer}/{seed}/metrics.json",
+        predictions="results/runs/{dataset}/{model}/{optimizer}/{seed}/predictions.npz",
     params:
         evaluation=config.get("evaluation", {}),
     log:
         "logs/evaluate/{dataset}/{model}/{optimizer}/{seed}.log",
     benchmark:
-        RESULTS + "/benchmarks/rules/evaluate/{dataset}/{model}/{optimizer}/{seed}.tsv"
+        "results/benchmarks/rules/evaluate/{dataset}/{model}/{optimizer}/{seed}.tsv"
     threads: 1
     resources:
         mem_mb=train_mem_mb,
         runtime=30,
         gpu=use_gpu(),
+    conda:
+        "../../envs/kryflow.yaml"
     script:
         "../../scripts/evaluate.py"
 
@@ -31,12 +33,14 @@ rule aggregate:
     input:
         cell_outputs("metrics.json"),
     output:
-        summary=RESULTS + "/summary.csv",
-        aggregate=RESULTS + "/summary_aggregate.csv",
+        summary="results/summary.csv",
+        aggregate="results/summary_aggregate.csv",
     log:
         "logs/aggregate.log",
     benchmark:
-        RESULTS + "/benchmarks/rules/aggregate.tsv"
+        "results/benchmarks/rules/aggregate.tsv"
     localrule: True
+    conda:
+        "../../envs/kryflow.yaml"
     script:
         "../../scripts/aggregate.py"

@@ -3,20 +3,20 @@
 
 rule figures:
     input:
-        summary=RESULTS + "/summary.csv",
+        summary="results/summary.csv",
         histories=cell_outputs("history.csv"),
         predictions=cell_outputs("predictions.npz"),
         solvers=solver_benchmark_outputs(),
-        tracking=TRACKING,
+        tracking="results/tracking.json",
     output:
         figures=report(
-            directory(RESULTS + "/figures"),
+            directory("results/figures"),
             patterns=["{name}.png"],
             caption="../report/figures.rst",
             category="Figures",
         ),
         tables=report(
-            directory(RESULTS + "/tables"),
+            directory("results/tables"),
             patterns=["{name}.md"],
             caption="../report/tables.rst",
             category="Tables",
@@ -24,7 +24,9 @@ rule figures:
     log:
         "logs/figures.log",
     benchmark:
-        RESULTS + "/benchmarks/rules/figures.tsv"
+        "results/benchmarks/rules/figures.tsv"
     localrule: True
+    conda:
+        "../../envs/kryflow.yaml"
     script:
         "../../scripts/figures.py"

@@ -5,12 +5,12 @@
 
 rule train:
     input:
-        dataset=DATA + "/{dataset}.zarr",
-        tracking=TRACKING,
+        dataset="data/{dataset}.zarr",
+        tracking="results/tracking.json",
     output:
-        run=RUN_DIR + "/run.json",
-        model=RUN_DIR + "/model.pt",
-        history=RUN_DIR + "/history.csv",
+        run="results/runs/{dataset}/{model}/{optimizer}/{seed}/run.json",
+        model="results/runs/{dataset}/{model}/{optimizer}/{seed}/model.pt",
+        history="results/runs/{dataset}/{model}/{optimizer}/{seed}/history.csv",
     params:
         model=lambda w: config["models"][w.model],
         optimizer=lambda w: config["optimizers"][w.optimizer],
@@ -18,11 +18,13 @@ rule train:
     log:
         "logs/train/{dataset}/{model}/{optimizer}/{seed}.log",
     benchmark:
-        RESULTS + "/benchmarks/rules/train/{dataset}/{model}/{optimizer}/{seed}.tsv"
+        "results/benchmarks/rules/train/{dataset}/{model}/{optimizer}/{seed}.tsv"
     threads: 1
     resources:
         mem_mb=train_mem_mb,
         runtime=train_runtime,
         gpu=use_gpu(),
+    conda:
+        "../../envs/kryflow.yaml"
     script:
         "../../scripts/train.py"

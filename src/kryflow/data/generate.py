@@ -59,7 +59,8 @@ def generate_dataset(
         family, params: PDE family name and parameters (see ``kryflow.pdes``).
         num_samples, seed: sequence length and its seed.
         splits: train/val/test fractions, or a string ``"test"`` to put every sample in test.
-        solver: ``SequenceSolver`` options (method, preconditioner, rtol, ...).
+        solver: ``SequenceSolver`` options (method, preconditioner, rtol, ...); method
+            ``"auto"`` (the default) takes ``kryflow.solvers.default_strategy(family)``.
         on_sample: called as ``on_sample(index, records)`` after each sample (MLflow logging).
 
     Returns:
@@ -69,10 +70,15 @@ def generate_dataset(
 
     from kryflow.data import VariableSpec, ZarrDatasetWriter, assign_splits, dataset_digest
     from kryflow.pdes import build_family
-    from kryflow.solvers import SequenceSolver
+    from kryflow.solvers import SequenceSolver, default_strategy
 
     fam = build_family(family, **dict(params or {}))
     solver_cfg = dict(solver or {})
+    if solver_cfg.get("method", "auto") == "auto":
+        # the measured fastest strategy for this family and size (see benchmarks/solvers.py)
+        strategy = default_strategy(fam)
+        solver_cfg["method"] = strategy["method"]
+        solver_cfg.setdefault("preconditioner", strategy["preconditioner"])
     seq_solver = SequenceSolver(**solver_cfg)
     nsolve = int(fam.solves_per_sample)
 
