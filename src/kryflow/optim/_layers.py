@@ -1,0 +1,190 @@
+"""Capture of layer inputs and output gradients for Kronecker-factored curvature (K-FAC, MKOR).
+
+Each covered layer is reduced to a (possibly complex) matrix product ``s = a @ W`` per
+"position": a Linear over its leading axes, a Conv over its output pixels (input patches
+unfolded), and a spectral :class:`~kryflow.models.ModeMixing` over its retained Fourier modes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models import ModeMixing
+
+__all__ = ["LayerCapture", "covered_layers", "patches"]
+
+
+def _unfold_view(x: torch.Tensor, conv: nn.Module) -> torch.Tensor:
+    """(B, C, *out_grid, *kernel) strided view of the zero-padded input (no copy beyond the pad)."""
+    d = x.dim() - 2
+    k, s, p, dil = conv.kernel_size, conv.stride, conv.padding, conv.dilation
+    if isinstance(p, str):
+        raise ValueError(f"K-FAC/MKOR need numeric padding on {conv}; use padding=<int> instead of {p!r}")
+    # F.pad takes pads from the last axis backwards
+    x = F.pad(x, [q for axis in reversed(range(d)) for q in (p[axis], p[axis])])
+    for axis in range(d):
+        span = dil[axis] * (k[axis] - 1) + 1
+        x = x.unfold(2 + axis, span, s[axis])[..., :: dil[axis]]
+    return x
+
+
+def mean_patch(x: torch.Tensor, conv: nn.Module) -> torch.Tensor:
+    """Mean over samples and output positions of the unfolded patches, (C * prod(kernel),), without
+    materialising the patch matrix (MKOR's rank-1 statistics need only this)."""
+    d = x.dim() - 2
+    v = _unfold_view(x, conv)
+    return v.mean(dim=(0, *range(2, 2 + d))).reshape(-1)
+
+
+def patches(x: torch.Tensor, conv: nn.Module) -> torch.Tensor:
+    """Unfold convolution input patches.
+
+    Arguments:
+        x: (B, C, *grid) input of ``conv`` (Conv1d/2d/3d, groups=1, zero padding).
+
+    Returns:
+        (B * positions, C * prod(kernel)) with the column order of ``conv.weight.flatten(1)``.
+    """
+    d = x.dim() - 2
+    k, s, p, dil = conv.kernel_size, conv.stride, conv.padding, conv.dilation
+    if all(v == 1 for v in k) and all(v == 1 for v in s) and (isinstance(p, str) or not any(p)):
+        return x.movedim(1, -1).reshape(-1, x.shape[1])  # 1×1: every pixel is a sample
+    x = _unfold_view(x, conv)
+    # x: (B, C, *out_grid, *kernel) -> (B, *out_grid, C, *kernel)
+    x = x.movedim(1, 1 + d)
+    out_numel = math.prod(x.shape[1 : 1 + d])
+    return x.reshape(x.shape[0] * out_numel, -1)
+
+
+def covered_layers(model: nn.Module) -> list[nn.Module]:
+    """Layers with Kronecker-factored curvature: Linear, Conv1d/2d/3d (groups=1), ModeMixing."""
+    layers = []
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, ModeMixing)):
+            layers.append(m)
+        elif isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and m.groups == 1 and m.padding_mode == "zeros":
+            layers.append(m)
+    return layers
+
+
+class LayerCapture:
+    """Forward hooks that keep, for each covered layer, its input and output during one step.
+
+    The runner turns capture on, runs the forward pass, then asks for gradients with respect
+    to the recorded outputs (:meth:`outputs`). ``a`` and ``g`` are returned as rows:
+
+    * ``a``: (positions_total, in_features [+1 for bias]), complex for spectral layers;
+    * ``g``: (positions_total, out_features).
+    """
+
+    def __init__(self, model: nn.Module):
+        self.layers = covered_layers(model)
+        self.enabled = False
+        self.inputs: dict[nn.Module, torch.Tensor] = {}
+        self.outs: dict[nn.Module, torch.Tensor] = {}
+        self.batch = 0
+        self._handles = [layer.register_forward_hook(self._hook) for layer in self.layers]
+        # the model output is needed to sample Fisher targets
+        self.model_output: torch.Tensor | None = None
+        self._handles.append(model.register_forward_hook(self._model_hook))
+
+    def _hook(self, module, inputs, output):
+        if self.enabled and torch.is_grad_enabled():
+            self.inputs[module] = inputs[0].detach()
+            self.outs[module] = output
+
+    def _model_hook(self, module, inputs, output):
+        if self.enabled and torch.is_grad_enabled():
+            self.model_output = output
+            self.batch = output.shape[0]
+
+    def clear(self) -> None:
+        self.inputs.clear()
+        self.outs.clear()
+        self.model_output = None
+
+    def outputs(self) -> tuple[list[nn.Module], list[torch.Tensor]]:
+        layers = [m for m in self.layers if m in self.outs]
+        return layers, [self.outs[m] for m in layers]
+
+    @staticmethod
+    def rows_a(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(layer, ModeMixing):
+            a = x.movedim(1, -1).reshape(-1, x.shape[1])  # (B*corners*modes, in)
+            return a
+        if isinstance(layer, nn.Linear):
+            a = x.reshape(-1, x.shape[-1])
+        else:
+            a = patches(x, layer)
+        if layer.bias is not None:
+            a = torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1)
+        return a
+
+    @staticmethod
+    def mean_a(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Mean of :meth:`rows_a` over all rows, computed without building the rows."""
+        if isinstance(layer, ModeMixing):
+            return x.mean(dim=(0, *range(2, x.dim())))
+        if isinstance(layer, nn.Linear):
+            a = x.reshape(-1, x.shape[-1]).mean(0)
+        else:
+            a = mean_patch(x, layer)
+        if layer.bias is not None:
+            a = torch.cat([a, a.new_ones(1)])
+        return a
+
+    @staticmethod
+    def mean_g(layer: nn.Module, g: torch.Tensor) -> torch.Tensor:
+        """Mean of :meth:`rows_g` over all rows."""
+        if isinstance(layer, nn.Linear):
+            return g.reshape(-1, g.shape[-1]).mean(0)
+        return g.mean(dim=(0, *range(2, g.dim())))
+
+    @staticmethod
+    def rows_g(layer: nn.Module, g: torch.Tensor) -> torch.Tensor:
+        if isinstance(layer, nn.Linear):
+            return g.reshape(-1, g.shape[-1])
+        return g.movedim(1, -1).reshape(-1, g.shape[1])
+
+    @staticmethod
+    def positions_shared(layer: nn.Module) -> bool:
+        """Whether one weight serves all positions (Linear/Conv) or each position has its own (spectral modes)."""
+        return not isinstance(layer, ModeMixing)
+
+    @staticmethod
+    def grad_matrix(layer: nn.Module) -> torch.Tensor | None:
+        """The layer gradient as (in_features [+1], out_features [, positions]) matching ``rows_a``/``rows_g``."""
+        w = layer.weight
+        if w.grad is None:
+            return None
+        if isinstance(layer, ModeMixing):
+            g = torch.view_as_complex(w.grad)  # (in, out, corners, *modes)
+            return g.reshape(g.shape[0], g.shape[1], -1)
+        gm = w.grad.reshape(w.shape[0], -1)  # (out, in*k)
+        if layer.bias is not None:
+            gb = layer.bias.grad if layer.bias.grad is not None else torch.zeros_like(layer.bias)
+            gm = torch.cat([gm, gb[:, None]], dim=1)
+        return gm.t()
+
+    @staticmethod
+    def set_update(layer: nn.Module, update: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Split an update shaped like :meth:`grad_matrix` back into (param, update) pairs."""
+        w = layer.weight
+        if isinstance(layer, ModeMixing):
+            return [(w, torch.view_as_real(update.reshape(torch.view_as_complex(w).shape).contiguous()))]
+        u = update.t()
+        pairs = []
+        if layer.bias is not None:
+            pairs.append((layer.bias, u[:, -1].contiguous()))
+            u = u[:, :-1]
+        pairs.insert(0, (w, u.reshape(w.shape).contiguous()))
+        return pairs
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
