@@ -99,7 +99,9 @@ def dataset_names(config: Mapping) -> list[str]:
     """Every dataset the workflow makes: the configured ones and their transfer sets."""
     names = list(config["datasets"])
     for name, ds in config["datasets"].items():
-        if ds.get("transfer") and "source" not in ds:
+        if "source" in ds:
+            names.append(f"{name}__hi")
+        elif ds.get("transfer"):
             names.append(transfer_name(name, ds["transfer"]["n"]))
     return names
 

@@ -3,10 +3,11 @@
 
 import json
 import os
+import re
 import uuid
 from pathlib import Path
 
-from kryflow.config import check_config, dataset_names, training_cells, transfer_name
+from kryflow.config import check_config, training_cells, transfer_name
 
 # Schema + registry checks: an invalid config stops here with one message naming the key.
 check_config(config)
@@ -39,10 +40,30 @@ def generated_datasets():
     return [d for d, spec in config["datasets"].items() if "source" not in spec]
 
 
+def generated_names():
+    """Every store a solver produces: the generated datasets and their transfer sets."""
+    names = generated_datasets()
+    for d in names[:]:
+        if config["datasets"][d].get("transfer"):
+            names.append(transfer_name(d, config["datasets"][d]["transfer"]["n"]))
+    return names
+
+
+def imported_datasets():
+    return [d for d, spec in config["datasets"].items() if "source" in spec]
+
+
+def name_pattern(names):
+    """A wildcard constraint matching exactly these dataset names (none: matches nothing)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
 def transfer_path(wildcards):
     """The finer-grid test set for a cell's dataset, or nothing when none is configured."""
     spec = config["datasets"][wildcards.dataset]
-    if spec.get("transfer") and "source" not in spec:
+    if "source" in spec:
+        return f"{DATA}/{wildcards.dataset}__hi.zarr" if spec["source"].get("test_hi") else []
+    if spec.get("transfer"):
         return f"{DATA}/{transfer_name(wildcards.dataset, spec['transfer']['n'])}.zarr"
     return []
 

@@ -26,6 +26,8 @@ rule generate_dataset:
         tracking="results/tracking.json",
     output:
         directory("data/{dataset}.zarr"),
+    wildcard_constraints:
+        dataset=name_pattern(generated_names()),
     params:
         spec=dataset_spec_of,
     log:
@@ -40,6 +42,26 @@ rule generate_dataset:
         "../../envs/kryflow.yaml"
     script:
         "../../scripts/generate_dataset.py"
+
+
+rule import_dataset:
+    # External data (neuraloperator's Darcy sets) in kryflow's schema; the files are read
+    # from their path, never copied. The 32x32 test file becomes data/{dataset}__hi.zarr.
+    input:
+        tracking="results/tracking.json",
+    output:
+        main=directory("data/{dataset}.zarr"),
+        hi=directory("data/{dataset}__hi.zarr"),
+    wildcard_constraints:
+        dataset=name_pattern(imported_datasets()),
+    log:
+        "logs/import_dataset/{dataset}.log",
+    benchmark:
+        "results/benchmarks/rules/import_dataset/{dataset}.tsv"
+    conda:
+        "../../envs/kryflow.yaml"
+    script:
+        "../../scripts/import_dataset.py"
 
 
 rule solver_benchmark:
