@@ -64,3 +64,16 @@ def test_eight_concurrent_jobs_lose_nothing(tmp_path):
         assert r.info.status == "FINISHED"
         assert len(client.get_metric_history(r.info.run_id, "loss")) == 20
         assert r.data.params["cfg.lr"]
+
+
+def test_system_metrics_are_sampled_into_the_run(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ensure_experiment(uri, "exp", (tmp_path / "art").as_uri())
+    t = Tracker(uri, "exp", key="sys", run_name="sys", tags={})
+    with t.system_metrics(True, interval=0.2):
+        time.sleep(1.5)
+    t.finish("finished")
+    metrics = MlflowClient(tracking_uri=uri).get_run(t.run_id).data.metrics
+    assert any(k.startswith("system/cpu") for k in metrics), metrics

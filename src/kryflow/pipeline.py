@@ -238,10 +238,12 @@ def run_train(config: Mapping, cell: Mapping, dataset_path: str | os.PathLike, o
                         "training": config["training"]})
     tracker.log_dataset(d, dataset_path, dataset_digest(dataset_path), context="training")
     out = Path(out_dir)
+    sysmetrics = bool((config.get("tracking") or {}).get("system_metrics"))
     try:
-        result = train_cell(dataset_path, out, model_name=model_name, model_kwargs=model_cfg,
-                            optimizer_name=opt_name, optimizer_kwargs=opt_cfg, seed=s,
-                            train_cfg=config["training"], tracker=tracker, progress=progress)
+        with tracker.system_metrics(sysmetrics):
+            result = train_cell(dataset_path, out, model_name=model_name, model_kwargs=model_cfg,
+                                optimizer_name=opt_name, optimizer_kwargs=opt_cfg, seed=s,
+                                train_cfg=config["training"], tracker=tracker, progress=progress)
     except Exception as exc:
         tracker.finish("failed", f"{type(exc).__name__}: {exc}")
         raise

@@ -13,6 +13,7 @@ instead of creating a second one, so a grid never holds duplicate runs for one c
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -323,6 +324,22 @@ class Tracker:
                 model, name="model", input_example=input_example, pip_requirements=requirements,
                 code_paths=[str(Path(kryflow.__file__).parent)],
             )
+
+    @contextlib.contextmanager
+    def system_metrics(self, enabled: bool, interval: float = 10.0):
+        """Sample CPU/GPU/memory into the run while the block runs (``tracking.system_metrics``)."""
+        if not enabled:
+            yield
+            return
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(self.run_id, sampling_interval=interval, resume_logging=True,
+                                       tracking_uri=self.uri)
+        monitor.start()
+        try:
+            yield
+        finally:
+            monitor.finish()
 
     def finish(self, status: str, reason: str | None = None) -> None:
         """Close the run. ``status`` is kryflow's (finished / diverged / failed)."""
