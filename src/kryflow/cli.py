@@ -160,6 +160,25 @@ def cmd_tracking_init(args) -> int:
     return 0
 
 
+def cmd_server_start(args) -> int:
+    from kryflow.tracking.server import start_server
+
+    info = start_server(args.dir, host=args.host, port=args.port, allowed_hosts=args.allowed_hosts)
+    print(f"MLflow server on {info['uri']} (PostgreSQL on 127.0.0.1:{info['pg_port']}); "
+          f"pids mlflow={info['mlflow_pid']} postgres={info['postgres_pid']}")
+    print(f"point jobs at it:  export MLFLOW_TRACKING_URI={info['uri']}")
+    print(f"stop it:           kryflow tracking server stop --dir {args.dir}")
+    return 0
+
+
+def cmd_server_stop(args) -> int:
+    from kryflow.tracking.server import stop_server
+
+    stop_server(args.dir)
+    print("stopped")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kryflow",
@@ -225,6 +244,18 @@ def build_parser() -> argparse.ArgumentParser:
     s = tr.add_parser("init", help="create the config's experiment once")
     s.add_argument("config")
     s.set_defaults(func=cmd_tracking_init)
+    srv = tr.add_parser("server", help="MLflow server on PostgreSQL").add_subparsers(
+        dest="server_command", required=True)
+    s = srv.add_parser("start", help="start PostgreSQL + mlflow server (127.0.0.1 unless --host)")
+    s.add_argument("--dir", default=".mlflow-server", help="state folder (database, artifacts, logs)")
+    s.add_argument("--host", default="127.0.0.1", help="bind address; 0.0.0.0 to serve cluster nodes")
+    s.add_argument("--port", type=int, default=5000)
+    s.add_argument("--allowed-hosts", default=None,
+                   help="host names clients use, e.g. 'login01:*' when binding beyond loopback")
+    s.set_defaults(func=cmd_server_start)
+    s = srv.add_parser("stop", help="stop the server and PostgreSQL started with --dir")
+    s.add_argument("--dir", default=".mlflow-server")
+    s.set_defaults(func=cmd_server_stop)
     return p
 
 
@@ -239,13 +270,14 @@ def main(argv=None) -> int:
         return 2
     except Exception as exc:  # a clear one-line error for the expected failure kinds
         from kryflow.tracking import TrackingUnavailable
+        from kryflow.tracking.server import ServerError
 
         data_error = None
         try:
             from kryflow.data import DatasetError as data_error
         except ImportError:
             pass
-        if isinstance(exc, TrackingUnavailable) or (data_error and isinstance(exc, data_error)):
+        if isinstance(exc, (TrackingUnavailable, ServerError)) or (data_error and isinstance(exc, data_error)):
             print(f"kryflow: {exc}", file=sys.stderr)
             return 2
         raise

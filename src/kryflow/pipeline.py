@@ -284,7 +284,9 @@ def run_evaluate(config: Mapping, cell: Mapping, dataset_path, run_dir, tracking
                             transfer_path=transfer_path, targets=ecfg.get("targets", [0.5, 0.2]),
                             num_predictions=int(ecfg.get("num_predictions", 4)),
                             device=config["training"].get("device", "auto"), tracker=tracker)
-    tracker.log_dataset(cell["dataset"], dataset_path, dataset_digest(dataset_path), context="evaluation")
+    # MLflow keeps one input per (name, digest) and run, so the test split gets its own name
+    tracker.log_dataset(f"{cell['dataset']}/test", dataset_path, dataset_digest(dataset_path),
+                        context="evaluation")
     if transfer_path is not None:
         tracker.log_dataset(Path(transfer_path).stem, transfer_path, dataset_digest(transfer_path),
                             context="evaluation")

@@ -323,6 +323,9 @@ class Tracker:
             _retry(mlflow.pytorch.log_model)(
                 model, name="model", input_example=input_example, pip_requirements=requirements,
                 code_paths=[str(Path(kryflow.__file__).parent)],
+                # pickle, not mlflow's default torch.export: export specialises the batch size
+                # to the input example's and the loaded model then rejects other batches
+                serialization_format="pickle",
             )
 
     @contextlib.contextmanager

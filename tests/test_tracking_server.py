@@ -1,0 +1,69 @@
+"""The tiny workflow against a real `mlflow server` on PostgreSQL, over HTTP on loopback."""
+
+from __future__ import annotations
+
+import glob
+import json
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import run_snakemake, write_config
+
+pytestmark = pytest.mark.skipif(
+    not glob.glob("/usr/lib/postgresql/*/bin/initdb") and shutil.which("initdb") is None,
+    reason="PostgreSQL server not installed (apt-get install -y postgresql; .ci/run does it)",
+)
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server():
+    from kryflow.tracking.server import start_server, stop_server
+
+    state = Path(tempfile.mkdtemp(prefix="kryflow-mlflow-"))
+    info = start_server(state, port=_port())
+    try:
+        yield info
+    finally:
+        stop_server(state)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_tiny_workflow_logs_to_server_over_http(server, tmp_path, tiny_config):
+    from mlflow.tracking import MlflowClient
+
+    # server binds loopback only, credentials stay out of the state a user would share
+    assert server["uri"].startswith("http://127.0.0.1:")
+    assert "password" not in json.dumps(server)
+    tiny_config["datasets"] = {"darcy": tiny_config["datasets"]["darcy"]}
+    tiny_config["datasets"]["darcy"].pop("transfer")
+    tiny_config["models"] = {"fno": tiny_config["models"]["fno"]}
+    tiny_config["optimizers"] = {"adam": tiny_config["optimizers"]["adam"]}
+    tiny_config["seeds"] = [0, 1]
+    cfg = write_config(tmp_path / "tiny.yaml", tiny_config)
+    proc = run_snakemake(tmp_path, cfg, env={"MLFLOW_TRACKING_URI": server["uri"]})
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert not (tmp_path / "mlflow.db").exists()  # nothing went to a local sqlite store
+    client = MlflowClient(tracking_uri=server["uri"])
+    exp = client.get_experiment_by_name(tiny_config["experiment"])
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    keys = sorted(r.data.tags["kryflow.key"] for r in runs)
+    assert keys.count("train/darcy/fno/adam/0") == 1 and keys.count("train/darcy/fno/adam/1") == 1
+    assert "generate/darcy" in keys and "solver_benchmark/darcy" in keys
+    for r in runs:
+        assert r.info.status == "FINISHED"
+    train = next(r for r in runs if r.data.tags["kryflow.key"] == "train/darcy/fno/adam/0")
+    assert "test_rel_l2_mean" in train.data.metrics
+    # the model artifact went through the server's artifact proxy
+    arts = [a.path for a in client.list_artifacts(train.info.run_id)]
+    assert "history.csv" in arts
