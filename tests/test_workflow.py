@@ -37,13 +37,13 @@ def _cells(cfg):
 def test_datasets_open_with_xarray(tiny_run):
     workdir, cfg, _ = tiny_run
     for name, spec in cfg["datasets"].items():
-        ds = xr.open_zarr(workdir / "data" / f"{name}.zarr")
+        ds = xr.open_zarr(workdir / "data" / f"{name}.zarr", consolidated=False)
         assert ds.sizes["sample"] == spec["num_samples"]
         for var in ("solver_iterations", "solver_rel_residual"):
             assert var in ds
         assert float(ds["solver_rel_residual"].max()) <= spec["solver"]["rtol"] * 1.0001
     # the resolution-transfer set exists at the finer grid
-    tr = xr.open_zarr(workdir / "data" / "darcy__n32.zarr")
+    tr = xr.open_zarr(workdir / "data" / "darcy__n32.zarr", consolidated=False)
     assert tr.sizes["x"] == 32
 
 
