@@ -12,7 +12,8 @@ from kryflow.pipeline import run_figures, setup_logging
 def main(smk):
     with setup_logging(smk.log[0]):
         runs_root = Path(smk.input.summary).parent / "runs"
-        run_figures(smk.input.summary, runs_root, list(smk.input.solvers), smk.output.figures,
+        fig_dir = Path(smk.output.png[0]).parent
+        run_figures(smk.input.summary, runs_root, list(smk.input.solvers), fig_dir,
                     smk.output.tables, smk.input.tracking, datasets=list(smk.config["datasets"]),
                     models=list(smk.config["models"]))
 

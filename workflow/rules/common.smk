@@ -123,11 +123,18 @@ def solver_benchmark_outputs():
     return [f"{RESULTS}/solvers/{d}.json" for d in generated_datasets()]
 
 
+def figure_stems_of_config():
+    """The figure files the figures rule writes for this config."""
+    from kryflow.figures import figure_stems
+
+    return figure_stems(config["datasets"], config["models"], solver_benchmark_outputs())
+
+
 def final_outputs():
     return [
         f"{RESULTS}/summary.csv",
         f"{RESULTS}/summary_aggregate.csv",
-        f"{RESULTS}/figures",
+        *[f"{RESULTS}/figures/{stem}.{ext}" for stem in figure_stems_of_config() for ext in ("png", "pdf")],
         f"{RESULTS}/tables",
         *solver_benchmark_outputs(),
     ]

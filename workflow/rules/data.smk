@@ -23,7 +23,7 @@ rule generate_dataset:
     # A PDE family's sequence solved by one recycling solver, streamed into a zarr store
     # (written under a temporary name and moved into place only when complete).
     input:
-        tracking="results/tracking.json",
+        tracking=ancient("results/tracking.json"),
     output:
         directory("data/{dataset}.zarr"),
     wildcard_constraints:
@@ -48,7 +48,7 @@ rule import_dataset:
     # External data (neuraloperator's Darcy sets) in kryflow's schema; the files are read
     # from their path, never copied. The 32x32 test file becomes data/{dataset}__hi.zarr.
     input:
-        tracking="results/tracking.json",
+        tracking=ancient("results/tracking.json"),
     output:
         main=directory("data/{dataset}.zarr"),
         hi=directory("data/{dataset}__hi.zarr"),
@@ -67,7 +67,7 @@ rule import_dataset:
 rule solver_benchmark:
     # Recycled vs cold vs preconditioned vs direct on the dataset's own sequence.
     input:
-        tracking="results/tracking.json",
+        tracking=ancient("results/tracking.json"),
     output:
         "results/solvers/{dataset}.json",
     params:

@@ -7,7 +7,7 @@ rule evaluate:
         model="results/runs/{dataset}/{model}/{optimizer}/{seed}/model.pt",
         dataset="data/{dataset}.zarr",
         transfer=transfer_path,
-        tracking="results/tracking.json",
+        tracking=ancient("results/tracking.json"),
     output:
         metrics="results/runs/{dataset}/{model}/{optimizer}/{seed}/metrics.json",
         predictions="results/runs/{dataset}/{model}/{optimizer}/{seed}/predictions.npz",

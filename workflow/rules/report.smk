@@ -2,19 +2,21 @@
 
 
 rule figures:
+    # every figure is declared (PNG in the report, PDF for the paper); tables depend on which
+    # results exist (e.g. transfer), so they are a folder
     input:
         summary="results/summary.csv",
         histories=cell_outputs("history.csv"),
         predictions=cell_outputs("predictions.npz"),
         solvers=solver_benchmark_outputs(),
-        tracking="results/tracking.json",
+        tracking=ancient("results/tracking.json"),
     output:
-        figures=report(
-            directory("results/figures"),
-            patterns=["{name}.png"],
+        png=report(
+            expand("results/figures/{stem}.png", stem=figure_stems_of_config()),
             caption="../report/figures.rst",
             category="Figures",
         ),
+        pdf=expand("results/figures/{stem}.pdf", stem=figure_stems_of_config()),
         tables=report(
             directory("results/tables"),
             patterns=["{name}.md"],

@@ -6,7 +6,7 @@
 rule train:
     input:
         dataset="data/{dataset}.zarr",
-        tracking="results/tracking.json",
+        tracking=ancient("results/tracking.json"),
     output:
         run="results/runs/{dataset}/{model}/{optimizer}/{seed}/run.json",
         model="results/runs/{dataset}/{model}/{optimizer}/{seed}/model.pt",
