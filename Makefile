@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kryflow-installed
 CONFIG ?= config/config.yaml
 
-.PHONY: run test test-fast lint dryrun-paper clean-results venv
+.PHONY: run test test-fast lint dryrun-paper clean-results venv system-deps
 
 venv: $(STAMP)
 
@@ -23,7 +23,17 @@ run: $(STAMP)
 	$(BIN)/snakemake --cores all --configfile $(CONFIG)
 	$(BIN)/kryflow where
 
-test: $(STAMP)
+# System packages some tests use (PostgreSQL for the MLflow server test, Chromium for the UI
+# test). Installed when missing and possible (root with apt-get); otherwise those tests skip
+# and say why.
+system-deps:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v chromium >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql chromium >/dev/null; \
+	  else echo "note: postgresql/chromium missing and not root: their tests will skip"; fi; \
+	fi
+
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)

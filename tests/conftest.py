@@ -67,3 +67,17 @@ def run_snakemake(workdir: Path, configfile: Path, *args: str, timeout: int = 90
     full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     full_env.update(env or {})
     return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The real workflow on TINY_CONFIG, once per test session: (workdir, config, process)."""
+    workdir = tmp_path_factory.mktemp("tiny")
+    cfg = write_config(workdir / "tiny.yaml", TINY_CONFIG)
+    proc = run_snakemake(workdir, cfg)
+    if proc.returncode != 0:
+        logs = "\n".join(
+            f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "logs").rglob("*.log"))
+        ) if (workdir / "logs").exists() else ""
+        pytest.fail(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}\n{logs}")
+    return workdir, copy.deepcopy(TINY_CONFIG), proc

@@ -10,22 +10,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from conftest import ROOT, run_snakemake, write_config
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    from conftest import TINY_CONFIG
-
-    workdir = tmp_path_factory.mktemp("tiny")
-    cfg = write_config(workdir / "tiny.yaml", TINY_CONFIG)
-    proc = run_snakemake(workdir, cfg)
-    if proc.returncode != 0:
-        logs = "\n".join(
-            f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "logs").rglob("*.log"))
-        ) if (workdir / "logs").exists() else ""
-        pytest.fail(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}\n{logs}")
-    return workdir, TINY_CONFIG, proc
+from conftest import run_snakemake
 
 
 def _cells(cfg):
