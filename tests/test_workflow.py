@@ -94,6 +94,11 @@ def test_mlflow_holds_one_finished_run_per_cell_and_dataset(tiny_run):
         assert len(history) >= 2  # stepped
         contexts = {i.tags[0].value for i in run.inputs.dataset_inputs}
         assert {"training", "evaluation"} <= contexts
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"figures", "logs", "checkpoint", "evaluation", "history.csv",
+                "effective_config.json"} <= artifacts, artifacts
+        figs = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+        assert f"figures/val_error_{d}_{m}.png" in figs
     for name in list(cfg["datasets"]) + ["darcy__n32"]:
         assert len(by_key.get(f"generate/{name}", [])) == 1, name
         gen = by_key[f"generate/{name}"][0]

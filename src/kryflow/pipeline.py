@@ -40,6 +40,7 @@ def setup_logging(log_path: str | os.PathLike | None):
         yield
         return
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    os.environ["KRYFLOW_JOB_LOG"] = str(Path(log_path).resolve())  # Tracker uploads it at the end
     with open(log_path, "a", buffering=1) as fh:
         handler = logging.StreamHandler(fh)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -290,6 +291,7 @@ def run_evaluate(config: Mapping, cell: Mapping, dataset_path, run_dir, tracking
     if transfer_path is not None:
         tracker.log_dataset(Path(transfer_path).stem, transfer_path, dataset_digest(transfer_path),
                             context="evaluation")
+    tracker.log_job_log()
     return metrics
 
 

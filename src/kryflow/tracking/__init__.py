@@ -344,8 +344,15 @@ class Tracker:
         finally:
             monitor.finish()
 
+    def log_job_log(self) -> None:
+        """Upload the Snakemake job's log file (set by kryflow.pipeline.setup_logging), if any."""
+        path = os.environ.get("KRYFLOW_JOB_LOG")
+        if path and Path(path).exists():
+            self.log_artifact(path, "logs")
+
     def finish(self, status: str, reason: str | None = None) -> None:
         """Close the run. ``status`` is kryflow's (finished / diverged / failed)."""
+        self.log_job_log()
         tags = {"status": status}
         if reason:
             tags["status_reason"] = reason[:4000]
