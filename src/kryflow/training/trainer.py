@@ -106,6 +106,12 @@ def _atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _dataset_digest(path) -> str:
+    from kryflow.data import dataset_digest
+
+    return dataset_digest(path)
+
+
 def _write_history(rows: list[dict], path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as fh:
@@ -183,8 +189,27 @@ def train_cell(
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "train_seconds": 0.0, "initial_loss": None,
              "history": [], "window": []}
     ckpt_path = out / "checkpoint.pt"
+    # What a checkpoint must share with this run to be resumed: everything that changes the
+    # trajectory. Budgets and logging cadence may change (a longer max_steps continues).
+    fingerprint = json.dumps(
+        {"model": [model_name, dict(model_kwargs)], "optimizer": [optimizer_name, dict(optimizer_kwargs)],
+         "seed": int(seed), "dataset": _dataset_digest(dataset_path),
+         "training": {k: v for k, v in dict(train_cfg).items()
+                      if k not in ("max_steps", "max_seconds", "eval_every", "checkpoint_every", "device",
+                                   "num_workers")}},
+        sort_keys=True, default=str,
+    )
     if ckpt_path.exists():
         blob = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if blob.get("fingerprint") != fingerprint:
+            stale = ckpt_path.with_name("checkpoint.stale.pt")
+            os.replace(ckpt_path, stale)
+            log.warning("%s was written by another configuration of this cell; moved it to %s and "
+                        "training starts afresh", ckpt_path, stale.name)
+            blob = None
+    else:
+        blob = None
+    if blob is not None:
         surrogate.net.load_state_dict(blob["model"])
         runner.load_state_dict(blob["optimizer"])
         if scheduler is not None and blob.get("scheduler") is not None:
@@ -206,6 +231,7 @@ def train_cell(
                 "numpy_rng": np.random.get_state(),
                 "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                 "state": state,
+                "fingerprint": fingerprint,
             },
             ckpt_path,
         )
