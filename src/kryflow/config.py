@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -149,7 +150,7 @@ def check_config(config: dict) -> dict:
     """Schema validation plus the registry and cross-key checks. Returns the config."""
     validate_config(config)
     from kryflow.models import MODELS, model_parameters, resolution_divisor
-    from kryflow.optim import OPTIMIZERS
+    from kryflow.optim import OPTIMIZERS, check_hyperparameters
     from kryflow.pdes import PDE_FAMILIES, family_parameters
     from kryflow.solvers import PRECONDITIONERS, SOLVER_METHODS
 
@@ -228,6 +229,22 @@ def check_config(config: dict) -> dict:
                     f"Accepted: {', '.join(sorted(accepted))}"
                 )
         for p, v in kwargs.items():
+            if p == "name":
+                continue
+            default = accepted[p]
+            if isinstance(default, bool):
+                ok = isinstance(v, bool)
+            elif isinstance(default, int):
+                ok = isinstance(v, int) and not isinstance(v, bool)
+            elif isinstance(default, float):
+                ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            elif isinstance(default, (list, tuple)):
+                ok = isinstance(v, (list, tuple))
+            else:
+                ok = True
+            if not ok:
+                raise ConfigError(f"config key 'models.{key}.{p}': expected {type(default).__name__} "
+                                  f"like the default {default!r}, got {v!r}")
             if isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0:
                 raise ConfigError(f"config key 'models.{key}.{p}': must be positive, got {v}")
         model_kw = {k: v for k, v in kwargs.items() if k != "name"}
@@ -251,7 +268,7 @@ def check_config(config: dict) -> dict:
         lr = hp.get("lr")
         if lr is None:
             raise ConfigError(f"config key 'optimizers.{key}.lr': a learning rate is required")
-        if not isinstance(lr, (int, float)) or lr <= 0:
+        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr <= 0:
             raise ConfigError(f"config key 'optimizers.{key}.lr': must be a positive number, got {lr!r}")
         wd = hp.get("weight_decay", 0.0)
         if not isinstance(wd, (int, float)) or wd < 0:
@@ -265,6 +282,15 @@ def check_config(config: dict) -> dict:
                     f"config key 'optimizers.{key}.{p}': not a hyperparameter of '{oname}'. "
                     f"Accepted: {', '.join(sorted(allowed - {'name'}))}"
                 )
+        extras = {p: v for p, v in hp.items() if p not in ("name", "lr", "weight_decay")}
+        try:
+            check_hyperparameters(oname, lr, wd, **extras)
+        except (ValueError, TypeError) as exc:
+            text = str(exc)
+            named = next((p for p in ("lr", "weight_decay", *extras) if f"'{p}'" in text
+                          or text.startswith(p) or f"{p}=" in text), None)
+            sub = f"optimizers.{key}.{named}" if named else f"optimizers.{key}"
+            raise ConfigError(f"config key '{sub}': {text}") from None
     return config
 
 

@@ -445,6 +445,13 @@ CASES = [
     ("optim-zo-eps-zero", _optimizer("zo_spsa", lr=0.1, eps=0.0), V, r"'eps'.*'zo_spsa'", None),
 ]
 
+# Bugs this suite found and that are fixed now: their cases must pass like every other.
+FIXED = {
+    "cfg-type-model-width-string", "cfg-type-model-width-float", "cfg-lr-nan",
+    "cfg-sgd-momentum-negative", "cfg-adam-betas-out-of-range",
+}
+CASES = [(*c[:4], None if c[0] in FIXED else c[4]) for c in CASES]
+
 IDS = [c[0] for c in CASES]
 assert len(IDS) == len(set(IDS)), "duplicate case ids"
 _RESULTS: dict[str, bool] = {}

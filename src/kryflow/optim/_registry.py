@@ -209,6 +209,14 @@ def _validate(spec: OptimizerSpec, lr, weight_decay, extras: dict) -> dict:
     return merged
 
 
+def check_hyperparameters(name: str, lr, weight_decay=0.0, **extras) -> dict:
+    """Validate an optimizer's hyperparameters without building it (config checks use this).
+
+    **Returns:** the merged extras (defaults filled in). Raises ValueError naming the key.
+    """
+    return _validate(_spec(name), lr, weight_decay, extras)
+
+
 class StepRunner:
     """Takes one optimisation step given a loss closure; the trainer's only contact with optimizers.
 
