@@ -28,6 +28,7 @@ __all__ = [
     "training_cells",
     "transfer_name",
     "dataset_names",
+    "read_yaml",
 ]
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -294,13 +295,46 @@ def check_config(config: dict) -> dict:
     return config
 
 
-def load_config(path: str | os.PathLike, overrides: Mapping | None = None) -> dict:
-    """Read a YAML config, apply overrides, validate and check it."""
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice (plain YAML keeps the last one silently)."""
+
+
+def _no_duplicates(loader: _StrictLoader, node, deep: bool = False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(
+                f"key '{key}' appears twice in one mapping (line {key_node.start_mark.line + 1}); "
+                "YAML would keep only the last one: rename or merge them"
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    """Read one config file strictly: syntax errors and duplicate keys name the file."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist")
-    with open(path) as fh:
-        config = yaml.safe_load(fh) or {}
+    try:
+        with open(path) as fh:
+            data = yaml.load(fh, Loader=_StrictLoader) or {}  # noqa: S506 (a SafeLoader subclass)
+    except ConfigError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | os.PathLike, overrides: Mapping | None = None) -> dict:
+    """Read a YAML config, apply overrides, validate and check it."""
+    config = read_yaml(path)
     if overrides:
         config = _merge(config, overrides)
     return check_config(config)

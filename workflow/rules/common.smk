@@ -7,9 +7,13 @@ import re
 import uuid
 from pathlib import Path
 
-from kryflow.config import check_config, training_cells, transfer_name
+from kryflow.config import check_config, read_yaml, training_cells, transfer_name
 
 # Schema + registry checks: an invalid config stops here with one message naming the key.
+# Config files are re-read strictly first: Snakemake's YAML reading keeps the last of two
+# equal keys without a word, which would silently drop a dataset or an optimizer.
+for _configfile in workflow.configfiles:
+    read_yaml(_configfile)
 check_config(config)
 
 # One id per workflow invocation, tagged on every MLflow run of it.
