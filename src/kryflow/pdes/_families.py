@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -92,8 +93,8 @@ class PDEFamily(abc.ABC):
         if p["relation"] not in ("drift", "iid"):
             raise ValueError(f"relation must be 'drift' or 'iid', got {p['relation']!r}")
         for key in ("alpha", "tau"):
-            if not float(p[key]) > 0:
-                raise ValueError(f"{key} must be > 0, got {p[key]!r}")
+            if not 0 < float(p[key]) < math.inf:
+                raise ValueError(f"{key} must be a finite number > 0, got {p[key]!r}")
         if not np.isfinite(p["drift_angle"]):
             raise ValueError(f"drift_angle must be a finite angle in radians, got {p['drift_angle']!r}")
         self.params = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in p.items()}
@@ -150,7 +151,7 @@ class PDEFamily(abc.ABC):
     def _validate_coefficient(self, p: dict[str, Any]) -> None:
         if p["coefficient"] not in ("binary", "lognormal"):
             raise ValueError(f"coefficient must be 'binary' or 'lognormal', got {p['coefficient']!r}")
-        if not (float(p["contrast_high"]) > 0 and float(p["contrast_low"]) > 0):
+        if not (0 < float(p["contrast_high"]) < math.inf and 0 < float(p["contrast_low"]) < math.inf):
             raise ValueError(
                 f"contrast_high and contrast_low must be > 0 (got {p['contrast_high']}, {p['contrast_low']}); "
                 "the coefficient must stay positive"
@@ -232,8 +233,8 @@ class HeatFamily(PDEFamily):
         self._validate_coefficient(p)
         if p["scheme"] not in ("backward_euler", "crank_nicolson"):
             raise ValueError(f"scheme must be 'backward_euler' or 'crank_nicolson', got {p['scheme']!r}")
-        if not float(p["dt"]) > 0:
-            raise ValueError(f"dt must be > 0, got {p['dt']!r}")
+        if not 0 < float(p["dt"]) < math.inf:
+            raise ValueError(f"dt must be a finite number > 0, got {p['dt']!r}")
         ns, se = p["num_steps"], p["save_every"]
         if not isinstance(ns, (int, np.integer)) or ns < 1:
             raise ValueError(f"num_steps must be an integer >= 1, got {ns!r}")
@@ -313,8 +314,8 @@ class AdvectionDiffusionFamily(PDEFamily):
         return ["f"] + [f"v{ax}" for ax in self._axes]
 
     def _validate(self, p):
-        if not float(p["peclet"]) > 0:
-            raise ValueError(f"peclet must be > 0, got {p['peclet']!r}")
+        if not 0 < float(p["peclet"]) < math.inf:
+            raise ValueError(f"peclet must be a finite number > 0, got {p['peclet']!r}")
         if not np.isfinite(p["rotation"]):
             raise ValueError(f"rotation must be finite (radians per sample), got {p['rotation']!r}")
         if not (0.0 <= float(p["swirl"]) < 10.0):
