@@ -77,6 +77,7 @@ def init_tracking(config: Mapping, out_json: str | os.PathLike, workdir: str | o
     info = {"uri": uri, "experiment": config["experiment"], "experiment_id": exp_id,
             "ui": ui_command(uri)}
     Path(out_json).parent.mkdir(parents=True, exist_ok=True)
+    Path(out_json).touch(mode=0o600)  # the URI may carry credentials the jobs need
     Path(out_json).write_text(json.dumps(info, indent=2))
     return info
 
@@ -220,7 +221,7 @@ def run_train(config: Mapping, cell: Mapping, dataset_path: str | os.PathLike, o
 
     from kryflow.data import dataset_digest
     from kryflow.optim import OPTIMIZERS
-    from kryflow.tracking import Tracker
+    from kryflow.tracking import Tracker, redact
     from kryflow.training import load_surrogate, train_cell
 
     d, m, o, s = cell["dataset"], cell["model"], cell["optimizer"], int(cell["seed"])
@@ -263,7 +264,7 @@ def run_train(config: Mapping, cell: Mapping, dataset_path: str | os.PathLike, o
         x, _ = next(iter(make_loader(dataset_path, "test", batch_size=1, shuffle=False)))
         tracker.log_model(surrogate, input_example=x.numpy())
     tracker.finish(result["status"], result.get("reason"))
-    info = {"run_id": tracker.run_id, "tracking_uri": tr["uri"], **dict(cell), **result,
+    info = {"run_id": tracker.run_id, "tracking_uri": redact(tr["uri"]), **dict(cell), **result,
             "torch": torch.__version__}
     (out / "run.json").write_text(json.dumps(info, indent=2, default=float))
     return info

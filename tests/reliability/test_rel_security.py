@@ -24,8 +24,6 @@ from conftest import run_snakemake, write_config
 from test_rel_workflow_faults import FAULT_CONFIG, SECRET
 
 
-@pytest.mark.xfail(strict=True, reason="check_tracking_reachable puts the whole URI, password included, into "
-                                       "TrackingUnavailable (and so into job logs uploaded as artifacts)")
 def test_credentials_in_a_tracking_uri_are_not_echoed():
     from kryflow.tracking import TrackingUnavailable, check_tracking_reachable
 
@@ -103,8 +101,6 @@ def test_server_helper_listens_on_loopback_only():
         shutil.rmtree(state, ignore_errors=True)
 
 
-@pytest.mark.xfail(strict=True, reason="check_tracking_reachable passes 'user:pw@host' to urllib as the host: a "
-                                       "running server behind basic auth in the URI is reported unreachable")
 def test_tracking_uri_with_credentials_reaches_a_running_server():
     import http.server
     import threading

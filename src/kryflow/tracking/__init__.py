@@ -13,6 +13,7 @@ instead of creating a second one, so a grid never holds duplicate runs for one c
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import json
@@ -21,6 +22,7 @@ import os
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -43,6 +45,7 @@ __all__ = [
     "ensure_experiment",
     "ui_command",
     "git_commit",
+    "redact",
 ]
 
 SECRET_MARKERS = ("password", "secret", "token", "api_key", "apikey", "credential", "passwd")
@@ -72,20 +75,46 @@ def artifact_root_uri(tracking_cfg: Mapping | None, workdir: str | os.PathLike =
     return (Path(workdir).resolve() / root).as_uri()
 
 
+def redact(uri: str) -> str:
+    """The URI with any password replaced by '***' (for messages, logs and files)."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+KNOWN_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "file", "databricks")
+
+
 def check_tracking_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail fast, with a message that says what to do, when the store cannot be reached."""
-    if uri.startswith(("http://", "https://")):
-        url = uri.rstrip("/") + "/health"
+    parts = urllib.parse.urlsplit(uri)
+    scheme = parts.scheme.split("+")[0]
+    if scheme not in KNOWN_SCHEMES or (scheme in ("http", "https") and not parts.hostname):
+        raise TrackingUnavailable(
+            f"tracking URI '{redact(uri)}' is not a tracking store URI (from MLFLOW_TRACKING_URI "
+            "or tracking.uri): use http://host:port for a server or sqlite:///abs/path/mlflow.db"
+        )
+    if scheme in ("http", "https"):
+        url = urllib.parse.urlunsplit(
+            parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
+        ).rstrip("/") + "/health"
+        request = urllib.request.Request(url)
+        if parts.username:
+            token = base64.b64encode(f"{parts.username}:{parts.password or ''}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (URI from config)
+            with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 (URI from config)
                 if resp.status != 200:
-                    raise TrackingUnavailable(f"MLflow server at {uri} answered {resp.status} on /health")
+                    raise TrackingUnavailable(
+                        f"MLflow server at {redact(uri)} answered {resp.status} on /health")
         except (urllib.error.URLError, OSError) as exc:
             raise TrackingUnavailable(
-                f"MLflow tracking server {uri} is unreachable ({exc}). Start it "
+                f"MLflow tracking server {redact(uri)} is unreachable ({type(exc).__name__}). Start it "
                 "(scripts/mlflow_server.sh) or point MLFLOW_TRACKING_URI / tracking.uri at a "
                 "running server; nothing was trained, so nothing is lost."
-            ) from exc
+            ) from None
     elif uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///"):])
         if not db.parent.is_dir():
@@ -153,7 +182,7 @@ def ui_command(uri: str, port: int = 5000) -> str:
 
     exe = Path(sys.executable).with_name("mlflow")
     mlflow_cmd = str(exe) if exe.exists() else (shutil.which("mlflow") or "mlflow")
-    return f"{mlflow_cmd} ui --backend-store-uri {uri} --host 127.0.0.1 --port {port}"
+    return f"{mlflow_cmd} ui --backend-store-uri {redact(uri)} --host 127.0.0.1 --port {port}"
 
 
 def git_commit(cwd: str | os.PathLike | None = None) -> str:
