@@ -21,12 +21,27 @@ def open_dataset(path) -> xr.Dataset:
     """
     path = Path(path)
     attrs = S.read_group_attrs(path)
-    ds = xr.open_dataset(path, engine="zarr", consolidated=False, chunks=None, zarr_format=3)
+    try:
+        ds = xr.open_dataset(path, engine="zarr", consolidated=False, chunks=None, zarr_format=3)
+    except (ValueError, KeyError, OSError) as exc:  # json.JSONDecodeError is a ValueError
+        broken = [p.parent.name for p in sorted(path.glob("*/zarr.json")) if not _is_json(p)]
+        what = f"metadata of variable(s) {broken} is unreadable" if broken else f"it cannot be read ({exc})"
+        raise DatasetError(
+            f"{path}: damaged store, {what}; regenerate it (delete the folder and rerun the workflow)"
+        ) from None
     needed = list(attrs[S.ATTR_INPUTS]) + list(attrs[S.ATTR_TARGETS]) + [S.SPLIT_VAR]
     missing = [n for n in needed if n not in ds.variables]
     if missing:
         raise DatasetError(f"{path}: wrong schema, variables {missing} named in its attributes are missing")
     return ds
+
+
+def _is_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+        return True
+    except (ValueError, OSError):
+        return False
 
 
 def dataset_digest(path) -> str:

@@ -72,6 +72,27 @@ def _solver_seconds_per_sample(dataset_path) -> float | None:
         ds.close()
 
 
+def _check_compatible(surrogate, dataset_path, run_dir) -> None:
+    """The model's spatial dimension and channels must match the dataset it is scored on."""
+    from kryflow.data import grid_shape, open_dataset
+    from kryflow.data._schema import ATTR_INPUTS, ATTR_TARGETS
+
+    ds = open_dataset(dataset_path)
+    try:
+        n_in = len(ds.attrs.get(ATTR_INPUTS, []))
+        n_out = len(ds.attrs.get(ATTR_TARGETS, []))
+    finally:
+        ds.close()
+    dim = len(grid_shape(dataset_path))
+    want_in, want_out = surrogate.x_mean.shape[1], surrogate.y_mean.shape[1]
+    if dim != surrogate.dim or (n_in and n_in != want_in) or (n_out and n_out != want_out):
+        raise ValueError(
+            f"model {run_dir / 'model.pt'} is {surrogate.dim}-D with {want_in} input and {want_out} "
+            f"output channels, but dataset {dataset_path} is {dim}-D with {n_in} inputs and {n_out} "
+            "targets; evaluate the model on data of the family and dimension it was trained on"
+        )
+
+
 def _scores(pred: torch.Tensor, true: torch.Tensor) -> dict[str, float]:
     from kryflow.evaluation.metrics import band_errors, max_error, nrmse, relative_l2, summarize
 
@@ -114,6 +135,8 @@ def evaluate_cell(
     dev = select_device(device)
     surrogate = load_surrogate(run_dir / "model.pt").to(dev).eval()
     train_info = json.loads((run_dir / "train.json").read_text())
+    for path in [dataset_path] + ([transfer_path] if transfer_path is not None else []):
+        _check_compatible(surrogate, path, run_dir)
 
     loader = make_loader(dataset_path, "test", batch_size=32, shuffle=False, device=dev)
     xin, pred, true = _predict(surrogate, loader, dev, keep=max(num_predictions, 1))
