@@ -242,8 +242,6 @@ def test_rerun_regenerates_the_killed_store_and_touches_no_other(faults):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="a killed writer's <name>.zarr.tmp-<pid>-<id> folder is never removed "
-                                       "(the rerun writes a new one beside it): disk fills over repeated crashes")
 def test_rerun_cleans_up_the_killed_writers_temporary_store(faults):
     assert faults["gen_leftovers"] == []
 

@@ -6,6 +6,7 @@ import datetime as _dt
 import json
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -59,6 +60,32 @@ class _Moments:
     @property
     def std(self) -> float:
         return float(np.sqrt(self.m2 / self.n)) if self.n else float("nan")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_dead_writers(path: Path) -> None:
+    """Delete temporary stores of writers of ``path`` on this host whose process has died."""
+    host = socket.gethostname()
+    for tmp in path.parent.glob(f"{path.name}{S.TMP_MARKER}*"):
+        rest = tmp.name[len(path.name) + len(S.TMP_MARKER):]
+        parts = rest.rsplit("-", 2)
+        if len(parts) == 3:
+            owner, pid, _ = parts
+        elif len(parts) == 2:  # older name without the host
+            owner, (pid, _) = host, parts
+        else:
+            continue
+        if owner == host and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 class ZarrDatasetWriter:
@@ -120,7 +147,12 @@ class ZarrDatasetWriter:
         self._chunk_sha: dict[str, list[str]] = {name: [] for name in self.variables}
         self._chunk_sha[S.SPLIT_VAR] = []
         self._moments = {name: _Moments() for name in self.inputs + self.targets}
-        self._tmp = self.path.with_name(f"{self.path.name}{S.TMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        _remove_dead_writers(self.path)
+        # host and pid in the name: a later writer can tell a crashed writer's leftovers from a
+        # live writer's store, also on a file system shared by cluster nodes
+        self._tmp = self.path.with_name(
+            f"{self.path.name}{S.TMP_MARKER}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        )
         self._started = False
         self._closed = False
 
