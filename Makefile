@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kryflow-installed
 CONFIG ?= config/config.yaml
 
-.PHONY: run test test-fast lint dryrun-paper clean-results venv system-deps
+.PHONY: run test test-fast test-slurm lint dryrun-paper clean-results venv system-deps
 
 venv: $(STAMP)
 
@@ -35,6 +35,9 @@ system-deps:
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest
+
+test-slurm: $(STAMP)
+	$(BIN)/python -m pytest tests/test_slurm.py -v
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
