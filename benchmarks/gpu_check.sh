@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Short GPU check (a few minutes on one GPU node): one FNO per registered optimizer on CUDA,
+# per-step time and peak memory relative to Adam -> results/benchmarks/optimizers_gpu.json.
+# Fails at once, saying so, where no CUDA device is visible.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py="${PYTHON:-.venv/bin/python}"
+[[ -x "$py" ]] || py=python3
+if ! "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  echo "gpu_check: no CUDA device visible to torch (nvidia-smi / CUDA_VISIBLE_DEVICES); run it on a GPU node" >&2
+  exit 2
+fi
+"$py" -c "import torch; print('device:', torch.cuda.get_device_name(0), 'torch', torch.__version__)"
+timeout 300 "$py" benchmarks/optimizers.py --device cuda --models fno --grid 64 --batch 16 \
+  --width 32 --modes 12 --layers 4 --steps 10 --rounds 3 --out results/benchmarks/optimizers_gpu.json
+echo "wrote results/benchmarks/optimizers_gpu.json"
