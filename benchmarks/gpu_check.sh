@@ -6,6 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 py="${PYTHON:-.venv/bin/python}"
 [[ -x "$py" ]] || py=python3
+if ! "$py" -c "import torch" 2>/dev/null; then
+  echo "gpu_check: torch is not installed for $py; run 'make venv' first (or set PYTHON=...)" >&2
+  exit 2
+fi
 if ! "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   echo "gpu_check: no CUDA device visible to torch (nvidia-smi / CUDA_VISIBLE_DEVICES); run it on a GPU node" >&2
   exit 2
