@@ -67,3 +67,32 @@ def test_tiny_workflow_logs_to_server_over_http(server, tmp_path, tiny_config):
     # the model artifact went through the server's artifact proxy
     arts = [a.path for a in client.list_artifacts(train.info.run_id)]
     assert "history.csv" in arts
+
+
+def _log_same_dataset(uri: str, i: int, path: str) -> None:
+    from kryflow.tracking import Tracker
+
+    t = Tracker(uri, "race", key=f"race/{i}", run_name=f"race-{i}", tags={})
+    t.log_dataset("shared/test", path, "abc123", context="evaluation")
+    t.finish("finished")
+
+
+@pytest.mark.slow
+def test_jobs_registering_one_dataset_at_once_all_succeed(server, tmp_path):
+    """Found by the SLURM test: the server's dataset get-or-create is not atomic on PostgreSQL."""
+    import multiprocessing as mp
+
+    from mlflow.tracking import MlflowClient
+
+    from kryflow.tracking import ensure_experiment
+
+    exp = ensure_experiment(server["uri"], "race")
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_log_same_dataset, args=(server["uri"], i, str(tmp_path))) for i in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(180)
+    assert [p.exitcode for p in procs] == [0] * 6
+    runs = MlflowClient(tracking_uri=server["uri"]).search_runs([exp])
+    assert len(runs) == 6 and all(len(r.inputs.dataset_inputs) == 1 for r in runs)

@@ -135,9 +135,12 @@ def _retry(fn):
                 return fn(*args, **kwargs)
             except Exception as exc:  # MLflow wraps sqlite/HTTP errors in several classes
                 text = str(exc).lower()
+                # "duplicate key"/"unique constraint": two jobs registering the same dataset at
+                # once on a PostgreSQL-backed server; the retry finds the row the other one made
                 transient = any(
                     s in text
-                    for s in ("database is locked", "busy", "connection", "temporarily", "timed out")
+                    for s in ("database is locked", "busy", "connection", "temporarily", "timed out",
+                              "duplicate key", "unique constraint")
                 )
                 if not transient or attempt == 11:
                     raise
