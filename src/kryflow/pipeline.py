@@ -14,7 +14,6 @@ import sys
 import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 log = logging.getLogger("kryflow")
 

@@ -34,10 +34,6 @@ SOLVER_STATS = {
 }
 
 
-def _dims_without_sample(dims) -> tuple[str, ...]:
-    return tuple(d for d in dims if d != "sample")
-
-
 def generate_dataset(
     out_path: str | Path,
     *,
