@@ -55,7 +55,7 @@ import math
 import torch
 from torch import nn
 
-from ._layers import LayerCapture
+from ._layers import LayerCapture, apply_preconditioned_step
 from ._state import KeepStateDtypes
 
 __all__ = ["KFAC"]
@@ -228,20 +228,6 @@ class KFAC(KeepStateDtypes, torch.optim.Optimizer):
         total = float(torch.stack(vg).sum()) if vg else 0.0
         if group["kl_clip"] is not None and total > 0:
             nu = min(1.0, (group["kl_clip"] / (lr**2 * total)) ** 0.5)
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            d = updates.get(p, p.grad) * nu
-            if group["momentum"]:
-                st = self.state[p]
-                buf = st.get("momentum_buffer")
-                if buf is None:
-                    st["momentum_buffer"] = buf = d.clone()
-                else:
-                    buf.mul_(group["momentum"]).add_(d)
-                d = buf
-            if group["weight_decay"]:
-                p.mul_(1 - lr * group["weight_decay"])
-            p.add_(d, alpha=-lr)
+        apply_preconditioned_step(self, group, updates, lr, scale=nu)
         group["k_step"] += 1
         return None

@@ -188,3 +188,25 @@ class LayerCapture:
         for h in self._handles:
             h.remove()
         self._handles = []
+
+
+def apply_preconditioned_step(optimizer, group: dict, updates: dict, lr: float, scale: float = 1.0) -> None:
+    """SGD step with the preconditioned directions of ``updates`` (raw gradient elsewhere):
+    heavy-ball momentum, decoupled weight decay, then ``p -= lr * d``. Shared by K-FAC and MKOR."""
+    for p in group["params"]:
+        if p.grad is None:
+            continue
+        d = updates.get(p, p.grad)
+        if scale != 1.0:
+            d = d * scale
+        if group["momentum"]:
+            st = optimizer.state[p]
+            buf = st.get("momentum_buffer")
+            if buf is None:
+                st["momentum_buffer"] = buf = d.clone()
+            else:
+                buf.mul_(group["momentum"]).add_(d)
+            d = buf
+        if group["weight_decay"]:
+            p.mul_(1 - lr * group["weight_decay"])
+        p.add_(d, alpha=-lr)

@@ -29,7 +29,7 @@ import math
 import torch
 from torch import nn
 
-from ._layers import LayerCapture
+from ._layers import LayerCapture, apply_preconditioned_step
 from ._state import KeepStateDtypes
 
 __all__ = ["MKOR", "sherman_morrison"]
@@ -153,20 +153,6 @@ class MKOR(KeepStateDtypes, torch.optim.Optimizer):
                 u = torch.where(torch.isfinite(u).all(), u, grad)
                 for p, up in LayerCapture.set_update(layer, u):
                     updates[p] = up
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            d = updates.get(p, p.grad)
-            if group["momentum"]:
-                st = self.state[p]
-                buf = st.get("momentum_buffer")
-                if buf is None:
-                    st["momentum_buffer"] = buf = d.clone()
-                else:
-                    buf.mul_(group["momentum"]).add_(d)
-                d = buf
-            if group["weight_decay"]:
-                p.mul_(1 - lr * group["weight_decay"])
-            p.add_(d, alpha=-lr)
+        apply_preconditioned_step(self, group, updates, lr)
         group["k_step"] += 1
         return None
