@@ -262,8 +262,7 @@ class Tracker:
         else:
             run = _retry(self.client.create_run)(self.experiment_id, run_name=run_name)
             self.run_id = run.info.run_id
-        for k, v in base_tags.items():
-            _retry(self.client.set_tag)(self.run_id, k, v)
+        self.set_tags(base_tags)
 
     @classmethod
     def reopen(cls, uri: str, run_id: str) -> "Tracker":
@@ -317,8 +316,11 @@ class Tracker:
             _retry(self.client.log_batch)(self.run_id, metrics=items[i : i + 500])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        for k, v in tags.items():
-            _retry(self.client.set_tag)(self.run_id, k, str(v))
+        """All tags in one store call (one sqlite transaction, one HTTP request)."""
+        from mlflow.entities import RunTag
+
+        if tags:
+            _retry(self.client.log_batch)(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         if Path(path).exists():
