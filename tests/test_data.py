@@ -113,6 +113,20 @@ def test_assign_splits():
         assign_splits(10, (0.5, 0.5, 0.5))
 
 
+def test_assign_splits_in_blocks_keeps_runs_together():
+    s = assign_splits(96, (0.75, 0.125, 0.125), seed=0, block=16)
+    runs = s.reshape(6, 16)
+    assert (runs == runs[:, :1]).all(), "a block was split across train/val/test"
+    assert [int((runs[:, 0] == k).sum()) for k in ("train", "val", "test")] == [4, 1, 1]
+    # a partial last block and the per-sample case
+    t = assign_splits(10, (0.6, 0.2, 0.2), seed=1, block=3)
+    assert t.shape == (10,)
+    assert all(len(set(t[i : i + 3])) == 1 for i in range(0, 10, 3))
+    np.testing.assert_array_equal(assign_splits(50, seed=2, block=1), assign_splits(50, seed=2))
+    with pytest.raises(DatasetError, match="split block"):
+        assign_splits(10, block=0)
+
+
 def test_inspect_lists_dims_splits_stats_provenance(store):
     text = inspect_dataset(store)
     for needle in ("sample=40", "train=28", "val=6", "test=6", "iterations", "mean=", "max=", "family: synthetic",

@@ -52,3 +52,16 @@ def test_auto_takes_the_measured_default_strategy(tmp_path):
     expected = default_strategy(build_family("darcy", **SPEC["params"]))
     stored = ds.attrs["solver"]
     assert stored["method"] == expected["method"] and stored["preconditioner"] == expected["preconditioner"]
+
+
+def test_split_blocks_keep_chunks_whole_and_are_recorded(tmp_path):
+    from kryflow.data import make_loader
+
+    generate_dataset(tmp_path / "b.zarr", progress=False, **{**SPEC, "num_samples": 12, "split_block": 4})
+    ds = open_dataset(tmp_path / "b.zarr")
+    assert ds.attrs["split_block"] == 4
+    codes = ds["split"].values.reshape(3, 4)
+    assert (codes == codes[:, :1]).all() and len(set(codes[:, 0])) == 3
+    # each split's samples fill its own chunk (chunk_samples=4): the loader reads one chunk per split
+    for split in ("train", "val", "test"):
+        assert len(make_loader(tmp_path / "b.zarr", split, batch_size=2, shuffle=False, in_memory=False).reader) == 1

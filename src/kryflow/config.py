@@ -193,7 +193,15 @@ def check_config(config: dict) -> dict:
             raise ConfigError(
                 f"config key '{key}.splits': train/val/test fractions must be > 0 and sum to 1, got {fr}"
             )
-        if min(fr) * ds["num_samples"] < 1:
+        block = int(ds.get("split_block", 1))
+        units = -(-ds["num_samples"] // block)
+        if block > 1 and units < 3 or block == 1 and min(fr) * units < 1:
+            if block > 1:
+                raise ConfigError(
+                    f"config key '{key}.split_block': {ds['num_samples']} samples in blocks of {block} "
+                    f"give {units} blocks, too few for fractions {fr} (a split would be empty); "
+                    "lower split_block or raise num_samples"
+                )
             raise ConfigError(
                 f"config key '{key}.num_samples': {ds['num_samples']} samples leave an empty split "
                 f"with fractions {fr}; raise num_samples"

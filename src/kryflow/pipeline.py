@@ -135,7 +135,8 @@ def run_generate(config: Mapping, name: str, out_path: str | os.PathLike,
         totals = generate_dataset(
             out_path, family=spec["family"], params=spec.get("params"), num_samples=spec["num_samples"],
             seed=int(spec.get("seed", 0)), chunk_samples=int(spec.get("chunk_samples", 16)),
-            splits=spec.get("splits", (0.75, 0.125, 0.125)), solver=spec.get("solver"),
+            splits=spec.get("splits", (0.75, 0.125, 0.125)), split_block=int(spec.get("split_block", 1)),
+            solver=spec.get("solver"),
             provenance=_provenance(config, name, spec), on_sample=on_sample,
         )
     except Exception as exc:

@@ -12,7 +12,9 @@ Data variables, each with ``long_name``, ``units`` and ``role``:
 - ``role="solver_stat"``: per-sample scalars ``(sample,)`` or per-solve arrays ``(sample, solve)``
   (iterations, matvecs, true relative residual, seconds, recycle-space size).
 - ``split`` (``role="split"``): int8 codes 0/1/2 = train/val/test (CF ``flag_values`` /
-  ``flag_meanings``).
+  ``flag_meanings``). Membership is random per sample, or per run of ``split_block``
+  consecutive samples (provenance attribute ``split_block``): drifting sequences need blocks,
+  since neighbours are near copies and per-sample splits would leak test samples into train.
 
 Chunks are blocks of ``kryflow_chunk_samples`` whole samples (all other dims unchunked),
 compressed with zstd and protected by a crc32c codec.

@@ -73,14 +73,20 @@ class VariableSpec:
             )
 
 
-def assign_splits(num_samples: int, fractions=(0.7, 0.15, 0.15), seed: int = 0) -> np.ndarray:
-    """Random train/val/test membership.
+def assign_splits(num_samples: int, fractions=(0.7, 0.15, 0.15), seed: int = 0, block: int = 1) -> np.ndarray:
+    """Random train/val/test membership, by sample or by contiguous block of samples.
 
     **Arguments:**
     - num_samples: N.
-    - fractions: (train, val, test), summing to 1; sizes are rounded so that they add up to N
-      and every split with a positive fraction gets at least one sample when N allows it.
+    - fractions: (train, val, test), summing to 1; sizes are rounded so that they add up to the
+      number of units (samples, or blocks) and every split with a positive fraction gets at
+      least one unit when there are enough.
     - seed: the permutation seed (same seed, same assignment).
+    - block: assign whole runs of ``block`` consecutive samples (the last run may be shorter)
+      to one split. In a drifting sequence neighbours are strongly correlated (correlation
+      cos(drift_angle) at lag 1), so per-sample splits put near copies of every test sample
+      into train; blocks keep them apart. With ``block`` equal to the store's chunk size,
+      the val and test loaders also read only their own chunks.
 
     **Returns:** ``str`` array of shape (N,) with values ``"train"``, ``"val"``, ``"test"``.
     """
@@ -89,18 +95,23 @@ def assign_splits(num_samples: int, fractions=(0.7, 0.15, 0.15), seed: int = 0) 
         raise DatasetError(f"split fractions {tuple(fractions)} must be three non-negative numbers summing to 1")
     if num_samples < 1:
         raise DatasetError(f"num_samples must be positive, got {num_samples}")
-    sizes = np.floor(fr * num_samples).astype(int)
+    if int(block) != block or block < 1:
+        raise DatasetError(f"split block must be a positive integer, got {block!r}")
+    block = int(block)
+    units = -(-num_samples // block)
+    sizes = np.floor(fr * units).astype(int)
     # hand out the remainder to the largest fractional parts, then make sure non-empty splits
-    rest = num_samples - sizes.sum()
-    for i in np.argsort(-(fr * num_samples - sizes), kind="stable")[:rest]:
+    rest = units - sizes.sum()
+    for i in np.argsort(-(fr * units - sizes), kind="stable")[:rest]:
         sizes[i] += 1
     for i in range(3):
-        if fr[i] > 0 and sizes[i] == 0 and num_samples >= int((fr > 0).sum()):
+        if fr[i] > 0 and sizes[i] == 0 and units >= int((fr > 0).sum()):
             sizes[i] = 1
             sizes[int(np.argmax(sizes))] -= 1
     labels = np.repeat(np.array(SPLITS), sizes)
     rng = np.random.default_rng(seed)
-    return labels[rng.permutation(num_samples)]
+    per_unit = labels[rng.permutation(units)]
+    return np.repeat(per_unit, block)[:num_samples]
 
 
 def array_sha256(values: np.ndarray) -> str:

@@ -43,6 +43,7 @@ def generate_dataset(
     seed: int,
     chunk_samples: int = 16,
     splits=(0.75, 0.125, 0.125),
+    split_block: int = 1,
     solver: Mapping[str, Any] | None = None,
     provenance: Mapping[str, Any] | None = None,
     on_sample: Callable[[int, list], None] | None = None,
@@ -55,6 +56,8 @@ def generate_dataset(
         family, params: PDE family name and parameters (see ``kryflow.pdes``).
         num_samples, seed: sequence length and its seed.
         splits: train/val/test fractions, or a string ``"test"`` to put every sample in test.
+        split_block: assign runs of this many consecutive samples to one split (see
+            ``kryflow.data.assign_splits``); 1 = per sample.
         solver: ``SequenceSolver`` options (method, preconditioner, rtol, ...); method
             ``"auto"`` (the default) takes ``kryflow.solvers.default_strategy(family)``.
         on_sample: called as ``on_sample(index, records)`` after each sample (MLflow logging).
@@ -81,7 +84,7 @@ def generate_dataset(
     if isinstance(splits, str):
         split_arr = np.array([splits] * num_samples)
     else:
-        split_arr = assign_splits(num_samples, tuple(splits), seed=seed)
+        split_arr = assign_splits(num_samples, tuple(splits), seed=seed, block=split_block)
 
     variables: dict[str, VariableSpec] = {}
     for name, spec in fam.variables().items():
@@ -106,6 +109,7 @@ def generate_dataset(
         "solver": {**solver_cfg, "matrix_kind": fam.matrix_kind},
         "num_samples": int(num_samples),
         "seed": int(seed),
+        "split_block": int(split_block),
         "code_version": f"kryflow {kryflow.__version__}",
         **dict(provenance or {}),
     }
