@@ -217,6 +217,18 @@ def main() -> None:
         result["target"] = "zarr streaming >= 0.8x in-memory samples/s with a training step"
         best = max(v for k, v in tp["with_train_step"].items() if k.endswith("_ratio"))
         result["target_met"] = bool(best >= 0.8)
+        result["target_met_by"] = max(
+            (k for k in tp["with_train_step"] if k.endswith("_ratio")), key=tp["with_train_step"].get
+        ).removesuffix("_ratio")
+        mb_per_sample = 3 * 4 * args.grid * args.grid / 2**20
+        result["stream_mb_per_s"] = {
+            k: v * mb_per_sample for k, v in tp["loader_only"].items() if not k.endswith("_ratio")
+        }
+        result["note"] = (
+            "loader_only compares decoding zstd+crc32c chunks from the page cache with index_select on "
+            "tensors already in memory (a memory copy); no compressed store reaches memcpy speed, so that "
+            "ratio is reported, not targeted. The target is the rate a training step consumes samples."
+        )
 
         # RSS: store bigger than the cap, streamed in a fresh process
         bytes_per_sample = 3 * 4 * args.grid * args.grid
