@@ -4,7 +4,9 @@ Every optimizer is driven through :meth:`StepRunner.step(loss_fn)`; how a step i
 registry entry's ``kind``:
 
 * ``"backward"``: zero_grad → loss.backward() → optimizer.step();
-* ``"create_graph"``: backward with ``create_graph=True`` (Hutchinson Hessian-diagonal methods);
+* ``"create_graph"``: backward with ``create_graph=True`` on the steps where the optimizer
+  estimates the Hessian diagonal (Hutchinson methods; see ``StepRunner._hessian_due``), plain
+  backward on the others;
 * ``"closure"``: optimizer.step(closure) re-evaluating the loss (L-BFGS);
 * ``"forward_only"``: perturbed forward passes, no autograd (zeroth-order);
 * ``"hooks"``: layer hooks record activations/output gradients (K-FAC, MKOR).
@@ -21,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._adahessian import AdaHessian
 from ._kfac import KFAC
 from ._mfac import MFAC
 from ._mkor import MKOR
@@ -123,8 +126,10 @@ _SPECS = [
                   lr_scaling="none",
                   description="L-BFGS, one iteration per batch with a strong-Wolfe line search of up to max_eval losses"),
     OptimizerSpec("adahessian", "create_graph", "curvature",
-                  {"betas": (0.9, 0.999), "hessian_power": 1.0, "update_period": 1, "num_samples": 1},
-                  _po("AdaHessian"), global_rng=True, description="AdaHessian (pytorch-optimizer)"),
+                  {"betas": (0.9, 0.999), "eps": 1e-4, "hessian_power": 1.0, "update_period": 5, "num_samples": 1,
+                   "seed": 0},
+                  lambda model, lr, weight_decay, **e: AdaHessian(model, lr=lr, weight_decay=weight_decay, **e),
+                  description="AdaHessian, Hessian diagonal every update_period steps (delayed update)"),
     OptimizerSpec("sophiah", "create_graph", "curvature",
                   {"betas": (0.96, 0.99), "p": 0.01, "update_period": 10, "num_samples": 1},
                   _po("SophiaH"), global_rng=True, description="Sophia-H (pytorch-optimizer)"),
@@ -295,10 +300,13 @@ class StepRunner:
     def _hessian_due(self) -> bool:
         """Whether the Hutchinson optimizer estimates the Hessian diagonal in this step.
 
-        pytorch-optimizer's AdaHessian/SophiaH do so when ``param_groups[0]["step"] % update_period
-        == 0``; on other steps a plain backward suffices and avoids building the double-backward
-        graph (SophiaH's default period is 10).
+        On other steps a plain backward suffices and avoids building the double-backward graph.
+        An optimizer says so through ``hessian_due()`` (kryflow's AdaHessian); pytorch-optimizer's
+        SophiaH estimates when ``param_groups[0]["step"] % update_period == 0`` (default period 10).
         """
+        due = getattr(self.optimizer, "hessian_due", None)
+        if due is not None:
+            return bool(due())
         period = getattr(self.optimizer, "update_period", 1)
         return self.optimizer.param_groups[0].get("step", 0) % period == 0
 
