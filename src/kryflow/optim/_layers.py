@@ -112,7 +112,9 @@ class LayerCapture:
         return layers, [self.outs[m] for m in layers]
 
     @staticmethod
-    def rows_a(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def rows_a(layer: nn.Module, x: torch.Tensor, bias_column: bool = True) -> torch.Tensor:
+        """Input rows; with ``bias_column=False`` the ones column of a biased layer is left out
+        (:meth:`second_moment_a` adds its block without copying the rows)."""
         if isinstance(layer, ModeMixing):
             a = x.movedim(1, -1).reshape(-1, x.shape[1])  # (B*corners*modes, in)
             return a
@@ -120,9 +122,25 @@ class LayerCapture:
             a = x.reshape(-1, x.shape[-1])
         else:
             a = patches(x, layer)
-        if layer.bias is not None:
+        if bias_column and layer.bias is not None:
             a = torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1)
         return a
+
+    @staticmethod
+    def second_moment_a(layer: nn.Module, a: torch.Tensor) -> torch.Tensor:
+        """``mean_rows(rᴴ r)`` of the rows ``r = [a, 1]`` (``[a]`` without bias), given ``a`` from
+        ``rows_a(..., bias_column=False)``: the bias row/column are the column means and 1."""
+        n = a.shape[0]
+        aa = (a.conj().t() @ a) / n
+        if isinstance(layer, ModeMixing) or layer.bias is None:
+            return aa
+        mean = a.mean(0)
+        out = aa.new_empty(aa.shape[0] + 1, aa.shape[1] + 1)
+        out[:-1, :-1] = aa
+        out[:-1, -1] = mean.conj()
+        out[-1, :-1] = mean
+        out[-1, -1] = 1
+        return out
 
     @staticmethod
     def mean_a(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -140,7 +140,7 @@ _SPECS = [
     OptimizerSpec("kron", "backward", "curvature", {"momentum": 0.9}, _kron, global_rng=True,
                   description="PSGD Kron (pytorch-optimizer)"),
     OptimizerSpec("kfac", "hooks", "curvature",
-                  {"damping": 1e-2, "factor_decay": 0.95, "factor_every": 10, "inverse_every": 50, "momentum": 0.5,
+                  {"damping": 1e-2, "factor_decay": 0.95, "factor_every": 20, "inverse_every": 100, "momentum": 0.5,
                    "kl_clip": 1e-4, "fisher": "empirical", "approx": "expand", "seed": 0},
                   lambda model, lr, weight_decay, **e: KFAC(model, lr=lr, weight_decay=weight_decay, **e),
                   description="K-FAC on Linear/Conv/spectral layers"),
