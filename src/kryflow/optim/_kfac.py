@@ -234,7 +234,7 @@ class KFAC(KeepStateDtypes, torch.optim.Optimizer):
                 st["A_inv"] = damped_inverse(st["A"], pi * math.sqrt(damping))
                 st["G_inv"] = damped_inverse(st["G"], math.sqrt(damping) / pi)
             u = precondition(grad, st["A_inv"], st["G_inv"])
-            vg.append((u.conj() * grad).real.sum())
+            vg.append(torch.vdot(u.reshape(-1), grad.reshape(-1)).real)
             for p, up in LayerCapture.set_update(layer, u):
                 updates[p] = up
         nu = 1.0
