@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import sys
 import tempfile
@@ -131,7 +130,7 @@ def main(argv=None) -> int:
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--modes", type=int, default=5)
     parser.add_argument("--lr", type=float, default=5e-3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-neuraloperator", action="store_true")
     parser.add_argument("--neuraloperator-site", default=None,
@@ -147,26 +146,42 @@ def main(argv=None) -> int:
         return 2
     out = {"data": str(data.resolve()), "torch": torch.__version__, "machine": platform.processor(),
            "threads": args.threads, "metric": "mean relative L2 of the physical solution over the test samples",
-           "epochs": args.epochs}
-    with tempfile.TemporaryDirectory() as tmp:
-        out["kryflow"] = run_kryflow(data, Path(tmp), args)
-    print(f"kryflow FNO ({out['kryflow']['parameters']} params): test rel L2 16x16 "
-          f"{out['kryflow']['test_rel_l2_16']:.4f}, 32x32 {out['kryflow']['test_rel_l2_32']:.4f}", flush=True)
-    try:
-        if args.skip_neuraloperator:
-            raise ImportError("--skip-neuraloperator")
+           "epochs": args.epochs, "seeds": args.seeds}
+    runs = {"kryflow": [], "neuraloperator": []}
+    neuralop_error = None
+    if args.skip_neuraloperator:
+        neuralop_error = "--skip-neuraloperator"
+    else:
         if args.neuraloperator_site:
             sys.path.append(args.neuraloperator_site)
-        import neuralop  # noqa: F401
-    except ImportError as exc:
-        out["neuraloperator"] = {"skipped": f"neuraloperator not importable ({exc}); see the module docstring"}
-        print(f"neuraloperator skipped: {exc}")
-    else:
-        out["neuraloperator"] = run_neuraloperator(data, args)
-        n = out["neuraloperator"]
-        print(f"neuraloperator FNO ({n['parameters']} params): test rel L2 16x16 {n['test_rel_l2_16']:.4f}, "
-              f"32x32 {n['test_rel_l2_32']:.4f}")
-        out["kryflow_no_worse_at_16"] = out["kryflow"]["test_rel_l2_16"] <= n["test_rel_l2_16"]
+        try:
+            import neuralop  # noqa: F401
+        except ImportError as exc:
+            neuralop_error = f"neuraloperator not importable ({exc}); see the module docstring"
+    for seed in args.seeds:
+        args.seed = seed
+        with tempfile.TemporaryDirectory() as tmp:
+            runs["kryflow"].append(run_kryflow(data, Path(tmp), args))
+        k = runs["kryflow"][-1]
+        print(f"seed {seed}: kryflow FNO ({k['parameters']} params) test rel L2 16x16 {k['test_rel_l2_16']:.4f}, "
+              f"32x32 {k['test_rel_l2_32']:.4f}", flush=True)
+        if neuralop_error is None:
+            runs["neuraloperator"].append(run_neuraloperator(data, args))
+            n = runs["neuraloperator"][-1]
+            print(f"seed {seed}: neuraloperator FNO ({n['parameters']} params) test rel L2 16x16 "
+                  f"{n['test_rel_l2_16']:.4f}, 32x32 {n['test_rel_l2_32']:.4f}", flush=True)
+    for name, rs in runs.items():
+        if not rs:
+            out[name] = {"skipped": neuralop_error}
+            print(f"{name} skipped: {neuralop_error}")
+            continue
+        out[name] = {"runs": rs, **{f"mean_test_rel_l2_{r}": sum(x[f"test_rel_l2_{r}"] for x in rs) / len(rs)
+                                    for r in (16, 32)}}
+    if runs["neuraloperator"]:
+        out["kryflow_no_worse_at_16"] = (out["kryflow"]["mean_test_rel_l2_16"]
+                                         <= out["neuraloperator"]["mean_test_rel_l2_16"])
+        print(f"mean over seeds, test rel L2 16x16: kryflow {out['kryflow']['mean_test_rel_l2_16']:.4f}, "
+              f"neuraloperator {out['neuraloperator']['mean_test_rel_l2_16']:.4f}")
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2))
