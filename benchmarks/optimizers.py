@@ -8,14 +8,14 @@ Issue-5 targets (ratio to Adam per step): AdaHessian ≤ 2.0, K-FAC ≤ 1.2, zer
 
 Time. Optimizers that do expensive work every few steps (AdaHessian's Hessian estimate, K-FAC's
 statistics and inversions, SOAP/SophiaH/MKOR refreshes) are timed over blocks of whole update
-periods (a block is the least common multiple of all periods), so ``seconds_per_step`` (the number compared with the targets) is the amortised cost
-of a step at the registry defaults (median over rounds of each round's mean). Each step is
-also timed alone: ``phase_step_seconds`` is the median step that does the expensive work
-(``phase``: "hessian" for create_graph kinds, "statistics" for hook kinds; K-FAC's inversions
-fall on statistics steps) and ``plain_step_seconds`` the median of the others; their ``*_vs_adam``
-ratios divide by Adam's median step.
-``forward_vs_adam`` (per model) is one no-grad forward + loss relative to an Adam step: a
-two-point zeroth-order step can not cost less than twice that.
+periods (a block is the least common multiple of all periods), so ``seconds_per_step`` (the
+number compared with the targets) is the amortised cost of a step at the registry defaults
+(median over rounds of each round's mean). Each step is also timed alone: ``phase_step_seconds``
+is the median step that does the expensive work (``phase``: "hessian" for create_graph kinds,
+"statistics" for hook kinds; K-FAC's inversions fall on statistics steps) and
+``plain_step_seconds`` the median of the others; their ``*_vs_adam`` ratios divide by Adam's
+median step. ``forward_vs_adam`` (per model) is one no-grad forward + loss relative to an Adam
+step: a two-point zeroth-order step can not cost less than twice that.
 
 Memory: the peak bytes a training step needs: parameters plus the high-water mark of
 everything allocated from building the optimizer through three steps (gradients, optimizer

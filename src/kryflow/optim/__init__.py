@@ -15,7 +15,7 @@ from ._registry import (
 from ._zo import ZerothOrderSPSA
 
 __all__ = [
-    "AdaHessian", "KFAC", "MFAC", "MKOR", "OPTIMIZERS", "LayerCapture", "OptimizerSpec", "StepRunner", "ZerothOrderSPSA",
-    "build_optimizer", "build_scheduler", "check_hyperparameters", "covered_layers", "patches", "scale_lr", "sherman_morrison",
-    "woodbury_ihvp",
+    "AdaHessian", "KFAC", "MFAC", "MKOR", "OPTIMIZERS", "LayerCapture", "OptimizerSpec", "StepRunner",
+    "ZerothOrderSPSA", "build_optimizer", "build_scheduler", "check_hyperparameters", "covered_layers", "patches",
+    "scale_lr", "sherman_morrison", "woodbury_ihvp",
 ]

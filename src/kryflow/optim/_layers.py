@@ -222,10 +222,10 @@ def apply_preconditioned_step(optimizer, group: dict, updates: dict, lr: float, 
         ds = torch._foreach_mul(ds, scale)
     momentum = group["momentum"]
     if momentum:
-        fresh = [i for i, p in enumerate(params) if "momentum_buffer" not in optimizer.state[p]]
+        fresh = {i for i, p in enumerate(params) if "momentum_buffer" not in optimizer.state[p]}
         for i in fresh:
             optimizer.state[params[i]]["momentum_buffer"] = ds[i].clone()
-        old = [i for i in range(len(params)) if i not in set(fresh)]
+        old = [i for i in range(len(params)) if i not in fresh]
         if old:
             bufs = [optimizer.state[params[i]]["momentum_buffer"] for i in old]
             torch._foreach_mul_(bufs, momentum)
