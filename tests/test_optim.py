@@ -256,7 +256,7 @@ def test_adahessian_delayed_update_keeps_the_trajectory_on_a_quadratic():
     trajectories, due = [], []
     for period in (1, 3):
         quad = _DiagonalQuadratic()
-        runner = build_optimizer("adahessian", quad, lr=0.1, update_period=period)
+        runner = build_optimizer("adahessian", quad, lr=0.1, update_period=period, hessian_warmup=0)
         path = []
         for _ in range(7):
             if period == 3:
@@ -266,6 +266,17 @@ def test_adahessian_delayed_update_keeps_the_trajectory_on_a_quadratic():
         trajectories.append(torch.stack(path))
     torch.testing.assert_close(trajectories[0], trajectories[1])
     assert due == [True, False, False, True, False, False, True]
+
+
+def test_adahessian_estimates_every_step_during_warmup():
+    quad = _DiagonalQuadratic()
+    runner = build_optimizer("adahessian", quad, lr=0.1, update_period=4, hessian_warmup=6)
+    due = []
+    for _ in range(13):
+        due.append(runner._hessian_due())
+        runner.step(quad.loss)
+    assert due == [True] * 6 + [False, False, True, False, False, False, True]
+    assert runner.optimizer.param_groups[0]["hessian_updates"] == 8
 
 
 def test_mkor_h_switches_to_first_order_when_loss_stalls():

@@ -127,7 +127,7 @@ _SPECS = [
                   description="L-BFGS, one iteration per batch with a strong-Wolfe line search of up to max_eval losses"),
     OptimizerSpec("adahessian", "create_graph", "curvature",
                   {"betas": (0.9, 0.999), "eps": 1e-4, "hessian_power": 1.0, "update_period": 5, "num_samples": 1,
-                   "seed": 0},
+                   "hessian_warmup": 20, "seed": 0},
                   lambda model, lr, weight_decay, **e: AdaHessian(model, lr=lr, weight_decay=weight_decay, **e),
                   description="AdaHessian, Hessian diagonal every update_period steps (delayed update)"),
     OptimizerSpec("sophiah", "create_graph", "curvature",
@@ -167,6 +167,7 @@ _POS = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v 
 _NONNEG = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0, "a number >= 0")
 _UNIT = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1, "a number in [0, 1)")
 _POSINT = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1")
+_NONNEG_INT = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0")
 _BETAS = (
     lambda v: isinstance(v, (list, tuple)) and len(v) in (2, 3) and all(_UNIT[0](b) for b in v),
     "a list of 2 numbers in [0, 1)",
@@ -175,7 +176,8 @@ _CHECKS = {
     "momentum": _UNIT, "eps": _POS, "damping": _POS, "factor_decay": _UNIT, "factor_every": _POSINT,
     "inverse_every": _POSINT, "max_eval": _POSINT, "refresh_every": _POSINT, "window": _POSINT, "q": _POSINT,
     "max_iter": _POSINT,
-    "history_size": _POSINT, "update_period": _POSINT, "num_samples": _POSINT, "check_every": _POSINT,
+    "history_size": _POSINT, "update_period": _POSINT, "hessian_warmup": _NONNEG_INT, "num_samples": _POSINT,
+    "check_every": _POSINT,
     "precondition_frequency": _POSINT, "preconditioning_compute_steps": _POSINT, "betas": _BETAS,
     "hessian_power": (lambda v: isinstance(v, (int, float)) and 0 < v <= 1, "a number in (0, 1]"),
     "p": _POS, "switch_threshold": _NONNEG, "seed": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
