@@ -227,6 +227,58 @@ def test_zeroth_order_gradient_is_unbiased():
     assert (estimate - exact).norm() / exact.norm() < 0.12
 
 
+class _DiagonalQuadratic(torch.nn.Module):
+    """``L(θ) = ½ Σ h_i θ_i²``: Hutchinson's z ⊙ Hz is exactly the diagonal h for any Rademacher z."""
+
+    def __init__(self):
+        super().__init__()
+        self.h = torch.tensor([4.0, 0.5, -2.0, 10.0], dtype=torch.float64)
+        self.theta = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5, 0.3], dtype=torch.float64))
+
+    def loss(self):
+        return 0.5 * (self.h * self.theta**2).sum()
+
+
+def test_adahessian_first_step_is_a_newton_step_on_a_diagonal_quadratic():
+    """m̂ = g and v̂ = h² after one step, so θ ← θ − lr · hθ / |h| (Newton's step for h > 0)."""
+    quad = _DiagonalQuadratic()
+    theta0 = quad.theta.detach().clone()
+    runner = build_optimizer("adahessian", quad, lr=0.5, eps=1e-12)
+    runner.step(quad.loss)
+    expected = theta0 - 0.5 * quad.h * theta0 / quad.h.abs()
+    torch.testing.assert_close(quad.theta.detach(), expected)
+
+
+def test_adahessian_delayed_update_keeps_the_trajectory_on_a_quadratic():
+    """With a constant exact Hessian diagonal, estimating it every step or every 3rd step gives the
+    same steps (bias correction counts estimates, not steps), and only every 3rd step builds the
+    double-backward graph."""
+    trajectories, due = [], []
+    for period in (1, 3):
+        quad = _DiagonalQuadratic()
+        runner = build_optimizer("adahessian", quad, lr=0.1, update_period=period, hessian_warmup=0)
+        path = []
+        for _ in range(7):
+            if period == 3:
+                due.append(runner._hessian_due())
+            runner.step(quad.loss)
+            path.append(quad.theta.detach().clone())
+        trajectories.append(torch.stack(path))
+    torch.testing.assert_close(trajectories[0], trajectories[1])
+    assert due == [True, False, False, True, False, False, True]
+
+
+def test_adahessian_estimates_every_step_during_warmup():
+    quad = _DiagonalQuadratic()
+    runner = build_optimizer("adahessian", quad, lr=0.1, update_period=4, hessian_warmup=6)
+    due = []
+    for _ in range(13):
+        due.append(runner._hessian_due())
+        runner.step(quad.loss)
+    assert due == [True] * 6 + [False, False, True, False, False, False, True]
+    assert runner.optimizer.param_groups[0]["hessian_updates"] == 8
+
+
 def test_mkor_h_switches_to_first_order_when_loss_stalls():
     model, _ = problem("resnet")
     runner = build_optimizer("mkor_h", model, lr=1e-3, check_every=2)

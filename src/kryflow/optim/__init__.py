@@ -1,9 +1,10 @@
-"""Optimizer registry: torch, pytorch-optimizer and our own (K-FAC, M-FAC, MKOR, zeroth-order).
+"""Optimizer registry: torch, pytorch-optimizer and our own (AdaHessian, K-FAC, M-FAC, MKOR, zeroth-order).
 
 ``build_optimizer(name, model, lr=..., weight_decay=..., **extras)`` returns a
 :class:`StepRunner`; the trainer calls only ``runner.step(loss_fn)``.
 """
 
+from ._adahessian import AdaHessian
 from ._kfac import KFAC
 from ._layers import LayerCapture, covered_layers, patches
 from ._mfac import MFAC, woodbury_ihvp
@@ -14,7 +15,7 @@ from ._registry import (
 from ._zo import ZerothOrderSPSA
 
 __all__ = [
-    "KFAC", "MFAC", "MKOR", "OPTIMIZERS", "LayerCapture", "OptimizerSpec", "StepRunner", "ZerothOrderSPSA",
-    "build_optimizer", "build_scheduler", "check_hyperparameters", "covered_layers", "patches", "scale_lr", "sherman_morrison",
-    "woodbury_ihvp",
+    "AdaHessian", "KFAC", "MFAC", "MKOR", "OPTIMIZERS", "LayerCapture", "OptimizerSpec", "StepRunner",
+    "ZerothOrderSPSA", "build_optimizer", "build_scheduler", "check_hyperparameters", "covered_layers", "patches",
+    "scale_lr", "sherman_morrison", "woodbury_ihvp",
 ]

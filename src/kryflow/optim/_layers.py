@@ -112,7 +112,9 @@ class LayerCapture:
         return layers, [self.outs[m] for m in layers]
 
     @staticmethod
-    def rows_a(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def rows_a(layer: nn.Module, x: torch.Tensor, bias_column: bool = True) -> torch.Tensor:
+        """Input rows; with ``bias_column=False`` the ones column of a biased layer is left out
+        (:meth:`second_moment_a` adds its block without copying the rows)."""
         if isinstance(layer, ModeMixing):
             a = x.movedim(1, -1).reshape(-1, x.shape[1])  # (B*corners*modes, in)
             return a
@@ -120,9 +122,25 @@ class LayerCapture:
             a = x.reshape(-1, x.shape[-1])
         else:
             a = patches(x, layer)
-        if layer.bias is not None:
+        if bias_column and layer.bias is not None:
             a = torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1)
         return a
+
+    @staticmethod
+    def second_moment_a(layer: nn.Module, a: torch.Tensor) -> torch.Tensor:
+        """``mean_rows(rᴴ r)`` of the rows ``r = [a, 1]`` (``[a]`` without bias), given ``a`` from
+        ``rows_a(..., bias_column=False)``: the bias row/column are the column means and 1."""
+        n = a.shape[0]
+        aa = (a.conj().t() @ a) / n
+        if isinstance(layer, ModeMixing) or layer.bias is None:
+            return aa
+        mean = a.mean(0)
+        out = aa.new_empty(aa.shape[0] + 1, aa.shape[1] + 1)
+        out[:-1, :-1] = aa
+        out[:-1, -1] = mean.conj()
+        out[-1, :-1] = mean
+        out[-1, -1] = 1
+        return out
 
     @staticmethod
     def mean_a(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -192,21 +210,27 @@ class LayerCapture:
 
 def apply_preconditioned_step(optimizer, group: dict, updates: dict, lr: float, scale: float = 1.0) -> None:
     """SGD step with the preconditioned directions of ``updates`` (raw gradient elsewhere):
-    heavy-ball momentum, decoupled weight decay, then ``p -= lr * d``. Shared by K-FAC and MKOR."""
-    for p in group["params"]:
-        if p.grad is None:
-            continue
-        d = updates.get(p, p.grad)
-        if scale != 1.0:
-            d = d * scale
-        if group["momentum"]:
-            st = optimizer.state[p]
-            buf = st.get("momentum_buffer")
-            if buf is None:
-                st["momentum_buffer"] = buf = d.clone()
-            else:
-                buf.mul_(group["momentum"]).add_(d)
-            d = buf
-        if group["weight_decay"]:
-            p.mul_(1 - lr * group["weight_decay"])
-        p.add_(d, alpha=-lr)
+    heavy-ball momentum, decoupled weight decay, then ``p -= lr * d``. Shared by K-FAC and MKOR.
+
+    Fused ``torch._foreach_*`` ops over all parameters (a per-parameter loop cost K-FAC ~1 ms
+    per step on the 18-layer benchmark U-Net, 5% of an Adam step)."""
+    params = [p for p in group["params"] if p.grad is not None]
+    if not params:
+        return
+    ds = [updates.get(p, p.grad) for p in params]
+    if scale != 1.0:
+        ds = torch._foreach_mul(ds, scale)
+    momentum = group["momentum"]
+    if momentum:
+        fresh = {i for i, p in enumerate(params) if "momentum_buffer" not in optimizer.state[p]}
+        for i in fresh:
+            optimizer.state[params[i]]["momentum_buffer"] = ds[i].clone()
+        old = [i for i in range(len(params)) if i not in fresh]
+        if old:
+            bufs = [optimizer.state[params[i]]["momentum_buffer"] for i in old]
+            torch._foreach_mul_(bufs, momentum)
+            torch._foreach_add_(bufs, [ds[i] for i in old])
+        ds = [optimizer.state[p]["momentum_buffer"] for p in params]
+    if group["weight_decay"]:
+        torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
+    torch._foreach_add_(params, ds, alpha=-lr)

@@ -4,7 +4,9 @@ Every optimizer is driven through :meth:`StepRunner.step(loss_fn)`; how a step i
 registry entry's ``kind``:
 
 * ``"backward"``: zero_grad → loss.backward() → optimizer.step();
-* ``"create_graph"``: backward with ``create_graph=True`` (Hutchinson Hessian-diagonal methods);
+* ``"create_graph"``: backward with ``create_graph=True`` on the steps where the optimizer
+  estimates the Hessian diagonal (Hutchinson methods; see ``StepRunner._hessian_due``), plain
+  backward on the others;
 * ``"closure"``: optimizer.step(closure) re-evaluating the loss (L-BFGS);
 * ``"forward_only"``: perturbed forward passes, no autograd (zeroth-order);
 * ``"hooks"``: layer hooks record activations/output gradients (K-FAC, MKOR).
@@ -21,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._adahessian import AdaHessian
 from ._kfac import KFAC
 from ._mfac import MFAC
 from ._mkor import MKOR
@@ -123,8 +126,10 @@ _SPECS = [
                   lr_scaling="none",
                   description="L-BFGS, one iteration per batch with a strong-Wolfe line search of up to max_eval losses"),
     OptimizerSpec("adahessian", "create_graph", "curvature",
-                  {"betas": (0.9, 0.999), "hessian_power": 1.0, "update_period": 1, "num_samples": 1},
-                  _po("AdaHessian"), global_rng=True, description="AdaHessian (pytorch-optimizer)"),
+                  {"betas": (0.9, 0.999), "eps": 1e-4, "hessian_power": 1.0, "update_period": 5, "num_samples": 1,
+                   "hessian_warmup": 20, "seed": 0},
+                  lambda model, lr, weight_decay, **e: AdaHessian(model, lr=lr, weight_decay=weight_decay, **e),
+                  description="AdaHessian, Hessian diagonal every update_period steps (delayed update)"),
     OptimizerSpec("sophiah", "create_graph", "curvature",
                   {"betas": (0.96, 0.99), "p": 0.01, "update_period": 10, "num_samples": 1},
                   _po("SophiaH"), global_rng=True, description="Sophia-H (pytorch-optimizer)"),
@@ -135,7 +140,7 @@ _SPECS = [
     OptimizerSpec("kron", "backward", "curvature", {"momentum": 0.9}, _kron, global_rng=True,
                   description="PSGD Kron (pytorch-optimizer)"),
     OptimizerSpec("kfac", "hooks", "curvature",
-                  {"damping": 1e-2, "factor_decay": 0.95, "factor_every": 10, "inverse_every": 50, "momentum": 0.5,
+                  {"damping": 1e-2, "factor_decay": 0.95, "factor_every": 20, "inverse_every": 100, "momentum": 0.5,
                    "kl_clip": 1e-4, "fisher": "empirical", "approx": "expand", "seed": 0},
                   lambda model, lr, weight_decay, **e: KFAC(model, lr=lr, weight_decay=weight_decay, **e),
                   description="K-FAC on Linear/Conv/spectral layers"),
@@ -162,6 +167,7 @@ _POS = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v 
 _NONNEG = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0, "a number >= 0")
 _UNIT = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1, "a number in [0, 1)")
 _POSINT = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1")
+_NONNEG_INT = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0")
 _BETAS = (
     lambda v: isinstance(v, (list, tuple)) and len(v) in (2, 3) and all(_UNIT[0](b) for b in v),
     "a list of 2 numbers in [0, 1)",
@@ -170,7 +176,8 @@ _CHECKS = {
     "momentum": _UNIT, "eps": _POS, "damping": _POS, "factor_decay": _UNIT, "factor_every": _POSINT,
     "inverse_every": _POSINT, "max_eval": _POSINT, "refresh_every": _POSINT, "window": _POSINT, "q": _POSINT,
     "max_iter": _POSINT,
-    "history_size": _POSINT, "update_period": _POSINT, "num_samples": _POSINT, "check_every": _POSINT,
+    "history_size": _POSINT, "update_period": _POSINT, "hessian_warmup": _NONNEG_INT, "num_samples": _POSINT,
+    "check_every": _POSINT,
     "precondition_frequency": _POSINT, "preconditioning_compute_steps": _POSINT, "betas": _BETAS,
     "hessian_power": (lambda v: isinstance(v, (int, float)) and 0 < v <= 1, "a number in (0, 1]"),
     "p": _POS, "switch_threshold": _NONNEG, "seed": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
@@ -295,10 +302,13 @@ class StepRunner:
     def _hessian_due(self) -> bool:
         """Whether the Hutchinson optimizer estimates the Hessian diagonal in this step.
 
-        pytorch-optimizer's AdaHessian/SophiaH do so when ``param_groups[0]["step"] % update_period
-        == 0``; on other steps a plain backward suffices and avoids building the double-backward
-        graph (SophiaH's default period is 10).
+        On other steps a plain backward suffices and avoids building the double-backward graph.
+        An optimizer says so through ``hessian_due()`` (kryflow's AdaHessian); pytorch-optimizer's
+        SophiaH estimates when ``param_groups[0]["step"] % update_period == 0`` (default period 10).
         """
+        due = getattr(self.optimizer, "hessian_due", None)
+        if due is not None:
+            return bool(due())
         period = getattr(self.optimizer, "update_period", 1)
         return self.optimizer.param_groups[0].get("step", 0) % period == 0
 

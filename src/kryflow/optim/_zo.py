@@ -1,4 +1,4 @@
-"""Zeroth-order SPSA / MeZO (Malladi et al. 2023): forward passes only, perturbations regenerated from seeds."""
+"""Zeroth-order SPSA / MeZO (Malladi et al. 2023): forward passes only, directions drawn from seeds."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ class ZerothOrderSPSA(torch.optim.Optimizer):
     ``ĝ = (1/q) Σ_j [(L(θ + ε z_j) − L(θ − ε z_j)) / (2ε)] z_j`` with ``z_j ~ N(0, I)`` over the
     real view of every parameter (spectral weights are real-stored, so no half-scaling). For a
     quadratic ``L`` the central difference is exact and ``E[ĝ] = ∇L``; otherwise ĝ is unbiased
-    for the gradient of the Gaussian-smoothed loss. Each ``z_j`` is regenerated from a seed
-    (MeZO's trick) — perturb, evaluate, un-perturb and update never hold a second copy of the
-    parameters. Seeds come from this optimizer's own generator, whose state is saved.
+    for the gradient of the Gaussian-smoothed loss. Each ``z_j`` is drawn from a seed (MeZO's
+    trick), once per direction into a kept buffer (see :meth:`_directions`). Seeds come from this
+    optimizer's own generator, whose state is saved.
 
     Arguments:
         params: parameters; lr: step size; weight_decay: decoupled decay.
@@ -26,21 +26,36 @@ class ZerothOrderSPSA(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float, weight_decay: float = 0.0, eps: float = 1e-3, q: int = 1, seed: int = 0):
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, eps=eps, q=q))
+        self._buffers: dict[tuple, torch.Tensor] = {}
         self.generator = torch.Generator()  # CPU: only draws integer seeds
         self.generator.manual_seed(seed)
 
     def _params(self) -> list[torch.Tensor]:
         return [p for g in self.param_groups for p in g["params"] if p.requires_grad]
 
-    def _perturb(self, params, seed: int, scale: float) -> None:
-        gens: dict[torch.device, torch.Generator] = {}
-        for p in params:
-            g = gens.get(p.device)
-            if g is None:
-                g = gens[p.device] = torch.Generator(device=p.device)
-                g.manual_seed(seed)
-            z = torch.randn(p.shape, generator=g, device=p.device, dtype=p.dtype)
-            p.add_(z, alpha=scale)
+    def _directions(self, params: list[torch.Tensor], seed: int) -> list[torch.Tensor]:
+        """``z ~ N(0, I)`` for ``seed``, one view per parameter.
+
+        Drawn with one ``normal_`` into a flat buffer per (device, dtype) that is kept between
+        steps: one random pass per direction instead of one per perturbation (MeZO regenerates
+        ``z`` three times to hold no copy; we hold one, 1× the parameters, still well under the
+        3× of an autograd optimizer's gradient and two moments), and few kernel launches.
+        """
+        groups: dict[tuple, list[int]] = {}
+        for i, p in enumerate(params):
+            groups.setdefault((p.device, p.dtype), []).append(i)
+        views: list[torch.Tensor | None] = [None] * len(params)
+        for (device, dtype), idx in groups.items():
+            total = sum(params[i].numel() for i in idx)
+            buf = self._buffers.get((device, dtype))
+            if buf is None or buf.numel() != total:
+                buf = self._buffers[(device, dtype)] = torch.empty(total, device=device, dtype=dtype)
+            gen = torch.Generator(device=device)
+            gen.manual_seed(seed)
+            buf.normal_(generator=gen)
+            for i, z in zip(idx, buf.split([params[i].numel() for i in idx])):
+                views[i] = z.view(params[i].shape)
+        return views
 
     @torch.no_grad()
     def projected_gradients(self, loss_fn: Callable[[], torch.Tensor]) -> tuple[list[int], list[float], float]:
@@ -54,11 +69,12 @@ class ZerothOrderSPSA(torch.optim.Optimizer):
         seeds = torch.randint(0, 2**62, (q,), generator=self.generator).tolist()
         proj, total = [], 0.0
         for s in seeds:
-            self._perturb(params, s, eps)
+            z = self._directions(params, s)
+            torch._foreach_add_(params, z, alpha=eps)
             lp = float(loss_fn())
-            self._perturb(params, s, -2 * eps)
+            torch._foreach_add_(params, z, alpha=-2 * eps)
             lm = float(loss_fn())
-            self._perturb(params, s, eps)
+            torch._foreach_add_(params, z, alpha=eps)
             proj.append((lp - lm) / (2 * eps))
             total += lp + lm
         return seeds, proj, total / (2 * q)
@@ -70,13 +86,7 @@ class ZerothOrderSPSA(torch.optim.Optimizer):
         seeds, proj, _ = self.projected_gradients(loss_fn)
         est = [torch.zeros_like(p) for p in params]
         for s, c in zip(seeds, proj):
-            gens = {}
-            for e, p in zip(est, params):
-                g = gens.get(p.device)
-                if g is None:
-                    g = gens[p.device] = torch.Generator(device=p.device)
-                    g.manual_seed(s)
-                e.add_(torch.randn(p.shape, generator=g, device=p.device, dtype=p.dtype), alpha=c / len(seeds))
+            torch._foreach_add_(est, self._directions(params, s), alpha=c / len(seeds))
         return est
 
     @torch.no_grad()
@@ -84,7 +94,7 @@ class ZerothOrderSPSA(torch.optim.Optimizer):
         """One SPSA step; returns the mean of the perturbed losses.
 
         Per direction: θ+εz → L+, θ−εz → L−, then one pass θ += (ε − lr·c/q) z that restores θ
-        and applies the update together (three regenerations of z instead of four).
+        and applies the update together (z drawn once, three fused adds over all parameters).
         """
         params = self._params()
         group = self.param_groups[0]
@@ -92,17 +102,17 @@ class ZerothOrderSPSA(torch.optim.Optimizer):
         seeds = torch.randint(0, 2**62, (q,), generator=self.generator).tolist()
         total = 0.0
         for s in seeds:
-            self._perturb(params, s, eps)
+            z = self._directions(params, s)
+            torch._foreach_add_(params, z, alpha=eps)
             lp = float(loss_fn())
-            self._perturb(params, s, -2 * eps)
+            torch._foreach_add_(params, z, alpha=-2 * eps)
             lm = float(loss_fn())
             c = (lp - lm) / (2 * eps)
             # a NaN projection restores θ without updating; the trainer's divergence check sees the loss
-            self._perturb(params, s, eps - (lr * c / q if c == c else 0.0))
+            torch._foreach_add_(params, z, alpha=eps - (lr * c / q if c == c else 0.0))
             total += lp + lm
         if group["weight_decay"]:
-            for p in params:
-                p.mul_(1 - lr * group["weight_decay"])
+            torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
         return total / (2 * q)
 
     def step(self, closure=None):
