@@ -53,6 +53,28 @@ LR = {"sgd": 1e-3, "lbfgs": 0.1, "adahessian": 1e-3, "kfac": 1e-3, "mfac": 1e-3,
       "zo_spsa": 1e-4}
 
 
+# variants measured beside the registry defaults: "name:key=value,key=value"
+VARIANTS = ["zo_spsa:directions=buffer"]
+
+
+def split_variant(label: str) -> tuple[str, dict]:
+    """``"zo_spsa:directions=buffer"`` -> ``("zo_spsa", {"directions": "buffer"})``."""
+    base, _, rest = label.partition(":")
+    extras = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            extras[key] = json.loads(value)
+        except json.JSONDecodeError:
+            extras[key] = value
+    return base, extras
+
+
+def make_runner(label: str, model):
+    base, extras = split_variant(label)
+    return build_optimizer(base, model, lr=LR.get(base, 1e-4), **extras)
+
+
 def model_kwargs(name: str, args) -> dict:
     if name == "fno":
         return {"width": args.width, "modes": args.modes, "layers": args.layers}
@@ -71,7 +93,8 @@ PERIODIC = ("update_period", "factor_every", "inverse_every", "refresh_every", "
 
 def update_period(name: str) -> int:
     """Steps after which the optimizer's step pattern repeats at its registry defaults."""
-    merged = check_hyperparameters(name, lr=1e-3)
+    base, extras = split_variant(name)
+    merged = check_hyperparameters(base, lr=1e-3, **extras)
     return math.lcm(1, *(int(merged[k]) for k in PERIODIC if k in merged))
 
 
@@ -96,7 +119,7 @@ def peak_step_memory(name: str, base, loss_of, device: torch.device) -> tuple[in
         torch.cuda.empty_cache()
         start = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
-        runner = build_optimizer(name, model, lr=LR.get(name, 1e-4))
+        runner = make_runner(name, model)
         for _ in range(3):
             runner.step(loss_fn)
         sync(device)
@@ -104,7 +127,7 @@ def peak_step_memory(name: str, base, loss_of, device: torch.device) -> tuple[in
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        runner = build_optimizer(name, model, lr=LR.get(name, 1e-4))
+        runner = make_runner(name, model)
         for _ in range(3):
             runner.step(loss_fn)
     events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
@@ -135,11 +158,11 @@ def bench_model(model_name: str, names: list[str], args, device: torch.device) -
     cells = {}
     for name in names:
         model = copy.deepcopy(base)
-        runner = build_optimizer(name, model, lr=LR.get(name, 1e-4))
+        runner = make_runner(name, model)
         loss_fn = loss_of(model)
         # one-time warm-ups of the optimizer itself (AdaHessian's Hessian on every early step) run
         # untimed too: the targets are about the steady state
-        warmup = args.warmup + check_hyperparameters(name, lr=1e-3).get("hessian_warmup", 0)
+        warmup = args.warmup + check_hyperparameters(split_variant(name)[0], lr=1e-3).get("hessian_warmup", 0)
         for _ in range(warmup):
             runner.step(loss_fn)
         cells[name] = {"runner": runner, "loss_fn": loss_fn, "times": [], "steps": [], "period": update_period(name),
@@ -177,12 +200,12 @@ def bench_model(model_name: str, names: list[str], args, device: torch.device) -
         cell = cells[name]
         row = {"seconds_per_step": statistics.median(cell["times"]), "all_rounds": cell["times"],
                "steps_per_block": block, "update_period": cell["period"], "untimed_warmup_steps": cell["warmup"],
-               "kind": OPTIMIZERS[name].kind}
+               "kind": OPTIMIZERS[split_variant(name)[0]].kind}
         row["median_step_seconds"] = statistics.median(dt for _, dt in cell["steps"])
         flagged = [dt for due, dt in cell["steps"] if due]
         plain = [dt for due, dt in cell["steps"] if not due]
         if flagged:
-            row["phase"] = "hessian" if OPTIMIZERS[name].kind == "create_graph" else "statistics"
+            row["phase"] = "hessian" if row["kind"] == "create_graph" else "statistics"
             row["phase_step_seconds"] = statistics.median(flagged)
             row["plain_step_seconds"] = statistics.median(plain) if plain else None
         out[name] = row
@@ -200,9 +223,10 @@ def bench_model(model_name: str, names: list[str], args, device: torch.device) -
                 row["phase_step_vs_adam"] = row["phase_step_seconds"] / ref["median_step_seconds"]
                 if row["plain_step_seconds"] is not None:
                     row["plain_step_vs_adam"] = row["plain_step_seconds"] / ref["median_step_seconds"]
-        if name in TARGETS and ref:
-            row["target_time_vs_adam"] = TARGETS[name]
-            row["meets_target"] = row["time_vs_adam"] <= TARGETS[name]
+        target = TARGETS.get(split_variant(name)[0])
+        if target and ref:
+            row["target_time_vs_adam"] = target
+            row["meets_target"] = row["time_vs_adam"] <= target
     params = sum(p.numel() for p in base.parameters())
     res = {"model": model_name, "kwargs": model_kwargs(model_name, args), "parameters": params,
            "forward_seconds": statistics.median(forward), "optimizers": out}
@@ -215,7 +239,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--models", nargs="+", default=["fno", "unet"])
-    parser.add_argument("--optimizers", nargs="+", default=sorted(OPTIMIZERS))
+    parser.add_argument("--optimizers", nargs="+", default=sorted(OPTIMIZERS) + VARIANTS,
+                        help="registry names, or variants 'name:key=value,...' (default: all + %s)" % VARIANTS)
     parser.add_argument("--dim", type=int, default=2)
     parser.add_argument("--grid", type=int, default=32)
     parser.add_argument("--batch", type=int, default=8)
@@ -240,7 +265,7 @@ def main(argv=None) -> int:
             print("error: --device cuda but torch.cuda.is_available() is False (no GPU or CPU-only torch)",
                   file=sys.stderr)
             return 2
-    unknown = sorted(set(args.optimizers) - set(OPTIMIZERS))
+    unknown = sorted({split_variant(o)[0] for o in args.optimizers} - set(OPTIMIZERS))
     if unknown:
         parser.error(f"unknown optimizer(s) {unknown}; valid: {sorted(OPTIMIZERS)}")
     names = list(dict.fromkeys(["adam", *args.optimizers]))  # Adam is the reference

@@ -227,6 +227,23 @@ def test_zeroth_order_gradient_is_unbiased():
     assert (estimate - exact).norm() / exact.norm() < 0.12
 
 
+def test_zeroth_order_regenerated_directions_match_kept_buffer_and_hold_no_copy():
+    """MeZO's regeneration and the kept-buffer mode draw the same z: identical trajectories."""
+    x, t = torch.randn(16, 3), torch.randn(16, 2)
+    traj, kept = {}, {}
+    for mode in ("regenerate", "buffer"):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+        runner = build_optimizer("zo_spsa", model, lr=1e-2, q=2, directions=mode)
+        for _ in range(5):
+            runner.optimizer.step(lambda: ((model(x) - t) ** 2).mean())
+        traj[mode] = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+        kept[mode] = sum(b.numel() for b in runner.optimizer._buffers.values())
+    torch.testing.assert_close(traj["regenerate"], traj["buffer"], rtol=0, atol=1e-6)
+    n_params = traj["buffer"].numel()
+    assert kept == {"regenerate": 0, "buffer": n_params}
+
+
 class _DiagonalQuadratic(torch.nn.Module):
     """``L(θ) = ½ Σ h_i θ_i²``: Hutchinson's z ⊙ Hz is exactly the diagonal h for any Rademacher z."""
 
@@ -375,6 +392,7 @@ def test_state_from_another_optimizer_is_rejected():
         ("kfac", {"lr": 0.1, "dampnig": 1.0}, "dampnig"),
         ("kfac", {"lr": 0.1, "damping": 0.0}, "damping"),
         ("zo_spsa", {"lr": 0.1, "q": 0}, "'q'"),
+        ("zo_spsa", {"lr": 0.1, "directions": "stored"}, "'directions'"),
         ("mfac", {"lr": 0.1, "window": 1.5}, "window"),
         ("adam", {"lr": 0.1, "betas": [0.9, 1.5]}, "betas"),
         ("nadam", {"lr": 0.1}, "valid optimizers"),

@@ -24,10 +24,11 @@ def test_update_periods_follow_the_registry_defaults():
 
 
 def test_peak_memory_counts_what_a_step_allocates():
-    """Adam holds gradients and two moments beyond the parameters; zeroth-order only one direction."""
+    """Adam holds gradients and two moments beyond the parameters; zeroth-order with a kept buffer
+    one direction; regenerating zeroth-order (MeZO) only one parameter-sized temporary at a time."""
     bench = _benchmark_module()
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.GELU(), torch.nn.Linear(64, 1))
+    model = torch.nn.Sequential(*[torch.nn.Linear(64, 64) for _ in range(4)], torch.nn.Linear(64, 1))
     x = torch.randn(16, 64)
 
     def loss_of(m):
@@ -35,10 +36,12 @@ def test_peak_memory_counts_what_a_step_allocates():
 
     param_bytes = sum(p.numel() * 4 for p in model.parameters())
     adam, kind = bench.peak_step_memory("adam", model, loss_of, torch.device("cpu"))
-    zo, _ = bench.peak_step_memory("zo_spsa", model, loss_of, torch.device("cpu"))
+    buffered, _ = bench.peak_step_memory("zo_spsa:directions=buffer", model, loss_of, torch.device("cpu"))
+    regen, _ = bench.peak_step_memory("zo_spsa", model, loss_of, torch.device("cpu"))
     assert kind == "cpu_profiler_peak"
     assert adam >= 4 * param_bytes  # parameters, gradients, exp_avg, exp_avg_sq
-    assert 2 * param_bytes <= zo < adam  # parameters and the direction buffer
+    assert 2 * param_bytes <= buffered < adam  # parameters and the direction buffer
+    assert regen < 1.5 * param_bytes < buffered  # one 64x64 temporary, not a copy of all five layers
 
 
 def test_benchmark_writes_ratios_and_phases(tmp_path):
@@ -46,13 +49,14 @@ def test_benchmark_writes_ratios_and_phases(tmp_path):
     bench = _benchmark_module()
     out = tmp_path / "optimizers.json"
     rc = bench.main(["--device", "cpu", "--models", "fno", "--optimizers", "adahessian", "kfac", "zo_spsa",
+                     "zo_spsa:directions=buffer",
                      "--grid", "8", "--batch", "2", "--width", "4", "--modes", "2", "--layers", "1",
                      "--steps", "1", "--rounds", "1", "--warmup", "0", "--out", str(out)])
     assert rc == 0
     (res,) = json.loads(out.read_text())["models"]
     rows = res["optimizers"]
-    assert set(rows) == {"adam", "adahessian", "kfac", "zo_spsa"}
-    for name in ("adahessian", "kfac", "zo_spsa"):
+    assert set(rows) == {"adam", "adahessian", "kfac", "zo_spsa", "zo_spsa:directions=buffer"}
+    for name in ("adahessian", "kfac", "zo_spsa", "zo_spsa:directions=buffer"):
         assert rows[name]["target_time_vs_adam"] > 0 and "meets_target" in rows[name]
         assert rows[name]["memory_kind"] == "cpu_profiler_peak" and rows[name]["memory_vs_adam"] > 0
     assert rows["adahessian"]["phase"] == "hessian" and rows["kfac"]["phase"] == "statistics"

@@ -157,7 +157,8 @@ _SPECS = [
                   lambda model, lr, weight_decay, **e: MKOR(model, lr=lr, weight_decay=weight_decay, hybrid=True, **e),
                   lr_scaling="linear",
                   description="MKOR-H: MKOR that switches to momentum SGD when second-order steps stop helping"),
-    OptimizerSpec("zo_spsa", "forward_only", "zeroth_order", {"eps": 1e-3, "q": 1, "seed": 0}, _torch(ZerothOrderSPSA),
+    OptimizerSpec("zo_spsa", "forward_only", "zeroth_order", {"eps": 1e-3, "q": 1, "seed": 0, "directions": "regenerate"},
+                  _torch(ZerothOrderSPSA),
                   lr_scaling="linear", description="MeZO-style two-point SPSA, q seeded Gaussian directions"),
 ]
 OPTIMIZERS: dict[str, OptimizerSpec] = {s.name: s for s in _SPECS}
@@ -183,6 +184,7 @@ _CHECKS = {
     "p": _POS, "switch_threshold": _NONNEG, "seed": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
     "kl_clip": (lambda v: v is None or (isinstance(v, (int, float)) and v > 0), "null or a number > 0"),
     "fisher": (lambda v: v in ("empirical", "mc", "exact"), "one of 'empirical', 'mc', 'exact'"),
+    "directions": (lambda v: v in ("regenerate", "buffer"), "'regenerate' (MeZO: no copy of z) or 'buffer'"),
     "approx": (lambda v: v in ("mixed", "reduce", "expand"), "one of 'mixed', 'reduce', 'expand'"),
     "nesterov": (lambda v: isinstance(v, bool), "true or false"),
     "line_search_fn": (lambda v: v in (None, "strong_wolfe"), "null or 'strong_wolfe'"),

@@ -16,16 +16,27 @@ class ZerothOrderSPSA(torch.optim.Optimizer):
     real view of every parameter (spectral weights are real-stored, so no half-scaling). For a
     quadratic ``L`` the central difference is exact and ``E[ĝ] = ∇L``; otherwise ĝ is unbiased
     for the gradient of the Gaussian-smoothed loss. Each ``z_j`` is drawn from a seed (MeZO's
-    trick), once per direction into a kept buffer (see :meth:`_directions`). Seeds come from this
-    optimizer's own generator, whose state is saved.
+    trick). With ``directions="regenerate"`` (the default, MeZO's way) ``z`` is drawn again from
+    its seed for every pass over the parameters, one parameter at a time, so no copy of it is ever
+    held: memory is that of inference plus one parameter-sized temporary. ``directions="buffer"``
+    draws ``z`` once per direction into a kept flat buffer (one extra copy of the parameters, two
+    fewer random passes per direction: faster where random numbers are costly, e.g. on CPU).
+    Seeds come from this optimizer's own generator, whose state is saved.
 
     Arguments:
         params: parameters; lr: step size; weight_decay: decoupled decay.
-        eps: perturbation size ε; q: directions per step; seed: generator seed.
+        eps: perturbation size ε; q: directions per step; seed: generator seed;
+        directions: ``"regenerate"`` or ``"buffer"`` (same numbers, different memory/time trade).
     """
 
-    def __init__(self, params, lr: float, weight_decay: float = 0.0, eps: float = 1e-3, q: int = 1, seed: int = 0):
+    def __init__(
+        self, params, lr: float, weight_decay: float = 0.0, eps: float = 1e-3, q: int = 1, seed: int = 0,
+        directions: str = "regenerate",
+    ):
+        if directions not in ("regenerate", "buffer"):
+            raise ValueError(f"directions must be 'regenerate' or 'buffer', got {directions!r}")
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, eps=eps, q=q))
+        self.directions = directions
         self._buffers: dict[tuple, torch.Tensor] = {}
         self.generator = torch.Generator()  # CPU: only draws integer seeds
         self.generator.manual_seed(seed)
@@ -34,12 +45,10 @@ class ZerothOrderSPSA(torch.optim.Optimizer):
         return [p for g in self.param_groups for p in g["params"] if p.requires_grad]
 
     def _directions(self, params: list[torch.Tensor], seed: int) -> list[torch.Tensor]:
-        """``z ~ N(0, I)`` for ``seed``, one view per parameter.
+        """``z ~ N(0, I)`` for ``seed``, one tensor per parameter, drawn into kept flat buffers.
 
-        Drawn with one ``normal_`` into a flat buffer per (device, dtype) that is kept between
-        steps: one random pass per direction instead of one per perturbation (MeZO regenerates
-        ``z`` three times to hold no copy; we hold one, 1× the parameters, still well under the
-        3× of an autograd optimizer's gradient and two moments), and few kernel launches.
+        The draws are made parameter by parameter in order, from one generator per device seeded
+        with ``seed``, exactly as :meth:`_perturb` regenerates them, so both modes use the same z.
         """
         groups: dict[tuple, list[int]] = {}
         for i, p in enumerate(params):
@@ -50,12 +59,32 @@ class ZerothOrderSPSA(torch.optim.Optimizer):
             buf = self._buffers.get((device, dtype))
             if buf is None or buf.numel() != total:
                 buf = self._buffers[(device, dtype)] = torch.empty(total, device=device, dtype=dtype)
-            gen = torch.Generator(device=device)
-            gen.manual_seed(seed)
-            buf.normal_(generator=gen)
             for i, z in zip(idx, buf.split([params[i].numel() for i in idx])):
                 views[i] = z.view(params[i].shape)
+        gens: dict = {}
+        for p, z in zip(params, views):
+            gen = gens.get(p.device)
+            if gen is None:
+                gen = gens[p.device] = torch.Generator(device=p.device)
+                gen.manual_seed(seed)
+            z.normal_(generator=gen)
         return views
+
+    def _perturb(self, params: list[torch.Tensor], seed: int, alpha: float, z=None) -> None:
+        """θ += alpha·z for the direction of ``seed``: from the kept buffer ``z`` or regenerated."""
+        if z is not None:
+            torch._foreach_add_(params, z, alpha=alpha)
+            return
+        gens: dict = {}
+        for p in params:  # same draw order and generator per device as _directions: same z
+            gen = gens.get(p.device)
+            if gen is None:
+                gen = gens[p.device] = torch.Generator(device=p.device)
+                gen.manual_seed(seed)
+            p.add_(torch.empty_like(p).normal_(generator=gen), alpha=alpha)
+
+    def _prepare(self, params: list[torch.Tensor], seed: int):
+        return self._directions(params, seed) if self.directions == "buffer" else None
 
     @torch.no_grad()
     def projected_gradients(self, loss_fn: Callable[[], torch.Tensor]) -> tuple[list[int], list[float], float]:
@@ -69,12 +98,12 @@ class ZerothOrderSPSA(torch.optim.Optimizer):
         seeds = torch.randint(0, 2**62, (q,), generator=self.generator).tolist()
         proj, total = [], 0.0
         for s in seeds:
-            z = self._directions(params, s)
-            torch._foreach_add_(params, z, alpha=eps)
+            z = self._prepare(params, s)
+            self._perturb(params, s, eps, z)
             lp = float(loss_fn())
-            torch._foreach_add_(params, z, alpha=-2 * eps)
+            self._perturb(params, s, -2 * eps, z)
             lm = float(loss_fn())
-            torch._foreach_add_(params, z, alpha=eps)
+            self._perturb(params, s, eps, z)
             proj.append((lp - lm) / (2 * eps))
             total += lp + lm
         return seeds, proj, total / (2 * q)
@@ -87,6 +116,8 @@ class ZerothOrderSPSA(torch.optim.Optimizer):
         est = [torch.zeros_like(p) for p in params]
         for s, c in zip(seeds, proj):
             torch._foreach_add_(est, self._directions(params, s), alpha=c / len(seeds))
+        if self.directions == "regenerate":
+            self._buffers.clear()  # diagnostics only: hold nothing between steps
         return est
 
     @torch.no_grad()
@@ -94,7 +125,8 @@ class ZerothOrderSPSA(torch.optim.Optimizer):
         """One SPSA step; returns the mean of the perturbed losses.
 
         Per direction: θ+εz → L+, θ−εz → L−, then one pass θ += (ε − lr·c/q) z that restores θ
-        and applies the update together (z drawn once, three fused adds over all parameters).
+        and applies the update together (three passes over the parameters; z regenerated in each,
+        or drawn once with ``directions="buffer"``).
         """
         params = self._params()
         group = self.param_groups[0]
@@ -102,14 +134,14 @@ class ZerothOrderSPSA(torch.optim.Optimizer):
         seeds = torch.randint(0, 2**62, (q,), generator=self.generator).tolist()
         total = 0.0
         for s in seeds:
-            z = self._directions(params, s)
-            torch._foreach_add_(params, z, alpha=eps)
+            z = self._prepare(params, s)
+            self._perturb(params, s, eps, z)
             lp = float(loss_fn())
-            torch._foreach_add_(params, z, alpha=-2 * eps)
+            self._perturb(params, s, -2 * eps, z)
             lm = float(loss_fn())
             c = (lp - lm) / (2 * eps)
             # a NaN projection restores θ without updating; the trainer's divergence check sees the loss
-            torch._foreach_add_(params, z, alpha=eps - (lr * c / q if c == c else 0.0))
+            self._perturb(params, s, eps - (lr * c / q if c == c else 0.0), z)
             total += lp + lm
         if group["weight_decay"]:
             torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
