@@ -26,7 +26,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from kryflow.pdes import build_family  # noqa: E402
-from kryflow.solvers import benchmark_sequence  # noqa: E402
+from kryflow.solvers import benchmark_sequence, sequence_label  # noqa: E402
 
 T3_RATIO = 1.5  # CG iteration <= 1.5 x the memory-bandwidth floor
 
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--out", default="results/benchmarks/solvers.json")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=None,
-                    help="timing runs of the contenders (within 1.5x of the fastest, and the default); min kept")
+                    help="timing runs of the contenders (within 2x of the fastest, and the default); min kept")
     ap.add_argument("--only", default=None, help="comma-separated indices into the case list (re-runs)")
     ap.add_argument("--mlflow", action="store_true", help="log the table to MLflow")
     ap.add_argument("--experiment", default="kryflow-solver-benchmark")
@@ -193,8 +193,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     seen = set()
     for name, params, _ in cases:
         fam = build_family(name, **params)
-        label = next(r["sequence"] for r in records if r["n_unknowns"] == fam.n_unknowns
-                     and r["sequence"].startswith(f"{name}-{fam.dim}d-{fam.shape[0]}"))
+        label = sequence_label(fam)
         if fam.matrix_kind != "spd" or label in seen:
             continue  # CG applies to the SPD sequences only (advection-diffusion runs GMRES)
         seen.add(label)
