@@ -1,12 +1,14 @@
 """Solver benchmark: every strategy on the same sequences of systems, in one process.
 
 Writes ``results/benchmarks/solvers.json`` (a list of records, one per sequence x strategy,
-see :func:`kryflow.solvers.benchmark_sequence`) and ``..._bandwidth.json`` (measured stream
-bandwidth and the CG iteration cost relative to the memory-bandwidth floor). Optionally logs
+see :func:`kryflow.solvers.benchmark_sequence`; T1/T2 fields on the records),
+``..._bandwidth.json`` (main-memory stream bandwidth and, per SPD sequence plus an
+out-of-cache reference grid, the CG iteration cost relative to the memory-bandwidth floor:
+T3) and ``..._targets.json`` (T1, T2, T3 per sequence, each with ``meets``). Optionally logs
 the table to MLflow (``--mlflow``; tracking URI from ``MLFLOW_TRACKING_URI``).
 
     python benchmarks/solvers.py --quick          # < 1 minute on 2 cores
-    python benchmarks/solvers.py                  # the full set from issue 3
+    python benchmarks/solvers.py                  # the full set from issue 3 (~16 min on 2 cores)
 """
 
 from __future__ import annotations
