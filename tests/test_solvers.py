@@ -296,3 +296,68 @@ def test_default_strategy_is_benchmarked(name, kw):
     assert d["method"] in SOLVER_METHODS and d["preconditioner"] in PRECONDITIONERS
     assert any(s.get("method") == d["method"] and s.get("preconditioner") == d["preconditioner"]
                and s.get("warm_start", True) and len(s) == 2 for s in default_strategies(fam))
+
+
+def test_benchmark_targets_are_computed_from_the_records():
+    fam = build_family("darcy", n=16)
+    strategies = [{"method": "cg", "preconditioner": "jacobi", "warm_start": False},
+                  {"method": "rcg", "preconditioner": "jacobi", "recycle_dim": 4},
+                  {"method": "direct", "preconditioner": "none"},
+                  {"method": "cg", "preconditioner": "none", "maxiter": 3},  # fast but not converged
+                  default_strategy(fam)]
+    recs = benchmark_sequence(fam, 6, seed=0, strategies=strategies, repeats=3, contender_factor=1e9)
+    ok = [r for r in recs if r["converged"]]
+    assert len(ok) == 4  # the maxiter=3 record is flagged, and excluded from "fastest"
+    fastest = min(ok, key=lambda r: r["seconds"])
+    for r in recs:
+        assert len(r["seconds_runs"]) == 3 and r["seconds"] == min(r["seconds_runs"])
+        assert r["fastest_strategy"] == fastest["strategy"] and r["fastest_seconds"] == fastest["seconds"]
+        assert np.isclose(r["vs_fastest"], r["seconds"] / fastest["seconds"])
+    default = [r for r in recs if r["default"]]
+    assert len(default) == 1 and default[0]["meets_t2"] == (default[0]["vs_fastest"] <= 1.1)
+    rcg, cold = recs[1], recs[0]
+    assert rcg["cold_strategy"] == cold["strategy"] == "cg+jacobi-cold"
+    assert np.isclose(rcg["matvecs_vs_cold"], rcg["matvecs"] / cold["matvecs"])
+    assert rcg["meets_t1"] == (rcg["matvecs_vs_cold"] <= 0.5)
+    assert "matvecs_vs_cold" not in cold and "meets_t2" not in rcg
+    # only contenders (within contender_factor of the fastest first run, and the default) are re-timed
+    recs = benchmark_sequence(fam, 3, seed=0, strategies=strategies[:3], repeats=2, contender_factor=1.0)
+    assert sorted(len(r["seconds_runs"]) for r in recs) == [1, 1, 2]
+
+
+def _load_benchmark_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "solvers.py"
+    spec = importlib.util.spec_from_file_location("bench_solvers", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bandwidth_floor_counts_matrix_once_and_eleven_vector_passes():
+    bench = _load_benchmark_script()
+    A, _ = darcy_systems(1, n=24)[0]
+    N, nnz = A.shape[0], A.nnz
+    bw = 1e10
+    rec = bench.cg_iteration_ratio(A, "darcy-test", bw, llc=None, iterations=20)
+    assert rec["bytes_per_iteration_min"] == 12 * nnz + 4 * (N + 1) + 11 * 8 * N
+    assert np.isclose(rec["floor_seconds"], rec["bytes_per_iteration_min"] / bw)
+    assert np.isclose(rec["ratio_to_floor"], rec["seconds_per_iteration"] / rec["floor_seconds"])
+    assert rec["meets_target"] == (rec["ratio_to_floor"] <= 1.5)
+    assert rec["fits_in_last_level_cache"] is None and rec["seconds_per_iteration"] > 0
+
+
+def test_recycled_cg_halves_matvecs_on_darcy_drift():
+    # target T1 of issue 3 on a Darcy drift sequence (benchmarks/solvers.py runs the full sizes):
+    # k = 32 harvested Ritz vectors, A·W rebuilt (32 matvecs, counted) for every new matrix
+    systems = darcy_systems(16, n=128, coefficient="lognormal")
+    rc = SequenceSolver("rcg", "jacobi", recycle_dim=32)
+    cold = SequenceSolver("cg", "jacobi", warm_start=False)
+    for A, b in systems:
+        rc(A, b, matrix_changed=True)
+        cold(A, b, matrix_changed=True)
+    ratio = sum(r.matvecs for r in rc.records) / sum(r.matvecs for r in cold.records)
+    assert ratio <= 0.5, ratio
+    assert all(r.converged for r in rc.records) and max(r.recycle_dim for r in rc.records) == 32

@@ -5,7 +5,7 @@ scipy-like calling convention: ``x, info = cg(A, b, x0=None, *, rtol=1e-8, atol=
 maxiter=None, M=None, callback=None)``.
 """
 
-from ._benchmark import benchmark_sequence, default_strategy, default_strategies
+from ._benchmark import add_targets, benchmark_sequence, default_strategies, default_strategy, sequence_label
 from ._common import SolveInfo, SolverDidNotConverge
 from ._gcrodr import GCRODR
 from ._krylov import cg, gmres
@@ -28,4 +28,6 @@ __all__ = [
     "default_strategy",
     "default_strategies",
     "benchmark_sequence",
+    "add_targets",
+    "sequence_label",
 ]

@@ -58,6 +58,7 @@ def pcg_core(
     if dmax == 0.0:
         raise ValueError("A has an all-zero diagonal, so it is not SPD; CG cannot solve it (use 'gmres' or 'direct')")
     singular_alpha = 1e13 / (dmax if M is None else 1.0)
+    tol2 = tol * tol
     while True:
         # (re)start from the true residual: guards against drift of the recurrence
         if x0 is None and its == 0:
@@ -88,11 +89,11 @@ def pcg_core(
             axpy(q, r, a=-alpha)
             if callback is not None:
                 callback(x)
-            rnorm = nrm2(r)
-            if rnorm <= tol:
+            rr = float(r @ r)  # ddot: OpenBLAS nrm2 (overflow-safe scaling) measured 3x slower
+            if rr <= tol2:
                 break
             z = r if M is None else M(r)
-            rz_new = rnorm * rnorm if M is None else float(r @ z)
+            rz_new = rr if M is None else float(r @ z)
             beta = rz_new / rz
             rz = rz_new
             p *= beta

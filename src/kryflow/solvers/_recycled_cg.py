@@ -189,6 +189,7 @@ class RecycledCG:
         if dmax == 0.0:
             raise ValueError("A has an all-zero diagonal, so it is not SPD; CG cannot solve it (use 'gmres' or 'direct')")
         singular_alpha = 1e13 / (dmax if M is None else 1.0)
+        tol2 = tol * tol
         while True:
             if x0 is None and its == 0:
                 r = b.copy()
@@ -228,11 +229,11 @@ class RecycledCG:
                 axpy(q, r, a=-alpha)
                 if callback is not None:
                     callback(x)
-                rnorm = nrm2(r)
-                if rnorm <= tol:
+                rr = float(r @ r)  # ddot, not nrm2 (3x slower), as in pcg_core
+                if rr <= tol2:
                     break
                 z = r.copy() if (M is None and W is not None) else (r if M is None else M(r))
-                rz_new = rnorm * rnorm if M is None else float(r @ z)
+                rz_new = rr if M is None else float(r @ z)
                 beta = rz_new / rz
                 rz = rz_new
                 if W is not None:
