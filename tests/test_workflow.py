@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -103,6 +104,13 @@ def test_mlflow_holds_one_finished_run_per_cell_and_dataset(tiny_run):
         assert len(by_key.get(f"generate/{name}", [])) == 1, name
         gen = by_key[f"generate/{name}"][0]
         assert len(client.get_metric_history(gen.info.run_id, "solve_iterations")) >= 4
+    for name in cfg["datasets"]:
+        (bench,) = by_key[f"solver_benchmark/{name}"]
+        records = json.loads((workdir / "results" / "solvers" / f"{name}.json").read_text())
+        # one metric per strategy: cold and warm starts of one method must not overwrite each other
+        names = {re.sub(r"[^\w\-./: ]", "_", r["strategy"]) for r in records}
+        assert len(names) == len(records)
+        assert {f"{n}.seconds" for n in names} <= set(bench.data.metrics)
 
 
 @pytest.mark.slow

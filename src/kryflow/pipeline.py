@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Mapping, Sequence
@@ -189,7 +190,8 @@ def run_solver_benchmark(config: Mapping, name: str, out_json: str | os.PathLike
                       run_name=f"solver-benchmark-{name}",
                       tags={"dataset": name, "rule": "solver_benchmark", "pde_family": spec["family"]})
     fam = build_family(spec["family"], **(spec.get("params") or {}))
-    records = benchmark_sequence(fam, int(bcfg.get("num_samples", 12)), int(spec.get("seed", 0)))
+    records = benchmark_sequence(fam, int(bcfg.get("num_samples", 12)), int(spec.get("seed", 0)),
+                                 repeats=int(bcfg.get("repeats", 3)))
     for r in records:
         r.setdefault("sequence", name)
         r["dataset"] = name
@@ -198,7 +200,9 @@ def run_solver_benchmark(config: Mapping, name: str, out_json: str | os.PathLike
     tracker.log_params({"num_samples": bcfg.get("num_samples", 12), "family": spec["family"],
                         "params": spec.get("params") or {}})
     for r in records:
-        label = f"{r['method']}-{r['preconditioner']}"
+        # one name per strategy (cold and warm CG share method and preconditioner); MLflow
+        # metric names allow letters, digits and _ - . / : and spaces
+        label = re.sub(r"[^\w\-./: ]", "_", r["strategy"])
         tracker.log_metrics({f"{label}.seconds": r["seconds"], f"{label}.matvecs": r["matvecs"],
                              f"{label}.iterations": r["iterations"],
                              f"{label}.max_true_relres": r["max_true_relres"]})
