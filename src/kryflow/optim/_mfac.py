@@ -37,8 +37,10 @@ class MFAC(KeepStateDtypes, torch.optim.Optimizer):
     The paper's recursive (dynamic-algorithm) formulation is replaced by the equivalent Woodbury
     solve with an incrementally updated Gram matrix: per step two (m × d) products and an m×m
     solve. ``test_optim`` checks the step against a dense inverse.
-    The update is rescaled to the gradient norm until the window is full (few gradients make
-    the inverse ≈ 1/λ on most directions).
+    The direction is always rescaled to the gradient's norm: with a small damping λ the raw
+    F⁻¹∇ is about 1/λ times longer than ∇ on directions outside the window, so without the
+    rescaling the learning rate would depend on λ. M-FAC therefore takes SGD-sized steps
+    (learning rates like SGD's; ``momentum`` 0.9 is usually needed).
 
     Arguments:
         params: parameters; lr: step size; weight_decay: decoupled decay.
