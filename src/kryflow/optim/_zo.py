@@ -9,6 +9,23 @@ import torch
 __all__ = ["ZerothOrderSPSA"]
 
 
+def _seeded_generators(seed: int) -> Callable[[torch.device], torch.Generator]:
+    """``device -> generator`` seeded with ``seed``, one per device, created on first use.
+
+    Both direction modes draw z through this, parameter by parameter in order, so they draw the
+    same numbers.
+    """
+    gens: dict[torch.device, torch.Generator] = {}
+
+    def get(device: torch.device) -> torch.Generator:
+        if device not in gens:
+            gens[device] = torch.Generator(device=device)
+            gens[device].manual_seed(seed)
+        return gens[device]
+
+    return get
+
+
 class ZerothOrderSPSA(torch.optim.Optimizer):
     """Two-point SPSA with ``q`` Gaussian directions per step.
 
@@ -47,8 +64,8 @@ class ZerothOrderSPSA(torch.optim.Optimizer):
     def _directions(self, params: list[torch.Tensor], seed: int) -> list[torch.Tensor]:
         """``z ~ N(0, I)`` for ``seed``, one tensor per parameter, drawn into kept flat buffers.
 
-        The draws are made parameter by parameter in order, from one generator per device seeded
-        with ``seed``, exactly as :meth:`_perturb` regenerates them, so both modes use the same z.
+        Drawn through :func:`_seeded_generators` in parameter order, as :meth:`_perturb`
+        regenerates them, so both modes use the same z.
         """
         groups: dict[tuple, list[int]] = {}
         for i, p in enumerate(params):
@@ -61,13 +78,9 @@ class ZerothOrderSPSA(torch.optim.Optimizer):
                 buf = self._buffers[(device, dtype)] = torch.empty(total, device=device, dtype=dtype)
             for i, z in zip(idx, buf.split([params[i].numel() for i in idx])):
                 views[i] = z.view(params[i].shape)
-        gens: dict = {}
+        gen = _seeded_generators(seed)
         for p, z in zip(params, views):
-            gen = gens.get(p.device)
-            if gen is None:
-                gen = gens[p.device] = torch.Generator(device=p.device)
-                gen.manual_seed(seed)
-            z.normal_(generator=gen)
+            z.normal_(generator=gen(p.device))
         return views
 
     def _perturb(self, params: list[torch.Tensor], seed: int, alpha: float, z=None) -> None:
@@ -75,13 +88,9 @@ class ZerothOrderSPSA(torch.optim.Optimizer):
         if z is not None:
             torch._foreach_add_(params, z, alpha=alpha)
             return
-        gens: dict = {}
-        for p in params:  # same draw order and generator per device as _directions: same z
-            gen = gens.get(p.device)
-            if gen is None:
-                gen = gens[p.device] = torch.Generator(device=p.device)
-                gen.manual_seed(seed)
-            p.add_(torch.empty_like(p).normal_(generator=gen), alpha=alpha)
+        gen = _seeded_generators(seed)
+        for p in params:  # same draw order and generators as _directions: same z
+            p.add_(torch.empty_like(p).normal_(generator=gen(p.device)), alpha=alpha)
 
     def _prepare(self, params: list[torch.Tensor], seed: int):
         return self._directions(params, seed) if self.directions == "buffer" else None
