@@ -11,29 +11,7 @@ from scipy.linalg import get_blas_funcs
 
 __all__ = ["SolveInfo", "SolverDidNotConverge", "check_system", "as_preconditioner", "MatrixFingerprint"]
 
-# in-place y += a*x without a temporary: the CG inner loop is memory-bound, temporaries double traffic
-axpy = get_blas_funcs("axpy", dtype=np.float64)
 nrm2 = get_blas_funcs("nrm2", dtype=np.float64)
-
-
-try:  # scipy's CSR kernel writing into a caller-owned buffer; private, so guarded
-    from scipy.sparse._sparsetools import csr_matvec as _csr_matvec
-except ImportError:  # pragma: no cover - other scipy layouts
-    _csr_matvec = None
-
-
-def matvec_into(A: sp.csr_matrix, x: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``out[:] = A @ x`` for CSR float64 A without allocating.
-
-    ``A @ x`` allocates a fresh N-vector per call; above glibc's mmap threshold every one
-    page-faults, which measured 1.6x slower than this on a 512² Darcy matrix.
-    """
-    if _csr_matvec is None or A.indices.dtype != np.int32:
-        out[:] = A @ x
-        return out
-    out.fill(0.0)
-    _csr_matvec(A.shape[0], A.shape[1], A.indptr, A.indices, A.data, x, out)
-    return out
 
 
 @dataclass

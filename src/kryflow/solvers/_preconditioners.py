@@ -66,6 +66,11 @@ class JacobiPreconditioner(Preconditioner):
             )
         self._dinv = 1.0 / d
 
+    @property
+    def diagonal_inverse(self) -> np.ndarray:
+        """1/diag(A): lets plain PCG apply Jacobi inside its compiled loop."""
+        return self._dinv
+
     def __call__(self, r):
         return self._dinv * r
 

@@ -20,7 +20,8 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 
-from ._common import MatrixFingerprint, SolveInfo, as_preconditioner, axpy, check_system, matvec_into, nrm2
+from . import _kernels as _k
+from ._common import MatrixFingerprint, SolveInfo, as_preconditioner, check_system, nrm2
 from ._krylov import check_params, tolerance
 
 __all__ = ["RecycledCG"]
@@ -204,7 +205,7 @@ class RecycledCG:
             if nrm2(r) <= tol or its >= maxiter:
                 return x, its, mv, nrm2(r) <= tol, eig
             z = r if M is None else M(r)
-            rz = float(r @ z)
+            rz = _k.dot(r, z)
             if W is not None:
                 # deflated preconditioned residual: A-orthogonal to W
                 z = z - (EAW @ z) @ W
@@ -212,10 +213,9 @@ class RecycledCG:
             alpha_prev = beta = 0.0
             q = np.empty(n)
             while its < maxiter:
-                matvec_into(A, p, q)
+                pq = _k.matvec_dot(A, p, q)
                 mv += 1
                 its += 1
-                pq = float(p @ q)
                 if not pq > 0.0 or rz > pq * singular_alpha:
                     raise ValueError(
                         f"deflated CG breakdown at iteration {its}: p^T A p = {pq:.3e} <= 0, so A (or the "
@@ -225,15 +225,13 @@ class RecycledCG:
                 if eig is not None:
                     # Lanczos vector z_j / sqrt(rho_j) and diagonal 1/alpha_j + beta_{j-1}/alpha_{j-1}
                     eig.push(z / np.sqrt(rz), 1.0 / alpha + (beta / alpha_prev if alpha_prev else 0.0))
-                axpy(p, x, a=alpha)
-                axpy(q, r, a=-alpha)
+                rr, _ = _k.update_xr(x, r, p, q, alpha)  # the kernels of pcg_core: same arithmetic
                 if callback is not None:
                     callback(x)
-                rr = float(r @ r)  # ddot, not nrm2 (3x slower), as in pcg_core
                 if rr <= tol2:
                     break
                 z = r.copy() if (M is None and W is not None) else (r if M is None else M(r))
-                rz_new = rr if M is None else float(r @ z)
+                rz_new = rr if M is None else _k.dot(r, z)
                 beta = rz_new / rz
                 rz = rz_new
                 if W is not None:
@@ -241,8 +239,7 @@ class RecycledCG:
                 if eig is not None:
                     eig.couple(-np.sqrt(beta) / alpha)
                 alpha_prev = alpha
-                p *= beta
-                p += z
+                _k.direction(p, z, beta)
             if eig is not None:
                 eig.stop()  # the Lanczos relation ends where CG restarts
 

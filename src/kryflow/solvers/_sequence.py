@@ -46,6 +46,25 @@ def _blas_limit(threads: int | None):
     if _CONTROLLER is False:
         return contextlib.nullcontext()
     return _CONTROLLER.limit(limits=int(threads), user_api="blas")
+
+
+@contextlib.contextmanager
+def _thread_limit(threads: int | None):
+    """BLAS threads (see :func:`_blas_limit`) and the compiled CG kernels' numba threads
+    limited to ``threads`` for the duration; None leaves both as they are. Without a limit a
+    workflow running one solver job per core would oversubscribe the cores."""
+    with _blas_limit(threads):
+        if threads is None:
+            yield
+            return
+        import numba
+
+        old = numba.get_num_threads()
+        numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+        try:
+            yield
+        finally:
+            numba.set_num_threads(old)
 _METHOD_OPTIONS = {
     "cg": set(),
     "rcg": {"harvest_size", "harvest_solves", "refresh_factor", "adaptive"},
@@ -71,7 +90,9 @@ class SequenceSolver:
         method_options: ``atol``; ``restart`` (gmres/gcrodr/scipy_gcrotmk); ``harvest_size``,
             ``harvest_solves``, ``refresh_factor`` (rcg); ``adaptive`` (rcg, gcrodr: recycling off while
             solves need < 2 recycle_dim iterations); ``amg_reuse`` ("rebuild" (default) | "aggregates" |
-            "lagged"), ``amg_refresh``; ``ilu_drop_tol``, ``ilu_fill_factor``.
+            "lagged"), ``amg_refresh``; ``ilu_drop_tol``, ``ilu_fill_factor``; ``blas_threads``
+            (default 1; None = no limit): threads for BLAS and for the compiled CG kernels during
+            a solve, so that one solver job per core does not oversubscribe the machine.
 
     Call as ``x = solver(A, b, matrix_changed=bool)`` (A: N x N sparse, b: (N,)); one
     :class:`SolveInfo` per call is appended to ``records``.
@@ -139,7 +160,7 @@ class SequenceSolver:
         return out
 
     def __call__(self, A, b, *, matrix_changed: bool) -> np.ndarray:
-        with _blas_limit(self.blas_threads):
+        with _thread_limit(self.blas_threads):
             return self._solve(A, b, matrix_changed)
 
     def _solve(self, A, b, matrix_changed: bool) -> np.ndarray:
