@@ -91,11 +91,16 @@ def pcg_core(
             if not pq > 0.0 or rz > pq * singular_alpha:
                 raise _breakdown(its, pq)
             alpha = rz / pq
-            rr, _ = _k.update_xr(x, r, p, q, alpha)
+            rr, rz_jacobi = _k.update_xr(x, r, p, q, alpha, dinv)
             if callback is not None:
                 callback(x)
             if rr <= tol2:
                 break
+            if dinv is not None:  # exactly the compiled loop's arithmetic
+                beta = rz_jacobi / rz
+                rz = rz_jacobi
+                _k.direction(p, r, beta, dinv)
+                continue
             z = r if M is None else M(r)
             rz_new = rr if M is None else _k.dot(r, z)
             beta = rz_new / rz

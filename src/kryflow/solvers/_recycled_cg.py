@@ -191,6 +191,7 @@ class RecycledCG:
             raise ValueError("A has an all-zero diagonal, so it is not SPD; CG cannot solve it (use 'gmres' or 'direct')")
         singular_alpha = 1e13 / (dmax if M is None else 1.0)
         tol2 = tol * tol
+        dinv = getattr(M, "diagonal_inverse", None)
         while True:
             if x0 is None and its == 0:
                 r = b.copy()
@@ -225,13 +226,14 @@ class RecycledCG:
                 if eig is not None:
                     # Lanczos vector z_j / sqrt(rho_j) and diagonal 1/alpha_j + beta_{j-1}/alpha_{j-1}
                     eig.push(z / np.sqrt(rz), 1.0 / alpha + (beta / alpha_prev if alpha_prev else 0.0))
-                rr, _ = _k.update_xr(x, r, p, q, alpha)  # the kernels of pcg_core: same arithmetic
+                # the kernels of pcg_core, Jacobi fused the same way: same arithmetic
+                rr, rz_jacobi = _k.update_xr(x, r, p, q, alpha, dinv)
                 if callback is not None:
                     callback(x)
                 if rr <= tol2:
                     break
                 z = r.copy() if (M is None and W is not None) else (r if M is None else M(r))
-                rz_new = rr if M is None else _k.dot(r, z)
+                rz_new = rr if M is None else (rz_jacobi if dinv is not None else _k.dot(r, z))
                 beta = rz_new / rz
                 rz = rz_new
                 if W is not None:
