@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ._kernels import warm_up
 from ._sequence import SequenceSolver
 
 __all__ = ["default_strategy", "default_strategies", "benchmark_sequence", "add_targets", "sequence_label"]
@@ -15,17 +16,18 @@ __all__ = ["default_strategy", "default_strategies", "benchmark_sequence", "add_
 def default_strategy(family: Any) -> dict[str, Any]:
     """The ``{"method", "preconditioner"}`` the workflow uses for ``family`` by default.
 
-    Chosen from ``benchmarks/solvers.py`` (full run, 2-core shared machine, 1 BLAS thread,
-    rtol 1e-8, drift sequences; seconds for the whole sequence, min of 3 interleaved runs):
+    Chosen from ``benchmarks/solvers.py`` (full run 2026-11-27 with the compiled CG loop,
+    2-core shared machine, 1 thread per solver, rtol 1e-8, drift sequences; seconds for the
+    whole sequence, min of 3 interleaved runs):
 
-    * Darcy 2D 32² (64 systems): Jacobi-PCG 0.079 s, CG 0.087, LU 0.103, AMG-PCG 0.43.
-      128² binary / lognormal (32 systems): Jacobi-PCG 1.22 / 1.15, AMG-PCG 1.29 / 1.23,
-      LU 1.31 / 1.41. 256² (16 systems): AMG-PCG 2.50 / 2.52, Jacobi-PCG 4.5 / 4.3, LU 4.2.
-    * Darcy 3D 32³ (16 systems): Jacobi-PCG 0.44 s, CG 0.52, AMG-PCG 1.78 (LU not run: 9.6 s
+    * Darcy 2D 32² (64 systems): Jacobi-PCG 0.036 s, CG 0.044, LU 0.10, AMG-PCG 0.43.
+      128² binary / lognormal (32 systems): Jacobi-PCG 1.01 / 0.97, AMG-PCG 1.31 / 1.23,
+      LU 1.31 / 1.30. 256² (16 systems): AMG-PCG 2.55 / 2.44, Jacobi-PCG 4.0 / 3.7, LU 4.2 / 4.0.
+    * Darcy 3D 32³ (16 systems): Jacobi-PCG 0.40 s, CG 0.49, AMG-PCG 1.67 (LU not run: 9.6 s
       per solve measured earlier).
-    * Heat CN 128² (4 samples x 20 steps): one LU per sample serves every step, 0.30 s vs
-      1.2-1.5 s for every Krylov strategy.
-    * Advection–diffusion 2D 128² (16 systems): LU 0.64 s, AMG-GMRES 1.69, GMRES 1.82.
+    * Heat CN 128² (4 samples x 22 systems): one LU per sample serves every step, 0.29 s vs
+      1.5-1.7 s for every Krylov strategy.
+    * Advection–diffusion 2D 128² (16 systems): LU 0.64 s, AMG-GMRES 1.65, GMRES 1.76.
 
     Recycled solvers halve matvecs where T1 of issue 3 holds (rcg k=32 on 2D Darcy, GCRO-DR
     with ILU on advection–diffusion) but not wall time: deflation adds 2k vector passes per
@@ -162,6 +164,7 @@ def benchmark_sequence(family: Any, num_samples: int, seed: int, strategies: lis
         records ``cold_strategy, matvecs_vs_cold, meets_t1`` (``<= 0.5``).
     """
     strategies = default_strategies(family) if strategies is None else list(strategies)
+    warm_up()  # load the compiled kernels first: the first strategy must not pay for it
     capture = SequenceSolver("direct", rtol=1.0 - 1e-12, on_nonconvergence="flag")
     systems: list[tuple] = []
 
