@@ -330,8 +330,8 @@ def test_deterministic_for_fixed_seed(opt_name):
 def test_state_dict_round_trip_continues_identically(opt_name):
     torch.set_num_threads(1)
     lr, extras, _ = TRAIN[opt_name]
-    if opt_name == "kfac":  # exercise the generator, factor updates and stale inverses across the save
-        extras = {**extras, "fisher": "mc", "factor_every": 2, "inverse_every": 3}
+    if opt_name == "kfac":  # exercise the generator, factor updates, stale inverses and drawn rows across the save
+        extras = {**extras, "fisher": "mc", "factor_every": 2, "inverse_every": 3, "stats_rows": 16}
     if opt_name in ("mkor", "mkor_h"):  # exercise the re-damping refresh
         extras = {**extras, "refresh_every": 2}
     model, loss_fn = problem("resnet")
@@ -427,3 +427,31 @@ def test_schedulers(kind):
         assert lrs[-1] < 0.1
     with pytest.raises(ValueError, match="warmup_steps"):
         build_scheduler(runner, kind, total_steps=10, warmup_steps=10)
+
+
+def test_kfac_sampled_statistics_rows_are_unbiased():
+    # stats_rows draws a random subset of positions per statistics step: the factors must agree
+    # with the every-row factors in expectation (mean over many independent draws)
+    from kryflow.optim._layers import LayerCapture
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+    x = torch.randn(2, 3, 12, 12)
+    g = torch.randn(2, 4, 12, 12)
+    a_all, g_all, total = LayerCapture.sampled_rows(conv, x, [g], None)
+    assert total == a_all.shape[0] == 2 * 144 and a_all.shape[1] == 27
+    A_all = a_all.t() @ a_all / total
+    G_all = g_all[0].t() @ g_all[0]
+    A_mean, G_mean, draws = torch.zeros_like(A_all), torch.zeros_like(G_all), 400
+    for k in range(draws):
+        a, gs, tot = LayerCapture.sampled_rows(conv, x, [g], 50, torch.Generator().manual_seed(k))
+        assert a.shape == (50, 27) and gs[0].shape == (50, 4) and tot == total
+        A_mean += a.t() @ a / 50 / draws
+        G_mean += gs[0].t() @ gs[0] * (tot / 50) / draws
+    assert torch.allclose(A_mean, A_all, atol=0.08 * A_all.diagonal().mean())
+    assert torch.allclose(G_mean, G_all, atol=0.08 * G_all.diagonal().mean())
+    # a drawn row is exactly the patch of its position: the subset is a subset of the full rows
+    a, gs, _ = LayerCapture.sampled_rows(conv, x, [g], 7, torch.Generator().manual_seed(1))
+    for row, grow in zip(a, gs[0]):
+        hit = ((a_all == row).all(1) & (g_all[0] == grow).all(1)).nonzero()
+        assert hit.numel() == 1

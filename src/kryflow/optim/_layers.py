@@ -169,6 +169,36 @@ class LayerCapture:
         return g.movedim(1, -1).reshape(-1, g.shape[1])
 
     @staticmethod
+    def sampled_rows(layer: nn.Module, x: torch.Tensor, grads: list[torch.Tensor], max_rows: int | None,
+                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, list[torch.Tensor], int]:
+        """Rows of ``a`` (no bias column) and of each output gradient, at the same positions.
+
+        All rows, or -- for a Linear/Conv layer with more than ``max_rows`` of them -- the rows of
+        ``max_rows`` positions drawn uniformly without replacement (``generator``, on the CPU).
+        Conv patches are gathered from the strided view for the drawn positions only, so the
+        full patch matrix is never built. Returns ``(a, gs, total_rows)``; means over the drawn
+        rows are unbiased for means over all ``total_rows``.
+        """
+        def every_row():
+            a = LayerCapture.rows_a(layer, x, bias_column=False)
+            return a, [LayerCapture.rows_g(layer, g) for g in grads], a.shape[0]
+
+        if max_rows is None or isinstance(layer, ModeMixing) or not grads:
+            return every_row()
+        g0 = grads[0]
+        grid = g0.shape[:-1] if isinstance(layer, nn.Linear) else (g0.shape[0], *g0.shape[2:])
+        total = math.prod(grid)
+        if total <= max_rows:
+            return every_row()
+        idx = torch.randperm(total, generator=generator)[:max_rows].sort().values.to(x.device)
+        if isinstance(layer, nn.Linear):
+            return (x.reshape(-1, x.shape[-1])[idx], [g.reshape(-1, g.shape[-1])[idx] for g in grads], total)
+        b, *pos = torch.unravel_index(idx, tuple(grid))
+        v = _unfold_view(x, layer)  # (B, C, *out_grid, *kernel); advanced indices first: (S, C, *kernel)
+        a = v[(b, slice(None), *pos)].reshape(idx.shape[0], -1)
+        return a, [g[(b, slice(None), *pos)] for g in grads], total
+
+    @staticmethod
     def positions_shared(layer: nn.Module) -> bool:
         """Whether one weight serves all positions (Linear/Conv) or each position has its own (spectral modes)."""
         return not isinstance(layer, ModeMixing)
