@@ -57,6 +57,11 @@ def default_strategies(family: Any) -> list[dict[str, Any]]:
     # per new matrix eats what deflation saves. GCRO-DR on advection–diffusion 128²: (k, m) =
     # (8, 30) 0.96, (16, 50) 0.78, (40, 80) 0.63, (64, 128) 0.62 x GMRES(30) cold; with ILU
     # (GMRES(30) needs ~225 iterations per system at 128²) (16, 60) 0.44, (32, 80) 0.41.
+    # Darcy 3D 32³ binary (12 systems, Jacobi): cold PCG ~157 iterations per system; rcg with
+    # k = 8/16/32/64 settles at 100/85/80/76 iterations, i.e. 0.75/0.74/0.84/1.08 x the cold
+    # matvecs with the k-matvec A·W rebuilds. Iterations plateau near half of cold whatever k,
+    # so even a free rebuild would give ~0.5; projecting the start onto the previous 1-8
+    # solutions (Fischer) saved only 2-6% more at this drift. T1 is out of reach there.
     if family.matrix_kind == "spd":
         s = [
             {"method": "cg", "preconditioner": "none", "warm_start": False},
