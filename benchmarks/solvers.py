@@ -21,6 +21,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import functools  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -53,8 +54,10 @@ QUICK = [
 ]
 
 
+@functools.cache
 def _axpy_parallel():
-    """``y += a x`` over all numba threads (the threads the CG kernels use), compiled once."""
+    """``y += a x`` over all numba threads (the threads the CG kernels use), compiled once per
+    process (the benchmark measures a bandwidth per sequence)."""
     from numba import njit, prange
 
     @njit(parallel=True, cache=False)

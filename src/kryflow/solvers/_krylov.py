@@ -96,16 +96,14 @@ def pcg_core(
                 callback(x)
             if rr <= tol2:
                 break
-            if dinv is not None:  # exactly the compiled loop's arithmetic
-                beta = rz_jacobi / rz
-                rz = rz_jacobi
-                _k.direction(p, r, beta, dinv)
-                continue
-            z = r if M is None else M(r)
-            rz_new = rr if M is None else _k.dot(r, z)
+            if dinv is not None:  # Jacobi as the compiled loop does it: r.Mr fused, M applied in direction
+                z, rz_new = r, rz_jacobi
+            else:
+                z = r if M is None else M(r)
+                rz_new = rr if M is None else _k.dot(r, z)
             beta = rz_new / rz
             rz = rz_new
-            _k.direction(p, z, beta)
+            _k.direction(p, z, beta, dinv)
         # loop back to verify with the true residual
 
 
