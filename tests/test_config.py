@@ -40,6 +40,10 @@ BAD = [
     (lambda c: c.update({"tracking": {"uri": "not a uri"}}), "tracking.uri"),
     (lambda c: c["datasets"]["darcy"]["solver"].update({"method": "bicgx"}), "datasets.darcy.solver.method"),
     (lambda c: c["datasets"]["darcy"].update({"splits": [0.5, 0.5, 0.5]}), "datasets.darcy.splits"),
+    (lambda c: c["datasets"]["darcy"]["solver"].update({"method": "rcg", "recycle_mode": "ritz"}),
+     "datasets.darcy.solver.recycle_mode"),
+    (lambda c: c["datasets"]["darcy"]["solver"].update({"method": "cg", "recycle_mode": "spectral"}),
+     "datasets.darcy.solver.recycle_mode"),
     (lambda c: c.update({"trainig": {}}), "trainig"),
 ]
 

@@ -100,9 +100,10 @@ def test_empty_recycle_space_reproduces_cg(pre):
         counts = []
         _, ref = cg(A, b, rtol=RTOL, M=M, callback=lambda x: counts.append(1), full_output=True)
         for k in (0, 6):  # k=6: fresh solver, nothing harvested yet -> also plain PCG
-            _, info = RecycledCG(k).solve(A, b, rtol=RTOL, M=M)
-            assert info.iterations == ref.iterations == len(counts)
-            assert info.recycle_dim == 0
+            for mode in ("deflation", "spectral"):
+                _, info = RecycledCG(k, mode=mode).solve(A, b, rtol=RTOL, M=M)
+                assert info.iterations == ref.iterations == len(counts)
+                assert info.recycle_dim == 0
 
 
 def test_empty_recycle_space_reproduces_gmres():
@@ -140,6 +141,79 @@ def test_exact_eigenvectors_cut_iterations_as_theory_predicts():
     predicted = np.sqrt(lam_all[0] / lam_all[k])  # sqrt(kappa_eff / kappa)
     assert predicted * 0.9 <= ratio <= 1.0 and defl.iterations < plain.iterations
     assert kappa / kappa_eff > 4
+
+
+@pytest.mark.parametrize("pre", ["none", "jacobi"])
+def test_spectral_preconditioner_moves_exact_eigenvalues_to_theta(pre):
+    # P = M^-1 + sum_i (theta/mu_i - 1) y_i y_i^T with exact eigenpairs (mu_i, y_i) of the pencil
+    # (A, M), y_i M-orthonormal: P A has the eigenvalue theta on each y_i and keeps the rest, so
+    # PCG needs the iterations of kappa_eff = lambda_max / lambda_(k+1)
+    n, k = 20, 8
+    a = np.exp(np.random.default_rng(1).standard_normal((n, n)))  # variable coefficient
+    A = diffusion_operator(a)
+    b = np.random.default_rng(0).standard_normal(n * n)
+    d = A.diagonal()
+    Mdiag = np.ones(n * n) if pre == "none" else d
+    # symmetric form: S = M^-1/2 A M^-1/2, eigenvectors y = M^-1/2 u are M-orthonormal
+    S = (A.toarray() / np.sqrt(Mdiag)[:, None]) / np.sqrt(Mdiag)[None, :]
+    lam_all, U = np.linalg.eigh(S)
+    Y = (U[:, :k] / np.sqrt(Mdiag)[:, None]).T
+    M = None if pre == "none" else SequenceSolver("cg", "jacobi")._pre
+    if M is not None:
+        M.update(A, True)
+    theta = d.mean() if pre == "none" else 1.0
+    rc = RecycledCG(k, mode="spectral")
+    rc.W, rc._shift = np.ascontiguousarray(Y), theta / lam_all[:k] - 1.0
+    P = rc._spectral_preconditioner(M)
+    PA = np.column_stack([P(col) for col in A.toarray().T])
+    ev = np.sort(np.linalg.eigvals(PA).real)
+    expected = np.sort(np.concatenate([np.full(k, theta), lam_all[k:]]))
+    assert np.allclose(ev, expected, rtol=1e-8, atol=1e-10 * lam_all[-1])
+    _, plain = RecycledCG(0).solve(A, b, rtol=RTOL, M=M)
+    _, spec = rc.solve(A, b, rtol=RTOL, M=M)
+    lo, hi = min(lam_all[k], theta), max(lam_all[-1], theta)
+    assert spec.converged and spec.recycle_dim == k
+    assert spec.iterations <= np.ceil(0.5 * np.sqrt(hi / lo) * np.log(2 / RTOL))
+    assert spec.iterations < 0.6 * plain.iterations
+    # no A·W products: the same residual checks as plain PCG
+    assert spec.matvecs - spec.iterations == plain.matvecs - plain.iterations
+
+
+def test_spectral_recycling_grows_without_matvecs_and_stays_spd():
+    systems = darcy_systems(10, n=32)
+    spec = SequenceSolver("rcg", "jacobi", recycle_dim=48, recycle_mode="spectral", harvest_per_solve=16)
+    cold = SequenceSolver("cg", "jacobi", warm_start=False)
+    for A, b in systems:
+        spec(A, b, matrix_changed=True)
+        cold(A, b, matrix_changed=True)
+    dims = [r.recycle_dim for r in spec.records]
+    assert dims[:4] == [0, 16, 32, 48] and set(dims[4:]) == {48}  # full after three solves
+    # no rebuilds (deflation would add 48 per solve): only the start, restart and true-residual checks
+    assert all(r.matvecs <= r.iterations + 5 for r in spec.records)
+    assert all(r.converged for r in spec.records)
+    assert sum(r.matvecs for r in spec.records[3:]) < 0.75 * sum(r.matvecs for r in cold.records[3:])
+    # the preconditioner is SPD for any matrix: an unrelated one converges, nothing is stale
+    shock = darcy_systems(1, n=32, seed=9, coefficient="lognormal", sigma=3.0)[0]
+    x = spec(*shock, matrix_changed=True)
+    assert true_relres(shock[0], x, shock[1]) <= RTOL
+    with pytest.raises(ValueError, match="recycle_mode must be 'deflation' or 'spectral'"):
+        SequenceSolver("rcg", "jacobi", recycle_mode="ritz")
+    with pytest.raises(ValueError, match="harvest_per_solve"):
+        RecycledCG(8, mode="spectral", harvest_per_solve=0)
+
+
+def test_spectral_recycling_refills_when_iterations_drift_up():
+    a_sys = darcy_systems(6, n=24)
+    other = darcy_systems(4, n=24, seed=5, coefficient="lognormal", sigma=2.5)
+    s = SequenceSolver("rcg", "none", recycle_dim=16, recycle_mode="spectral", harvest_per_solve=8,
+                       refresh_factor=1.1, maxiter=10000)
+    for A, b in a_sys + other:
+        x = s(A, b, matrix_changed=True)
+        assert true_relres(A, x, b) <= RTOL
+    dims = [r.recycle_dim for r in s.records]
+    assert 16 in dims[:6]
+    # the switch to a rougher coefficient field drove iterations up: the space was emptied and refilled
+    assert 0 in dims[6:] and dims[-1] > 0, dims
 
 
 def test_recycling_reduces_matvecs_on_drift_sequence():
@@ -196,10 +270,11 @@ def test_stale_recycle_space_is_detected():
         d(A3, b1, matrix_changed=False)
 
 
-def test_fixed_seed_gives_identical_iteration_counts():
+@pytest.mark.parametrize("mode", ["deflation", "spectral"])
+def test_fixed_seed_gives_identical_iteration_counts(mode):
     def run():
         fam = build_family("darcy", n=16)
-        s = SequenceSolver("rcg", "jacobi", recycle_dim=4)
+        s = SequenceSolver("rcg", "jacobi", recycle_dim=4, recycle_mode=mode)
         for sample in fam.samples(5, seed=3):
             sample.solve(s)
         return [(r.iterations, r.matvecs, r.recycle_dim) for r in s.records]

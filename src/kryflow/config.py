@@ -217,6 +217,11 @@ def check_config(config: dict) -> dict:
                 f"config key '{key}.solver.preconditioner': unknown preconditioner "
                 f"'{solver['preconditioner']}'. Valid: {', '.join(PRECONDITIONERS)}"
             )
+        if "recycle_mode" in solver and solver.get("method", "auto") != "rcg":
+            raise ConfigError(
+                f"config key '{key}.solver.recycle_mode': only method 'rcg' recycles this way (method is "
+                f"'{solver.get('method', 'auto')}'); set method: rcg or remove recycle_mode"
+            )
         if ds.get("transfer"):
             tn = ds["transfer"]["n"]
             if tn <= n:

@@ -9,6 +9,15 @@ residuals of a solve are the PCG Lanczos vectors (M-orthogonal, ``M z_j = r_j``)
 come free from the CG recurrences, and a Rayleigh–Ritz step for the pencil (A, M) on
 span{W, Lanczos vectors} keeps the k smallest Ritz pairs. No extra matvecs are spent except
 k to rebuild A·W when the matrix changes.
+
+``mode="spectral"`` recycles the same eigen-information as a preconditioner instead: an
+incremental spectral preconditioner (Giraud, Gratton & Martin 2007; Carpentieri, Duff & Giraud
+2003) ``P = M⁻¹ + Σ_i c_i y_i y_iᵀ`` that moves each harvested small eigenvalue μ_i of P·A to
+θ (``c_i = θ/μ_i − 1``). Every solve adds the small Ritz pairs of its own PCG run, read off the
+Lanczos window with no matvecs, until the space holds ``recycle_dim`` vectors. P stays SPD for
+any A, so a changed matrix needs no rebuild: the space is only stale, not wrong. This suits
+sequences whose small eigenvalues are many (3D, high contrast), where the k matvecs per new
+matrix that deflation spends rebuilding A·W outweigh what k vectors save.
 """
 
 from __future__ import annotations
@@ -48,16 +57,32 @@ class RecycledCG:
         adaptive: switch recycling off while solves take fewer than 2k iterations (a strong
             preconditioner): rebuilding A·W then costs more matvecs than deflation can save.
             It switches back on when a solve needs 4k iterations or more.
+        mode: ``"deflation"`` (exact deflation with W, A·W rebuilt per new matrix) or
+            ``"spectral"`` (incremental spectral preconditioner, see the module docstring):
+            ``recycle_dim`` is then the most vectors it holds; every solve adds up to
+            ``harvest_per_solve`` until it is full; it is emptied and refilled when a solve needs
+            more than ``refresh_factor`` times the iterations of the first solve with it full.
+            ``harvest_solves`` applies to deflation only; ``adaptive`` to both (with k the
+            per-solve harvest in spectral mode).
 
     Use :meth:`solve` once per system, in sequence order.
     """
 
     def __init__(self, recycle_dim: int = 8, harvest_size: int | None = None, harvest_solves: int = 4,
-                 refresh_factor: float = 1.3, adaptive: bool = True):
+                 refresh_factor: float = 1.3, adaptive: bool = True, mode: str = "deflation",
+                 harvest_per_solve: int = 16):
+        if mode not in ("deflation", "spectral"):
+            raise ValueError(f"recycle_mode must be 'deflation' or 'spectral', got {mode!r}")
+        self.mode = mode
+        if isinstance(harvest_per_solve, bool) or not isinstance(harvest_per_solve, (int, np.integer)) \
+                or harvest_per_solve < 1:
+            raise ValueError(f"harvest_per_solve must be an integer >= 1, got {harvest_per_solve!r}")
         if isinstance(recycle_dim, bool) or not isinstance(recycle_dim, (int, np.integer)) or recycle_dim < 0:
             raise ValueError(f"recycle_dim must be an integer >= 0, got {recycle_dim!r}")
         self.k = int(recycle_dim)
-        self.harvest_size = int(harvest_size) if harvest_size is not None else 2 * self.k + 16
+        # Ritz pairs one solve harvests: the whole space (deflation) or a slice of it (spectral)
+        self.kh = self.k if mode == "deflation" else min(self.k, int(harvest_per_solve))
+        self.harvest_size = int(harvest_size) if harvest_size is not None else 2 * self.kh + 16
         if self.harvest_size < 1:
             raise ValueError(f"harvest_size must be >= 1, got {harvest_size!r}")
         self.harvest_solves = int(harvest_solves)
@@ -65,6 +90,7 @@ class RecycledCG:
         self.W: np.ndarray | None = None  # (k, N), rows are vectors
         self.AW: np.ndarray | None = None
         self._E: Any = None
+        self._shift: np.ndarray | None = None  # spectral mode: theta/lambda_i - 1 per vector
         self._fingerprint = MatrixFingerprint()
         self._fp: tuple | None = None
         self._harvest_left = self.harvest_solves
@@ -79,7 +105,7 @@ class RecycledCG:
 
     def reset(self) -> None:
         """Forget the recycle space (e.g. when the problem size changes)."""
-        self.W = self.AW = self._E = None
+        self.W = self.AW = self._E = self._shift = None
         self._fp = None
         self._harvest_left = self.harvest_solves
         self._baseline = None
@@ -111,7 +137,9 @@ class RecycledCG:
         mv = 0
         if self.W is not None and self.W.shape[1] != A.shape[0]:
             self.reset()
-        if self.W is not None:
+        if self.W is not None and self.mode == "spectral":
+            pass  # the spectral preconditioner is SPD for any A: nothing to rebuild, nothing stale
+        elif self.W is not None:
             if matrix_changed:
                 self.AW = np.ascontiguousarray((A @ self.W.T).T)
                 mv += self.W.shape[0]
@@ -139,11 +167,15 @@ class RecycledCG:
         Mf = as_preconditioner(M, n)
         mv = self._prepare(A, matrix_changed)
         used_k = self.recycle_dim
-        harvest = self.k > 0 and self.active and self._harvest_left > 0
+        if self.mode == "spectral":
+            harvest = self.k > 0 and self.active and used_k < self.k
+        else:
+            harvest = self.k > 0 and self.active and self._harvest_left > 0
         x, its, mv2, ok, eig = self._pcg(A, b, x0, rtol, atol, maxiter, Mf, callback, harvest)
         mv += mv2
         if eig is not None:
-            mv += self._rayleigh_ritz(A, eig, euclidean=Mf is None)
+            mv += (self._spectral_update(A, Mf, eig) if self.mode == "spectral"
+                   else self._rayleigh_ritz(A, eig, euclidean=Mf is None))
         self._schedule(its, harvest, used_k)
         bnorm = nrm2(b)
         rel = float(nrm2(b - A @ x) / bnorm) if bnorm > 0 else 0.0
@@ -157,12 +189,21 @@ class RecycledCG:
         """Harvest for a few solves, then stop; restart harvesting when iterations drift up."""
         if self.adaptive and self.k > 0:
             # judged only on solves without deflation, else recycling success would switch it off
-            if self.active and used_k == 0 and its < 2 * self.k:
+            if self.active and used_k == 0 and its < 2 * self.kh:
                 self.active = False
-                self.W = self.AW = self._E = None
+                self.W = self.AW = self._E = self._shift = None
                 return
-            if not self.active and its >= 4 * self.k:
+            if not self.active and its >= 4 * self.kh:
                 self.active, self._harvest_left = True, self.harvest_solves
+        if self.mode == "spectral":
+            if used_k < self.k or self.k == 0:
+                return
+            if self._baseline is None:
+                self._baseline = max(its, 1)  # the first solve with the space full
+            elif its > self.refresh_factor * self._baseline + 1:
+                self.W = self._shift = None  # too stale: empty it and harvest afresh
+                self._baseline = None
+            return
         if harvested:
             self._harvest_left -= 1
             if self._harvest_left == 0:
@@ -176,10 +217,15 @@ class RecycledCG:
         n = b.shape[0]
         bnorm = nrm2(b)
         tol = tolerance(bnorm, rtol, atol)
-        eig = _EigCG(n, self.k, self.harvest_size) if harvest else None
+        eig = _EigCG(n, self.kh, self.harvest_size) if harvest else None
         if bnorm == 0.0:
             return np.zeros(n), 0, 0, True, None
         W, AW = self.W, self.AW
+        unpreconditioned = M is None
+        if self.mode == "spectral":
+            if W is not None:
+                M = self._spectral_preconditioner(M)
+            W = AW = None
         # E^{-1} (AW) precomputed: one k x N gemv per iteration instead of a gemv plus a tiny solve
         EAW = None if W is None else np.ascontiguousarray(self._Einv(AW))
         x = np.zeros(n) if x0 is None else np.array(x0, dtype=np.float64)
@@ -189,7 +235,7 @@ class RecycledCG:
         dmax = float(np.abs(A.diagonal()).max())
         if dmax == 0.0:
             raise ValueError("A has an all-zero diagonal, so it is not SPD; CG cannot solve it (use 'gmres' or 'direct')")
-        singular_alpha = 1e13 / (dmax if M is None else 1.0)
+        singular_alpha = 1e13 / (dmax if unpreconditioned else 1.0)
         tol2 = tol * tol
         dinv = getattr(M, "diagonal_inverse", None)
         while True:
@@ -244,6 +290,45 @@ class RecycledCG:
                 _k.direction(p, z, beta)
             if eig is not None:
                 eig.stop()  # the Lanczos relation ends where CG restarts
+
+    def _spectral_preconditioner(self, M):
+        """``P r = M⁻¹ r + Wᵀ diag(θ/λ - 1) W r``: maps the recycled Ritz directions of the pencil
+        (A, M) to θ, leaves every direction A-orthogonal to them as M⁻¹ does. SPD for any A."""
+        W, c = self.W, self._shift
+
+        def P(r):
+            z = r.copy() if M is None else M(r)
+            z += (c * (W @ r)) @ W
+            return z
+
+        return P
+
+    def _spectral_update(self, A, M, eig: "_EigCG") -> int:
+        """Add the solve's small Ritz pairs to the spectral preconditioner; no matvecs.
+
+        The Lanczos vectors of PCG with preconditioner P are P⁻¹-orthonormal and Vᵀ A V = T, so
+        a Ritz pair (μ, y = V s) of T has yᵀ P⁻¹ y = 1 and yᵀ A y = μ; ``P + (θ/μ − 1) y yᵀ``
+        then maps y to θ y and leaves every P⁻¹-orthogonal eigenvector of P·A where it was.
+        θ is the centre of the preconditioned spectrum: 1 with a preconditioner (M⁻¹A ≈ I; for
+        Jacobi trace(D⁻¹A)/N = 1 exactly), mean(diag A) without. Only μ < θ/2 are taken.
+        """
+        got = eig.ritz_pairs()
+        if got is None:
+            return 0
+        mu, Y = got
+        theta = float(A.diagonal().mean()) if M is None else 1.0
+        small = (mu > 0) & (mu < 0.5 * theta)
+        room = self.k - self.recycle_dim
+        mu, Y = mu[small][:room], Y[small][:room]
+        if mu.size == 0:
+            return 0
+        c = theta / mu - 1.0
+        if self.W is None:
+            self.W, self._shift = np.ascontiguousarray(Y), c
+        else:
+            self.W = np.ascontiguousarray(np.vstack([self.W, Y]))
+            self._shift = np.concatenate([self._shift, c])
+        return 0
 
     def _rayleigh_ritz(self, A: sp.csr_matrix, eig: "_EigCG", euclidean: bool) -> int:
         """Rayleigh–Ritz on span{W, harvested Ritz vectors}; keeps the k smallest. Returns matvecs."""
@@ -334,11 +419,16 @@ class _EigCG:
     def stop(self) -> None:
         self.active = False
 
-    def ritz_vectors(self) -> np.ndarray | None:
-        """The k smallest Ritz vectors of the window, rows of shape (<=k, N); None if empty."""
+    def ritz_pairs(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The k smallest Ritz values (ascending) and vectors (rows) of the window; None if empty."""
         j = self.j
         if j == 0:
             return None
         theta, S = _eigh(self.T[:j, :j])
         k = min(self.k, j)
-        return S[:, :k].T @ self.V[:j]
+        return theta[:k], S[:, :k].T @ self.V[:j]
+
+    def ritz_vectors(self) -> np.ndarray | None:
+        """The k smallest Ritz vectors of the window, rows of shape (<=k, N); None if empty."""
+        got = self.ritz_pairs()
+        return None if got is None else got[1]

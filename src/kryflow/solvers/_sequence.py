@@ -67,7 +67,7 @@ def _thread_limit(threads: int | None):
             numba.set_num_threads(old)
 _METHOD_OPTIONS = {
     "cg": set(),
-    "rcg": {"harvest_size", "harvest_solves", "refresh_factor", "adaptive"},
+    "rcg": {"harvest_size", "harvest_solves", "refresh_factor", "adaptive", "recycle_mode", "harvest_per_solve"},
     "gmres": {"restart"},
     "gcrodr": {"restart", "adaptive"},
     "scipy_gcrotmk": {"restart"},
@@ -88,7 +88,8 @@ class SequenceSolver:
         on_nonconvergence: "raise" (:class:`SolverDidNotConverge`) or "flag" (return x, record
             ``converged=False``).
         method_options: ``atol``; ``restart`` (gmres/gcrodr/scipy_gcrotmk); ``harvest_size``,
-            ``harvest_solves``, ``refresh_factor`` (rcg); ``adaptive`` (rcg, gcrodr: recycling off while
+            ``harvest_solves``, ``refresh_factor``, ``recycle_mode`` ("deflation" (default) |
+            "spectral"), ``harvest_per_solve`` (rcg, see :class:`RecycledCG`); ``adaptive`` (rcg, gcrodr: recycling off while
             solves need < 2 recycle_dim iterations); ``amg_reuse`` ("rebuild" (default) | "aggregates" |
             "lagged"), ``amg_refresh``; ``ilu_drop_tol``, ``ilu_fill_factor``; ``blas_threads``
             (default 1; None = no limit): threads for BLAS and for the compiled CG kernels during
@@ -141,8 +142,10 @@ class SequenceSolver:
         pre_opts = {k: v for k, v in self.options.items() if k.startswith(("amg_", "ilu_"))}
         self._pre = make_preconditioner(self.preconditioner, symmetric=self.method in ("cg", "rcg"), **pre_opts)
         if self.method == "rcg":
-            rc_opts = {k: self.options[k] for k in ("harvest_size", "harvest_solves", "refresh_factor", "adaptive")
-                       if k in self.options}
+            rc_opts = {k: self.options[k] for k in ("harvest_size", "harvest_solves", "refresh_factor", "adaptive",
+                                                    "harvest_per_solve") if k in self.options}
+            if "recycle_mode" in self.options:
+                rc_opts["mode"] = self.options["recycle_mode"]
             self._recycler: Any = RecycledCG(self.recycle_dim, **rc_opts)
         elif self.method == "gcrodr":
             self._recycler = GCRODR(self.recycle_dim, self.restart, self.options.get("adaptive", True))
