@@ -1,5 +1,6 @@
 """Krylov solvers for sequences of sparse systems: plain CG/GMRES baselines, recycled CG
-(deflation + eigCG harvesting), GCRO-DR, preconditioners, and the sequence driver.
+(eigCG harvesting, used for deflation or an incremental spectral preconditioner), GCRO-DR,
+preconditioners, and the sequence driver.
 
 scipy-like calling convention: ``x, info = cg(A, b, x0=None, *, rtol=1e-8, atol=0.0,
 maxiter=None, M=None, callback=None)``.

@@ -63,7 +63,8 @@ class RecycledCG:
             ``harvest_per_solve`` until it is full; it is emptied and refilled when a solve needs
             more than ``refresh_factor`` times the iterations of the first solve with it full.
             ``harvest_solves`` applies to deflation only; ``adaptive`` to both (with k the
-            per-solve harvest in spectral mode).
+            per-solve harvest in spectral mode). Each iteration costs 2·(vectors held) extra
+            vector passes in both modes, and the space holds recycle_dim × N doubles.
 
     Use :meth:`solve` once per system, in sequence order.
     """
