@@ -314,3 +314,29 @@ def test_3d_dataset_without_transfer(tmp_path: Path) -> None:
         tmp_path / "tab" / "test_error.md"
     ).read_text()
     assert all(p.is_file() for p in tables)
+
+
+def test_solver_variants_get_their_own_rows_and_styles(results: dict[str, Path], tmp_path: Path) -> None:
+    # the benchmark runs several strategies per method + preconditioner (cold start, recycle
+    # sizes, recycle modes): tables and figures must tell them apart
+    per = [{"iterations": 10, "matvecs": 11, "rel_residual": 1e-9, "seconds": 0.01, "recycle_dim": 0}] * 3
+    strategies = [("cg", "cg+jacobi-cold"), ("cg", "cg+jacobi"), ("rcg", "rcg+jacobi"),
+                  ("rcg", "rcg+jacobi[recycle_dim=64,recycle_mode=spectral]")]
+    records = [{"sequence": "darcy", "strategy": s, "method": m, "preconditioner": "jacobi", "n_unknowns": 64,
+                "n_systems": 3, "matvecs": 33, "iterations": 30 + i, "seconds": 0.03, "max_true_relres": 1e-9,
+                "default": s == "cg+jacobi", "per_solve": per} for i, (m, s) in enumerate(strategies)]
+    bench = tmp_path / "variants.json"
+    bench.write_text(json.dumps(records), encoding="utf-8")
+    make_tables(results["summary"], tmp_path / "tables", solver_benchmarks=[bench])
+    table = (tmp_path / "tables" / "solver_times.md").read_text()
+    for label in ("cg + jacobi, cold", "cg + jacobi (default)", "rcg + jacobi |",
+                  "rcg + jacobi [recycle_dim=64, recycle_mode=spectral]"):
+        assert label in table, label
+    from kryflow.figures._style import solver_styles
+
+    # 17 strategies as the benchmark runs on an SPD sequence: no two share colour and marker
+    many = [("cg", "jacobi", f"cg+jacobi[opt={i}]") for i in range(17)]
+    styles = list(solver_styles(many + [(m, "jacobi", s) for m, s in strategies]).values())
+    assert len(styles) == 21 and len({(s["color"], s["marker"]) for s in styles}) == 21
+    made = make_figures(results["summary"], results["runs"], [bench], tmp_path / "figures")
+    assert any(p.name == "solver_variants.png" for p in made)

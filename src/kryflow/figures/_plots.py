@@ -37,7 +37,8 @@ from kryflow.figures._style import (
     optimizer_style,
     order_optimizers,
     save_figure,
-    solver_style,
+    solver_label,
+    solver_styles,
 )
 
 __all__ = ["figure_stems", "make_figures", "safe_name"]
@@ -419,6 +420,7 @@ def _solver_figure(path: Path, out_dir: Path) -> list[Path]:
     for rec in records:
         by_seq.setdefault(str(rec.get("sequence", path.stem)), []).append(rec)
     seqs = sorted(by_seq)
+    styles = solver_styles((str(d.get("method", "?")), d.get("preconditioner"), d.get("strategy")) for d in records)
     fig = new_figure(8.5, 3.0 * len(seqs) + 0.4)
     grid = fig.subplots(len(seqs), 2, squeeze=False)
     handles: dict[str, Line2D] = {}
@@ -430,7 +432,7 @@ def _solver_figure(path: Path, out_dir: Path) -> list[Path]:
             key=lambda d: (str(d.get("method", "")), str(d.get("preconditioner", ""))),
         )
         for rec in recs:
-            style = solver_style(str(rec.get("method", "?")), rec.get("preconditioner"))
+            style = styles[solver_label(str(rec.get("method", "?")), rec.get("preconditioner"), rec.get("strategy"))]
             default = bool(rec.get("default", False))
             label = style["label"] + (" (default)" if default else "")
             per = rec.get("per_solve") or []
@@ -453,10 +455,10 @@ def _solver_figure(path: Path, out_dir: Path) -> list[Path]:
                 handles.setdefault(label, Line2D([], [], label=label, **kw))
             else:
                 notes.append(f"{seq}, {label}: no per-solve data")
-        ax_it.set_title(f"{seq}: iterations per system")
+        ax_it.set_title(f"{seq}\niterations per system")
         ax_it.set_xlabel("system index in sequence")
         ax_it.set_ylabel("Krylov iterations")
-        ax_t.set_title(f"{seq}: cumulative solve time")
+        ax_t.set_title(f"{seq}\ncumulative solve time")
         ax_t.set_xlabel("system index in sequence")
         ax_t.set_ylabel("seconds")
     _finish(fig, [handles[k] for k in sorted(handles)], notes)

@@ -31,6 +31,7 @@ __all__ = [
     "save_figure",
     "solver_label",
     "solver_style",
+    "solver_styles",
 ]
 
 # Registry order (kryflow.optim): first order, quasi-Newton, Hutchinson curvature,
@@ -107,17 +108,44 @@ def optimizer_style(name: str) -> dict[str, str]:
     return {**_hashed_style(key), "label": key}
 
 
-def solver_style(method: str, preconditioner: str | None = None) -> dict[str, str]:
-    """Style of a solver benchmark entry: known method names fixed, others hashed."""
-    label = solver_label(method, preconditioner)
+def solver_style(method: str, preconditioner: str | None = None, strategy: str | None = None) -> dict[str, str]:
+    """Style of a solver benchmark entry: known method names fixed, others hashed.
+
+    With ``strategy`` (the benchmark's record label, e.g. ``"rcg+jacobi[recycle_dim=64]"``),
+    variants of one method and preconditioner get labels and styles of their own.
+    """
+    label = solver_label(method, preconditioner, strategy)
     key = str(method).lower()
     base = dict(_SOLVER_STYLES[key]) if key in _SOLVER_STYLES else _hashed_style(label)
     return {**base, "label": label}
 
 
-def solver_label(method: str, preconditioner: str | None = None) -> str:
+def solver_styles(entries: Iterable[tuple[str, str | None, str | None]]) -> dict[str, dict[str, str]]:
+    """Styles for all ``(method, preconditioner, strategy)`` entries of one figure, by label.
+
+    Assigned in sorted label order (colour i mod 7, marker i mod 10, line style i mod 4), so up
+    to 70 strategies in one figure never share colour and marker, whatever their names hash to.
+    """
+    labels = sorted({solver_label(m, p, s) for m, p, s in entries})
+    return {
+        lab: {"color": _FALLBACK_COLORS[i % len(_FALLBACK_COLORS)], "marker": _FALLBACK_MARKERS[i % len(_FALLBACK_MARKERS)],
+              "linestyle": _FALLBACK_LINESTYLES[i % len(_FALLBACK_LINESTYLES)], "label": lab}
+        for i, lab in enumerate(labels)
+    }  # fmt: skip
+
+
+def solver_label(method: str, preconditioner: str | None = None, strategy: str | None = None) -> str:
+    """``"rcg + jacobi"``; with a benchmark ``strategy`` label, its cold start and options too:
+    ``"cg + jacobi, cold"``, ``"rcg + jacobi [recycle_dim=64, recycle_mode=spectral]"``."""
     prec = "" if preconditioner in (None, "", "none", "None") else str(preconditioner)
-    return f"{method} + {prec}" if prec else str(method)
+    label = f"{method} + {prec}" if prec else str(method)
+    if strategy:
+        base, _, opts = str(strategy).partition("[")
+        if base.endswith("-cold"):
+            label += ", cold"
+        if opts.rstrip("]"):
+            label += " [" + ", ".join(opts.rstrip("]").split(",")) + "]"
+    return label
 
 
 def order_optimizers(names: Iterable[str]) -> list[str]:

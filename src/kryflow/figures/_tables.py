@@ -198,7 +198,7 @@ def _solver_frame(paths: Sequence[str | Path]) -> tuple[pd.DataFrame, list[str]]
             rows.append(
                 {
                     "sequence": str(rec.get("sequence", Path(p).stem)),
-                    "label": solver_label(str(rec.get("method", "?")), rec.get("preconditioner")),
+                    "label": solver_label(str(rec.get("method", "?")), rec.get("preconditioner"), rec.get("strategy")),
                     "default": bool(rec.get("default", False)),
                     **{k: _num(rec.get(k)) for k in (
                         "n_unknowns", "n_systems", "iterations", "matvecs", "seconds", "max_true_relres")},
