@@ -44,7 +44,9 @@ def _combos(kind):
     pres = ("none", "jacobi", "amg") if kind == "spd" else PRECONDITIONERS
     for m in methods:
         for p in pres if m != "direct" else ("none",):
-            yield m, p
+            yield m, p, {}
+            if m == "rcg":
+                yield m, p, {"recycle_mode": "spectral", "harvest_per_solve": 2}
 
 
 @pytest.mark.parametrize("family,kind,kw", [
@@ -56,8 +58,8 @@ def _combos(kind):
 ])
 def test_every_method_meets_tolerance_and_matches_spsolve(family, kind, kw):
     fam = build_family(family, **{"n": 12, **kw})
-    for method, pre in _combos(kind):
-        solver = SequenceSolver(method, pre, rtol=RTOL, recycle_dim=4)
+    for method, pre, opts in _combos(kind):
+        solver = SequenceSolver(method, pre, rtol=RTOL, recycle_dim=4, **opts)
         systems = []
 
         def solve(A, b, *, matrix_changed):
