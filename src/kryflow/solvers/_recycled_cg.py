@@ -91,7 +91,7 @@ class RecycledCG:
         self.W: np.ndarray | None = None  # (k, N), rows are vectors
         self.AW: np.ndarray | None = None
         self._E: Any = None
-        self._shift: np.ndarray | None = None  # spectral mode: theta/lambda_i - 1 per vector
+        self._shift: np.ndarray | None = None  # spectral mode: c_i = theta/mu_i - 1 per row of W
         self._fingerprint = MatrixFingerprint()
         self._fp: tuple | None = None
         self._harvest_left = self.harvest_solves
@@ -293,8 +293,9 @@ class RecycledCG:
                 eig.stop()  # the Lanczos relation ends where CG restarts
 
     def _spectral_preconditioner(self, M):
-        """``P r = M⁻¹ r + Wᵀ diag(θ/λ - 1) W r``: maps the recycled Ritz directions of the pencil
-        (A, M) to θ, leaves every direction A-orthogonal to them as M⁻¹ does. SPD for any A."""
+        """``P r = M⁻¹ r + Wᵀ diag(c) W r`` with the rows of W and the weights c ≥ 0 collected by
+        :meth:`_spectral_update`: each row's eigenvalue (of P·A when it was harvested) is moved
+        to θ. A sum of M⁻¹ and a positive semidefinite term, so SPD for any A."""
         W, c = self.W, self._shift
 
         def P(r):
