@@ -30,7 +30,6 @@ __all__ = [
     "order_optimizers",
     "save_figure",
     "solver_label",
-    "solver_style",
     "solver_styles",
 ]
 
@@ -67,15 +66,6 @@ _FALLBACK_LINESTYLES = ("-", "--", "-.", ":")
 DIVERGED_STYLE = {"marker": "x", "color": "#000000", "markersize": 9, "markeredgewidth": 2.0}
 FAILED_STYLE = {"marker": "+", "color": "#000000", "markersize": 10, "markeredgewidth": 2.0}
 
-_SOLVER_STYLES: dict[str, dict[str, str]] = {
-    "cold": {"color": "#000000", "marker": "o", "linestyle": ":"},
-    "warm": {"color": "#0072B2", "marker": "s", "linestyle": "--"},
-    "amg": {"color": "#E69F00", "marker": "^", "linestyle": "-."},
-    "recycled": {"color": "#D55E00", "marker": "D", "linestyle": "-"},
-    "scipy": {"color": "#009E73", "marker": "v", "linestyle": ":"},
-    "direct": {"color": "#777777", "marker": "P", "linestyle": "--"},
-}
-
 
 def _digest(name: str) -> int:
     # hashlib, not hash(): Python's str hash is salted per process.
@@ -106,18 +96,6 @@ def optimizer_style(name: str) -> dict[str, str]:
     if key in _OPTIMIZER_STYLES:
         return dict(_OPTIMIZER_STYLES[key])
     return {**_hashed_style(key), "label": key}
-
-
-def solver_style(method: str, preconditioner: str | None = None, strategy: str | None = None) -> dict[str, str]:
-    """Style of a solver benchmark entry: known method names fixed, others hashed.
-
-    With ``strategy`` (the benchmark's record label, e.g. ``"rcg+jacobi[recycle_dim=64]"``),
-    variants of one method and preconditioner get labels and styles of their own.
-    """
-    label = solver_label(method, preconditioner, strategy)
-    key = str(method).lower()
-    base = dict(_SOLVER_STYLES[key]) if key in _SOLVER_STYLES else _hashed_style(label)
-    return {**base, "label": label}
 
 
 def solver_styles(entries: Iterable[tuple[str, str | None, str | None]]) -> dict[str, dict[str, str]]:
