@@ -135,13 +135,13 @@ class RecycledCG:
 
     def _prepare(self, A: sp.csr_matrix, matrix_changed: bool) -> int:
         """Make A·W consistent with A; returns matvecs spent."""
-        fp = self._fingerprint(A)
-        mv = 0
         if self.W is not None and self.W.shape[1] != A.shape[0]:
             self.reset()
-        if self.W is not None and self.mode == "spectral":
-            pass  # the spectral preconditioner is SPD for any A: nothing to rebuild, nothing stale
-        elif self.W is not None:
+        if self.mode == "spectral":
+            return 0  # the spectral preconditioner is SPD for any A: nothing to rebuild, nothing stale
+        fp = self._fingerprint(A)
+        mv = 0
+        if self.W is not None:
             if matrix_changed:
                 self.AW = np.ascontiguousarray((A @ self.W.T).T)
                 mv += self.W.shape[0]
