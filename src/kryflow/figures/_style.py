@@ -1,9 +1,9 @@
 """Stable visual identity per optimizer and solver, and byte-reproducible figure output.
 
-Colours come from colour-blind-safe palettes (Okabe-Ito, Paul Tol); in greyscale every
-optimizer stays distinguishable through its marker and line style, which are unique per
-registry name. Styles are looked up, never assigned in order of appearance, so an optimizer
-looks the same in every figure whatever subset of optimizers a figure shows.
+An optimizer's label and style live on its registry entry (``kryflow.optim.OPTIMIZERS``):
+colours from colour-blind-safe palettes (Okabe-Ito, Paul Tol), marker and line style unique per
+entry so greyscale prints tell them apart. Styles are looked up, never assigned in order of
+appearance, so an optimizer looks the same in every figure whatever subset a figure shows.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from kryflow.optim import OPTIMIZERS
+
 __all__ = [
     "OPTIMIZER_ORDER",
     "DIVERGED_STYLE",
@@ -33,30 +35,8 @@ __all__ = [
     "solver_styles",
 ]
 
-# Registry order (kryflow.optim): first order, quasi-Newton, Hutchinson curvature,
-# Kronecker/Shampoo-type preconditioners, layer-hook second order, zeroth order.
-OPTIMIZER_ORDER: tuple[str, ...] = (
-    "sgd", "adam", "adamw", "lbfgs", "adahessian", "sophiah", "shampoo",
-    "soap", "kron", "kfac", "mfac", "mkor", "mkor_h", "zo_spsa",
-)  # fmt: skip
-
-_OPTIMIZER_STYLES: dict[str, dict[str, str]] = {
-    # colour, marker, linestyle: every (marker, linestyle) pair is unique for greyscale.
-    "sgd": {"color": "#000000", "marker": "o", "linestyle": "-", "label": "SGD"},
-    "adam": {"color": "#0072B2", "marker": "s", "linestyle": "-", "label": "Adam"},
-    "adamw": {"color": "#56B4E9", "marker": "D", "linestyle": "--", "label": "AdamW"},
-    "lbfgs": {"color": "#D55E00", "marker": "^", "linestyle": "-.", "label": "L-BFGS"},
-    "adahessian": {"color": "#009E73", "marker": "v", "linestyle": "-", "label": "AdaHessian"},
-    "sophiah": {"color": "#E69F00", "marker": "<", "linestyle": "--", "label": "Sophia-H"},
-    "shampoo": {"color": "#CC79A7", "marker": ">", "linestyle": "-.", "label": "Shampoo"},
-    "soap": {"color": "#882255", "marker": "p", "linestyle": ":", "label": "SOAP"},
-    "kron": {"color": "#44AA99", "marker": "h", "linestyle": ":", "label": "Kron (PSGD)"},
-    "kfac": {"color": "#332288", "marker": "*", "linestyle": "--", "label": "K-FAC"},
-    "mfac": {"color": "#661100", "marker": "P", "linestyle": "-", "label": "M-FAC"},
-    "mkor": {"color": "#AA4499", "marker": "X", "linestyle": "-.", "label": "MKOR"},
-    "mkor_h": {"color": "#997700", "marker": "d", "linestyle": "--", "label": "MKOR-H"},
-    "zo_spsa": {"color": "#777777", "marker": "8", "linestyle": ":", "label": "ZO-SPSA"},
-}
+#: Optimizers in registry order: figures and tables list them this way (``kryflow.optim.OPTIMIZERS``).
+OPTIMIZER_ORDER: tuple[str, ...] = tuple(OPTIMIZERS)
 
 _FALLBACK_COLORS = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#BBBBBB")
 _FALLBACK_MARKERS = ("o", "s", "^", "v", "D", "p", "h", "*", "P", "X")
@@ -93,8 +73,10 @@ def optimizer_style(name: str) -> dict[str, str]:
         name, the same in every process.
     """
     key = str(name)
-    if key in _OPTIMIZER_STYLES:
-        return dict(_OPTIMIZER_STYLES[key])
+    if key in OPTIMIZERS:
+        spec = OPTIMIZERS[key]
+        color, marker, linestyle = spec.style
+        return {"color": color, "marker": marker, "linestyle": linestyle, "label": spec.label or key}
     return {**_hashed_style(key), "label": key}
 
 

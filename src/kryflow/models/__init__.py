@@ -1,15 +1,17 @@
 """Neural surrogates registered by name: FNO, U-Net, dilated ResNet (2D and 3D).
 
 Every model maps (B, C_in, *grid) float32 → (B, C_out, *grid) and records its constructor
-arguments (:func:`model_config`) so a checkpoint reloads into the right class.
+arguments (:func:`model_config`) so a checkpoint reloads into the right class. A new model is one
+new private module with a :class:`RegisteredModel` subclass that sets ``name``.
 """
 
+from ._base import MODELS, RegisteredModel
 from ._fno import FNO, ModeMixing, SpectralConv
-from ._registry import MODELS, build_model, model_config, model_from_config, model_parameters, resolution_divisor
+from ._registry import build_model, model_config, model_from_config, model_parameters, resolution_divisor
 from ._resnet import DilatedResNet
 from ._unet import UNet
 
 __all__ = [
-    "FNO", "MODELS", "DilatedResNet", "ModeMixing", "SpectralConv", "UNet", "build_model", "model_config",
-    "model_from_config", "model_parameters", "resolution_divisor",
+    "FNO", "MODELS", "DilatedResNet", "ModeMixing", "RegisteredModel", "SpectralConv", "UNet", "build_model",
+    "model_config", "model_from_config", "model_parameters", "resolution_divisor",
 ]

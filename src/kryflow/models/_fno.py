@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._base import RegisteredModel, check_dim, check_positive_int, conv_cls, grid_coordinates
+from ._base import RegisteredModel, conv_cls, grid_coordinates
 
 __all__ = ["FNO", "ModeMixing", "SpectralConv"]
 
@@ -111,15 +111,12 @@ class FNO(RegisteredModel):
     """
 
     name = "fno"
+    per_axis = ("modes",)
 
     def __init__(self, in_channels: int, out_channels: int, dim: int, width: int = 32, modes=12,
                  layers: int = 4, projection_width: int = 128):
         super().__init__()
         self._record(locals())
-        check_dim(dim)
-        for key, value in (("in_channels", in_channels), ("out_channels", out_channels), ("width", width),
-                           ("layers", layers), ("projection_width", projection_width)):
-            check_positive_int(value, key)
         if isinstance(modes, int):
             modes = (modes,) * dim
         modes = tuple(modes)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._base import RegisteredModel, check_dim, check_positive_int, conv_cls
+from ._base import RegisteredModel, conv_cls
 
 __all__ = ["DilatedResNet"]
 
@@ -24,10 +24,6 @@ class DilatedResNet(RegisteredModel):
                  dilations=(1, 2, 4, 8, 4, 2, 1)):
         super().__init__()
         self._record(locals())
-        check_dim(dim)
-        for key, value in (("in_channels", in_channels), ("out_channels", out_channels), ("width", width),
-                           ("blocks", blocks)):
-            check_positive_int(value, key)
         dilations = tuple(dilations)
         if not dilations or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dilations):
             raise ValueError(f"dilations must be a non-empty list of positive ints, got {dilations!r}")

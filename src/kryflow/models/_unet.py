@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._base import RegisteredModel, check_dim, check_positive_int, conv_cls
+from ._base import RegisteredModel, conv_cls
 
 __all__ = ["UNet"]
 
@@ -35,13 +35,14 @@ class UNet(RegisteredModel):
 
     name = "unet"
 
+    @classmethod
+    def resolution_divisor(cls, **kwargs) -> int:
+        """Every grid axis must be divisible by ``2**depth`` (one halving per level)."""
+        return 2 ** kwargs.get("depth", cls.declared_arguments()["depth"])
+
     def __init__(self, in_channels: int, out_channels: int, dim: int, width: int = 16, depth: int = 3):
         super().__init__()
         self._record(locals())
-        check_dim(dim)
-        for key, value in (("in_channels", in_channels), ("out_channels", out_channels), ("width", width),
-                           ("depth", depth)):
-            check_positive_int(value, key)
         self.dim, self.depth = dim, depth
         conv = conv_cls(dim)
         chans = [width * 2**level for level in range(depth + 1)]

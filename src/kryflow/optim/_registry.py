@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from kryflow._registry import ParameterError, Registry, unknown_names
+
 from ._adahessian import AdaHessian
 from ._kfac import KFAC
 from ._mfac import MFAC
@@ -48,6 +50,9 @@ class OptimizerSpec:
         lr_scaling: batch-size rule for :func:`scale_lr`: "linear", "sqrt" or "none".
         global_rng: draws from torch's global RNG inside step (saved in the runner state).
         description: one line for docs and config listings.
+        label: the name figures and tables print.
+        style: ``(colour, marker, line style)`` in figures; marker and line style pairs are unique
+            per entry so greyscale prints tell optimizers apart. Registry order is figure order.
     """
 
     name: str
@@ -58,6 +63,8 @@ class OptimizerSpec:
     lr_scaling: str = "sqrt"
     global_rng: bool = False
     description: str = ""
+    label: str = ""
+    style: tuple[str, str, str] = ("#777777", "o", "-")
 
 
 def _po(cls_name: str):
@@ -116,52 +123,70 @@ def _lbfgs(model, lr, weight_decay, **extras):
 
 _SPECS = [
     OptimizerSpec("sgd", "backward", "first_order", {"momentum": 0.9, "nesterov": False}, _torch(torch.optim.SGD),
-                  lr_scaling="linear", description="SGD with (Nesterov) momentum"),
+                  lr_scaling="linear", description="SGD with (Nesterov) momentum",
+                  label="SGD", style=("#000000", "o", "-")),
     OptimizerSpec("adam", "backward", "first_order", {"betas": (0.9, 0.999), "eps": 1e-8}, _torch(torch.optim.Adam),
-                  description="Adam (L2 weight decay)"),
+                  description="Adam (L2 weight decay)",
+                  label="Adam", style=("#0072B2", "s", "-")),
     OptimizerSpec("adamw", "backward", "first_order", {"betas": (0.9, 0.999), "eps": 1e-8},
-                  _torch(torch.optim.AdamW), description="AdamW (decoupled weight decay)"),
+                  _torch(torch.optim.AdamW), description="AdamW (decoupled weight decay)",
+                  label="AdamW", style=("#56B4E9", "D", "--")),
     OptimizerSpec("lbfgs", "closure", "curvature",
                   {"max_iter": 1, "max_eval": 10, "history_size": 10, "line_search_fn": "strong_wolfe"}, _lbfgs,
                   lr_scaling="none",
-                  description="L-BFGS, one iteration per batch with a strong-Wolfe line search of up to max_eval losses"),
+                  description="L-BFGS, one iteration per batch with a strong-Wolfe line search of up to max_eval losses",
+                  label="L-BFGS", style=("#D55E00", "^", "-.")),
     OptimizerSpec("adahessian", "create_graph", "curvature",
                   {"betas": (0.9, 0.999), "eps": 1e-4, "hessian_power": 1.0, "update_period": 5, "num_samples": 1,
                    "hessian_warmup": 20, "seed": 0},
                   lambda model, lr, weight_decay, **e: AdaHessian(model, lr=lr, weight_decay=weight_decay, **e),
-                  description="AdaHessian, Hessian diagonal every update_period steps (delayed update)"),
+                  description="AdaHessian, Hessian diagonal every update_period steps (delayed update)",
+                  label="AdaHessian", style=("#009E73", "v", "-")),
     OptimizerSpec("sophiah", "create_graph", "curvature",
                   {"betas": (0.96, 0.99), "p": 0.01, "update_period": 10, "num_samples": 1},
-                  _po("SophiaH"), global_rng=True, description="Sophia-H (pytorch-optimizer)"),
+                  _po("SophiaH"), global_rng=True, description="Sophia-H (pytorch-optimizer)",
+                  label="Sophia-H", style=("#E69F00", "<", "--")),
     OptimizerSpec("shampoo", "backward", "curvature", {"momentum": 0.0, "preconditioning_compute_steps": 1},
-                  _po("Shampoo"), description="Shampoo (pytorch-optimizer)"),
+                  _po("Shampoo"), description="Shampoo (pytorch-optimizer)",
+                  label="Shampoo", style=("#CC79A7", ">", "-.")),
     OptimizerSpec("soap", "backward", "curvature", {"betas": (0.95, 0.95), "precondition_frequency": 10},
-                  _po("SOAP"), description="SOAP (pytorch-optimizer)"),
+                  _po("SOAP"), description="SOAP (pytorch-optimizer)",
+                  label="SOAP", style=("#882255", "p", ":")),
     OptimizerSpec("kron", "backward", "curvature", {"momentum": 0.9}, _kron, global_rng=True,
-                  description="PSGD Kron (pytorch-optimizer)"),
+                  description="PSGD Kron (pytorch-optimizer)",
+                  label="Kron (PSGD)", style=("#44AA99", "h", ":")),
     OptimizerSpec("kfac", "hooks", "curvature",
                   {"damping": 1e-2, "factor_decay": 0.95, "factor_every": 20, "inverse_every": 100, "momentum": 0.5,
                    "kl_clip": 1e-4, "fisher": "empirical", "approx": "expand", "seed": 0, "stats_rows": 8192},
                   lambda model, lr, weight_decay, **e: KFAC(model, lr=lr, weight_decay=weight_decay, **e),
-                  description="K-FAC on Linear/Conv/spectral layers"),
+                  description="K-FAC on Linear/Conv/spectral layers",
+                  label="K-FAC", style=("#332288", "*", "--")),
     OptimizerSpec("mfac", "backward", "curvature", {"window": 16, "damping": 1e-4, "momentum": 0.0},
                   _torch(MFAC), lr_scaling="linear",
-                  description="M-FAC: windowed empirical Fisher inverse (Woodbury), step normalised to |grad|"),
+                  description="M-FAC: windowed empirical Fisher inverse (Woodbury), step normalised to |grad|",
+                  label="M-FAC", style=("#661100", "P", "-")),
     OptimizerSpec("mkor", "hooks", "curvature",
                   {"factor_decay": 0.95, "damping": 1e-2, "refresh_every": 100, "momentum": 0.9},
                   lambda model, lr, weight_decay, **e: MKOR(model, lr=lr, weight_decay=weight_decay, **e),
-                  lr_scaling="linear", description="MKOR: rank-1 Sherman-Morrison Kronecker inverses"),
+                  lr_scaling="linear", description="MKOR: rank-1 Sherman-Morrison Kronecker inverses",
+                  label="MKOR", style=("#AA4499", "X", "-.")),
     OptimizerSpec("mkor_h", "hooks", "curvature",
                   {"factor_decay": 0.95, "damping": 1e-2, "refresh_every": 100, "momentum": 0.9, "check_every": 20,
                    "switch_threshold": 1e-3},
                   lambda model, lr, weight_decay, **e: MKOR(model, lr=lr, weight_decay=weight_decay, hybrid=True, **e),
                   lr_scaling="linear",
-                  description="MKOR-H: MKOR that switches to momentum SGD when second-order steps stop helping"),
+                  description="MKOR-H: MKOR that switches to momentum SGD when second-order steps stop helping",
+                  label="MKOR-H", style=("#997700", "d", "--")),
     OptimizerSpec("zo_spsa", "forward_only", "zeroth_order", {"eps": 1e-3, "q": 1, "seed": 0, "directions": "regenerate"},
                   _torch(ZerothOrderSPSA),
-                  lr_scaling="linear", description="MeZO-style two-point SPSA, q seeded Gaussian directions"),
+                  lr_scaling="linear", description="MeZO-style two-point SPSA, q seeded Gaussian directions",
+                  label="ZO-SPSA", style=("#777777", "8", ":")),
 ]
-OPTIMIZERS: dict[str, OptimizerSpec] = {s.name: s for s in _SPECS}
+#: The optimizers by name, in figure order (first order, quasi-Newton, Hutchinson curvature,
+#: Kronecker/Shampoo-type preconditioners, layer-hook second order, zeroth order).
+OPTIMIZERS: Registry[OptimizerSpec] = Registry("optimizer")
+for _s in _SPECS:
+    OPTIMIZERS.register(_s.name, _s)
 
 # Range checks for extras: key -> (predicate, requirement text)
 _POS = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, "a number > 0")
@@ -194,36 +219,33 @@ _CHECKS = {
 
 
 def _spec(name: str) -> OptimizerSpec:
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; valid optimizers: {sorted(OPTIMIZERS)}")
     return OPTIMIZERS[name]
 
 
 def _validate(spec: OptimizerSpec, lr, weight_decay, extras: dict) -> dict:
     if not _POS[0](lr) or not math.isfinite(lr):
-        raise ValueError(f"lr must be a finite number > 0 for optimizer {spec.name!r}, got {lr!r}")
+        raise ParameterError(f"lr must be a finite number > 0 for optimizer {spec.name!r}, got {lr!r}", "lr")
     if not _NONNEG[0](weight_decay):
-        raise ValueError(f"weight_decay must be a number >= 0 for optimizer {spec.name!r}, got {weight_decay!r}")
-    unknown = sorted(set(extras) - set(spec.defaults))
-    if unknown:
-        raise ValueError(f"unknown hyperparameter(s) {unknown} for optimizer {spec.name!r}; "
-                         f"valid extras: {sorted(spec.defaults)} (plus lr, weight_decay)")
+        raise ParameterError(f"weight_decay must be a number >= 0 for optimizer {spec.name!r}, got {weight_decay!r}",
+                             "weight_decay")
+    unknown_names(extras, [*spec.defaults, "lr", "weight_decay"], f"optimizer {spec.name!r}", "hyperparameter")
     merged = {**spec.defaults, **extras}
     for key, value in merged.items():
         check = _CHECKS.get(key)
         if check is not None and not check[0](value):
-            raise ValueError(f"hyperparameter {key!r} of optimizer {spec.name!r} must be {check[1]}, got {value!r}")
+            raise ParameterError(f"hyperparameter {key!r} of optimizer {spec.name!r} must be {check[1]}, "
+                                 f"got {value!r}", key)
     if spec.name == "sgd" and merged["nesterov"] and merged["momentum"] == 0:
-        raise ValueError("optimizer 'sgd': nesterov=true needs momentum > 0")
+        raise ParameterError("optimizer 'sgd': nesterov=true needs momentum > 0", "nesterov")
     if "betas" in merged:
         merged["betas"] = tuple(merged["betas"])
     return merged
 
 
-def check_hyperparameters(name: str, lr, weight_decay=0.0, **extras) -> dict:
+def check_hyperparameters(name: str, lr=None, weight_decay=0.0, **extras) -> dict:
     """Validate an optimizer's hyperparameters without building it (config checks use this).
 
-    **Returns:** the merged extras (defaults filled in). Raises ValueError naming the key.
+    **Returns:** the merged extras (defaults filled in). Raises :class:`ParameterError` naming the key.
     """
     return _validate(_spec(name), lr, weight_decay, extras)
 

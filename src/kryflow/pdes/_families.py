@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from kryflow._registry import ParameterError, Registry, unknown_names
+
 from ._grf import GaussianRandomField
 from ._operators import advection_operator, check_field, diffusion_operator
 
@@ -42,6 +44,15 @@ _COEFFICIENT = {
 }
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+
+
+def _positive_finite(p: dict[str, Any], key: str) -> None:
+    if not (_is_number(p[key]) and 0 < p[key] < math.inf):
+        raise ParameterError(f"{key} must be a finite number > 0, got {p[key]!r}", key)
+
+
 class Sample:
     """One sample of a family: its input fields and how to run its linear systems.
 
@@ -67,8 +78,16 @@ class Sample:
         return f"Sample(index={self.index}, fields={sorted(self.fields)})"
 
 
+#: The PDE families by name; a family registers itself by subclassing :class:`PDEFamily` with a ``name``.
+PDE_FAMILIES: Registry[type[PDEFamily]] = Registry("PDE family", plural="families", package="kryflow.pdes")
+
+
 class PDEFamily(abc.ABC):
-    """A parametric PDE discretised on an ``n^dim`` cell-centred grid of the unit square/cube."""
+    """A parametric PDE discretised on an ``n^dim`` cell-centred grid of the unit square/cube.
+
+    A subclass with a ``name`` is registered in :data:`PDE_FAMILIES`; it declares its parameters
+    in ``DEFAULTS`` and checks them in ``_validate``, raising :class:`ParameterError` naming one.
+    """
 
     name: str = ""
     matrix_kind: str = "spd"
@@ -77,26 +96,26 @@ class PDEFamily(abc.ABC):
     targets: list[str] = []
     DEFAULTS: dict[str, Any] = {}
 
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            PDE_FAMILIES.register(cls.name, cls)
+
     def __init__(self, **params: Any):
-        unknown = sorted(set(params) - set(self.DEFAULTS))
-        if unknown:
-            raise ValueError(
-                f"unknown parameter(s) {unknown} for PDE family {self.name!r}; "
-                f"valid parameters: {sorted(self.DEFAULTS)}"
-            )
+        unknown_names(params, self.DEFAULTS, f"PDE family {self.name!r}", "parameter")
         p = {**self.DEFAULTS, **params}
         n, dim = p["n"], p["dim"]
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
-            raise ValueError(f"n must be an integer >= 2 (cells per side), got {n!r}")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 4:
+            raise ParameterError(f"n must be an integer >= 4 (cells per side), got {n!r}", "n")
         if dim not in (2, 3):
-            raise ValueError(f"dim must be 2 or 3, got {dim!r}")
+            raise ParameterError(f"dim must be 2 or 3, got {dim!r}", "dim")
         if p["relation"] not in ("drift", "iid"):
-            raise ValueError(f"relation must be 'drift' or 'iid', got {p['relation']!r}")
+            raise ParameterError(f"relation must be 'drift' or 'iid', got {p['relation']!r}", "relation")
         for key in ("alpha", "tau"):
-            if not 0 < float(p[key]) < math.inf:
-                raise ValueError(f"{key} must be a finite number > 0, got {p[key]!r}")
+            _positive_finite(p, key)
         if not np.isfinite(p["drift_angle"]):
-            raise ValueError(f"drift_angle must be a finite angle in radians, got {p['drift_angle']!r}")
+            raise ParameterError(f"drift_angle must be a finite angle in radians, got {p['drift_angle']!r}",
+                                 "drift_angle")
         self.params = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in p.items()}
         self.dim = int(dim)
         self.shape = (int(n),) * self.dim
@@ -104,7 +123,7 @@ class PDEFamily(abc.ABC):
 
     # -- subclass hooks -------------------------------------------------------------------
     def _validate(self, p: dict[str, Any]) -> None:
-        """Check family-specific parameters; raise ValueError naming the bad one."""
+        """Check family-specific parameters; raise :class:`ParameterError` naming the bad one."""
 
     @abc.abstractmethod
     def samples(self, num_samples: int, seed: int) -> Iterator[Sample]:
@@ -150,14 +169,15 @@ class PDEFamily(abc.ABC):
 
     def _validate_coefficient(self, p: dict[str, Any]) -> None:
         if p["coefficient"] not in ("binary", "lognormal"):
-            raise ValueError(f"coefficient must be 'binary' or 'lognormal', got {p['coefficient']!r}")
-        if not (0 < float(p["contrast_high"]) < math.inf and 0 < float(p["contrast_low"]) < math.inf):
-            raise ValueError(
-                f"contrast_high and contrast_low must be > 0 (got {p['contrast_high']}, {p['contrast_low']}); "
-                "the coefficient must stay positive"
-            )
+            raise ParameterError(f"coefficient must be 'binary' or 'lognormal', got {p['coefficient']!r}",
+                                 "coefficient")
+        for key in ("contrast_high", "contrast_low"):
+            if not (_is_number(p[key]) and 0 < p[key] < math.inf):
+                raise ParameterError(
+                    f"contrast_high and contrast_low must be > 0 (got {p['contrast_high']}, {p['contrast_low']}); "
+                    "the coefficient must stay positive", key)
         if not np.isfinite(p["sigma"]) or p["sigma"] < 0:
-            raise ValueError(f"sigma must be finite and >= 0, got {p['sigma']!r}")
+            raise ParameterError(f"sigma must be finite and >= 0, got {p['sigma']!r}", "sigma")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.params})"
@@ -179,7 +199,7 @@ class DarcyFamily(PDEFamily):
     def _validate(self, p):
         self._validate_coefficient(p)
         if not np.isfinite(p["forcing"]):
-            raise ValueError(f"forcing must be finite, got {p['forcing']!r}")
+            raise ParameterError(f"forcing must be finite, got {p['forcing']!r}", "forcing")
 
     def variables(self):
         d = self._axes
@@ -242,16 +262,16 @@ class HeatFamily(PDEFamily):
         self._validate_coefficient(p)
         rs = p["rannacher_steps"]
         if not isinstance(rs, (int, np.integer)) or not 0 <= rs <= p["num_steps"]:
-            raise ValueError(f"rannacher_steps must be an integer in [0, num_steps={p['num_steps']}], got {rs!r}")
+            raise ParameterError(f"rannacher_steps must be an integer in [0, num_steps={p['num_steps']}], got {rs!r}",
+                                 "rannacher_steps")
         if p["scheme"] not in ("backward_euler", "crank_nicolson"):
-            raise ValueError(f"scheme must be 'backward_euler' or 'crank_nicolson', got {p['scheme']!r}")
-        if not 0 < float(p["dt"]) < math.inf:
-            raise ValueError(f"dt must be a finite number > 0, got {p['dt']!r}")
+            raise ParameterError(f"scheme must be 'backward_euler' or 'crank_nicolson', got {p['scheme']!r}", "scheme")
+        _positive_finite(p, "dt")
         ns, se = p["num_steps"], p["save_every"]
         if not isinstance(ns, (int, np.integer)) or ns < 1:
-            raise ValueError(f"num_steps must be an integer >= 1, got {ns!r}")
+            raise ParameterError(f"num_steps must be an integer >= 1, got {ns!r}", "num_steps")
         if not isinstance(se, (int, np.integer)) or se < 1 or ns % se:
-            raise ValueError(f"save_every must be a positive divisor of num_steps={ns}, got {se!r}")
+            raise ParameterError(f"save_every must be a positive divisor of num_steps={ns}, got {se!r}", "save_every")
 
     @property
     def solves_per_sample(self) -> int:  # type: ignore[override]
@@ -338,12 +358,11 @@ class AdvectionDiffusionFamily(PDEFamily):
         return ["f"] + [f"v{ax}" for ax in self._axes]
 
     def _validate(self, p):
-        if not 0 < float(p["peclet"]) < math.inf:
-            raise ValueError(f"peclet must be a finite number > 0, got {p['peclet']!r}")
+        _positive_finite(p, "peclet")
         if not np.isfinite(p["rotation"]):
-            raise ValueError(f"rotation must be finite (radians per sample), got {p['rotation']!r}")
+            raise ParameterError(f"rotation must be finite (radians per sample), got {p['rotation']!r}", "rotation")
         if not (0.0 <= float(p["swirl"]) < 10.0):
-            raise ValueError(f"swirl must be in [0, 10), got {p['swirl']!r}")
+            raise ParameterError(f"swirl must be in [0, 10), got {p['swirl']!r}", "swirl")
 
     def variables(self):
         d = self._axes
@@ -401,24 +420,11 @@ class AdvectionDiffusionFamily(PDEFamily):
             yield Sample(k, fields, run)
 
 
-PDE_FAMILIES: dict[str, type[PDEFamily]] = {
-    "darcy": DarcyFamily,
-    "heat": HeatFamily,
-    "advection_diffusion": AdvectionDiffusionFamily,
-}
-
-
-def _lookup(name: str) -> type[PDEFamily]:
-    if name not in PDE_FAMILIES:
-        raise ValueError(f"unknown PDE family {name!r}; valid families: {sorted(PDE_FAMILIES)}")
-    return PDE_FAMILIES[name]
-
-
 def build_family(name: str, **params: Any) -> PDEFamily:
     """Construct the family registered as ``name``; unknown names/params raise ValueError listing valid ones."""
-    return _lookup(name)(**params)
+    return PDE_FAMILIES[name](**params)
 
 
 def family_parameters(name: str) -> dict[str, Any]:
     """Accepted parameters of family ``name`` and their defaults (a fresh dict)."""
-    return dict(_lookup(name).DEFAULTS)
+    return dict(PDE_FAMILIES[name].DEFAULTS)
