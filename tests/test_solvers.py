@@ -429,7 +429,7 @@ def test_bandwidth_floor_counts_matrix_once_and_eleven_vector_passes():
 
 
 def test_recycled_cg_halves_matvecs_on_darcy_drift():
-    # target T1 of issue 3 on a Darcy drift sequence (benchmarks/solvers.py runs the full sizes):
+    # recycling halves the matvecs on a Darcy drift sequence (benchmarks/solvers.py runs the full sizes):
     # k = 32 harvested Ritz vectors, A·W rebuilt (32 matvecs, counted) for every new matrix
     systems = darcy_systems(16, n=128, coefficient="lognormal")
     rc = SequenceSolver("rcg", "jacobi", recycle_dim=32)
@@ -496,3 +496,288 @@ def test_kernels_agree_with_scipy(index_dtype):
     p0 = p.copy()
     _kernels.direction(p, r, 0.7, d)
     assert np.allclose(p, d * r + 0.7 * p0)
+
+
+# --- scipy's calling convention: A, M, x0, b in every form scipy takes --------------------------
+
+def _spd_system(n=16):
+    return darcy_systems(1, n=n)[0]
+
+
+def _solvers_with_scipy_convention():
+    """name -> f(A, b, **kw) returning (x, SolveInfo), one per solver with scipy's arguments."""
+    return {
+        "cg": lambda A, b, **kw: cg(A, b, full_output=True, **kw),
+        "gmres": lambda A, b, **kw: gmres(A, b, full_output=True, **kw),
+        "rcg-deflation": lambda A, b, **kw: RecycledCG(4).solve(A, b, **kw),
+        "rcg-spectral": lambda A, b, **kw: RecycledCG(4, mode="spectral").solve(A, b, **kw),
+        "gcrodr": lambda A, b, **kw: GCRODR(4, 20).solve(A, b, **kw),
+    }
+
+
+@pytest.mark.parametrize("solver", sorted(_solvers_with_scipy_convention()))
+@pytest.mark.parametrize("form", ["csr", "csr_array", "csc", "dense", "linear_operator", "function_operator"])
+def test_every_form_of_A_gives_the_same_solution(solver, form):
+    A, b = _spd_system()
+    As = {"csr": A, "csr_array": sp.csr_array(A), "csc": A.tocsc(), "dense": A.toarray(),
+          "linear_operator": spla.aslinearoperator(A),
+          "function_operator": spla.LinearOperator(A.shape, matvec=lambda v: A @ v, dtype=np.float64)}
+    solve = _solvers_with_scipy_convention()[solver]
+    x_ref, ref = solve(A, b, rtol=RTOL)
+    x, info = solve(As[form], b, rtol=RTOL)
+    assert info.converged and true_relres(A, x, b) <= RTOL
+    assert abs(info.iterations - ref.iterations) <= 1
+    assert np.linalg.norm(x - x_ref) <= 1e-6 * np.linalg.norm(x_ref)
+
+
+@pytest.mark.parametrize("solver", sorted(_solvers_with_scipy_convention()))
+@pytest.mark.parametrize("form", ["sparse", "dense", "linear_operator", "callable"])
+def test_every_form_of_M_is_the_same_preconditioner(solver, form):
+    A, b = _spd_system()
+    d = A.diagonal()
+    Ms = {"sparse": sp.diags(1.0 / d), "dense": np.diag(1.0 / d),
+          "linear_operator": spla.aslinearoperator(sp.diags(1.0 / d)), "callable": lambda r: r / d}
+    solve = _solvers_with_scipy_convention()[solver]
+    _, plain = solve(A, b, rtol=RTOL)
+    x_ref, ref = solve(A, b, rtol=RTOL, M=Ms["callable"])
+    x, info = solve(A, b, rtol=RTOL, M=Ms[form])
+    assert info.converged and info.preconditioner == "custom" and info.iterations == ref.iterations
+    assert np.linalg.norm(x - x_ref) <= 1e-10 * np.linalg.norm(x_ref)
+    assert info.iterations < plain.iterations  # the Darcy coefficient varies: Jacobi helps
+
+
+@pytest.mark.parametrize("solver", sorted(_solvers_with_scipy_convention()))
+def test_column_vectors_and_x0_mb(solver):
+    A, b = _spd_system()
+    solve = _solvers_with_scipy_convention()[solver]
+    M = lambda r: r / A.diagonal()  # noqa: E731
+    x_ref, _ = solve(A, b, rtol=RTOL)
+    x, info = solve(A, b[:, None], x0=np.zeros((b.size, 1)), rtol=RTOL)
+    assert x.shape == b.shape and info.converged
+    assert np.linalg.norm(x - x_ref) <= 1e-6 * np.linalg.norm(x_ref)
+    x, info = solve(A, b, x0="Mb", M=M, rtol=RTOL)
+    assert x.shape == b.shape and info.converged and true_relres(A, x, b) <= RTOL
+    # x0="Mb" starts from M b: with M the exact inverse that is the solution, found in 0 iterations
+    lu = spla.splu(A.tocsc())
+    x, info = solve(A, b, x0="Mb", M=spla.LinearOperator(A.shape, matvec=lu.solve, dtype=np.float64), rtol=RTOL)
+    assert info.iterations == 0 and info.converged and np.allclose(x, lu.solve(b))
+    with pytest.raises(ValueError, match="x0"):
+        solve(A, b, x0="b")
+    with pytest.raises(ValueError, match="x0"):
+        solve(A, b, x0=np.zeros(b.size + 1))
+
+
+def test_operator_without_diagonal_uses_a_scale_estimate():
+    A, b = _spd_system()
+    op = spla.LinearOperator(A.shape, matvec=lambda v: A @ v, dtype=np.float64)
+    _, ref = cg(A, b, rtol=RTOL, full_output=True)
+    _, info = cg(op, b, rtol=RTOL, full_output=True)
+    # one matvec more: the singular-step guard's scale estimate ||A u|| / ||u||
+    assert info.iterations == ref.iterations and info.matvecs == ref.matvecs + 1
+    zero = spla.LinearOperator(A.shape, matvec=lambda v: 0.0 * v, dtype=np.float64)
+    with pytest.raises(ValueError, match="not SPD"):
+        cg(zero, b)
+
+
+def _advdiff_system(n=20):
+    return advdiff_systems(1, n=n)[0]
+
+
+@pytest.mark.parametrize("restart", [5, 10])
+@pytest.mark.parametrize("maxiter", [1, 2, 3, None])
+def test_gmres_maxiter_counts_restart_cycles_as_scipy(restart, maxiter):
+    A, b = _advdiff_system()
+    _, code_ref = spla.gmres(A, b, rtol=RTOL, restart=restart, maxiter=maxiter)
+    _, code = gmres(A, b, rtol=RTOL, restart=restart, maxiter=maxiter)
+    assert code == code_ref  # 0, or maxiter (cycles) on failure
+    _, info = gmres(A, b, rtol=RTOL, restart=restart, maxiter=maxiter, full_output=True)
+    if maxiter is not None:
+        assert info.iterations == maxiter * restart and not info.converged and code == maxiter
+    else:
+        assert info.converged and code == 0
+
+
+@pytest.mark.parametrize("callback_type", ["x", "pr_norm", "legacy"])
+def test_gmres_callback_types_as_scipy(callback_type):
+    A, b = _advdiff_system()
+    for maxiter in (3, 7):
+        ref, ours = [], []
+        _, code_ref = spla.gmres(A, b, rtol=RTOL, restart=5, maxiter=maxiter, callback=ref.append,
+                                 callback_type=callback_type)
+        _, code = gmres(A, b, rtol=RTOL, restart=5, maxiter=maxiter, callback=ours.append,
+                        callback_type=callback_type)
+        assert code == code_ref == maxiter and len(ours) == len(ref)
+        if callback_type == "x":  # one call per cycle, with the iterate
+            assert len(ours) == maxiter and all(x.shape == b.shape for x in ours)
+        else:  # one call per inner iteration, with a relative residual estimate
+            assert len(ours) == (maxiter if callback_type == "legacy" else 5 * maxiter)
+            assert all(isinstance(r, float) and 0 < r < 1 for r in ours)
+    # unpreconditioned, pr_norm is the true residual estimate: it matches scipy's closely
+    ref, ours = [], []
+    spla.gmres(A, b, rtol=RTOL, restart=10, maxiter=2, callback=ref.append, callback_type="pr_norm")
+    gmres(A, b, rtol=RTOL, restart=10, maxiter=2, callback=ours.append, callback_type="pr_norm")
+    assert np.allclose(ours, ref, rtol=1e-6)
+    with pytest.raises(ValueError, match="callback_type"):
+        gmres(A, b, callback=print, callback_type="residual")
+
+
+def test_gmres_default_restart_is_scipys():
+    A, b = _advdiff_system()
+    its = []
+    spla.gmres(A, b, rtol=RTOL, callback=its.append, callback_type="pr_norm")
+    _, info = gmres(A, b, rtol=RTOL, full_output=True)  # restart=None: min(20, N)
+    assert abs(info.iterations - len(its)) <= 1 and info.converged
+    x, info = gmres(A[:6, :6] + 10 * sp.identity(6), b[:6], full_output=True)  # N < 20: restart N
+    assert info.converged and info.iterations <= 6
+
+
+def test_failure_info_equals_scipys():
+    A, b = _spd_system()
+    for maxiter in (3, 17):
+        assert cg(A, b, maxiter=maxiter)[1] == spla.cg(A, b, rtol=RTOL, maxiter=maxiter)[1] == maxiter
+    A, b = _advdiff_system()
+    assert gmres(A, b, restart=4, maxiter=2)[1] == spla.gmres(A, b, rtol=RTOL, restart=4, maxiter=2)[1] == 2
+    assert gmres(A, b, rtol=1e-30, atol=0.0, restart=4, maxiter=None)[1] == spla.gmres(
+        A, b, rtol=1e-30, restart=4)[1] == 10 * b.size
+    assert gmres(A, b, maxiter=9, callback=lambda r: None, callback_type="legacy")[1] == 9
+
+
+# --- the sequence driver with operators; the registries -----------------------------------------
+
+class _DiagonalOperator(spla.LinearOperator):
+    """A matrix-free A that can give its diagonal (what Jacobi and nothing else needs)."""
+
+    def __init__(self, A):
+        super().__init__(np.float64, A.shape)
+        self._A = A
+
+    def _matvec(self, v):
+        return self._A @ v
+
+    def diagonal(self):
+        return self._A.diagonal()
+
+
+@pytest.mark.parametrize("method,pre", [("cg", "none"), ("cg", "jacobi"), ("rcg", "jacobi"), ("gmres", "none"),
+                                        ("gcrodr", "jacobi"), ("scipy_gcrotmk", "none")])
+def test_sequence_solver_takes_operators(method, pre):
+    systems = darcy_systems(3, n=16)
+    s = SequenceSolver(method, pre, recycle_dim=4)
+    for A, b in systems:
+        x = s(_DiagonalOperator(A), b, matrix_changed=True)  # an operator: matrix_changed is trusted
+        assert true_relres(A, x, b) <= RTOL
+    assert all(r.converged for r in s.records)
+
+
+@pytest.mark.parametrize("method,pre,match", [("cg", "amg", "assembled"), ("gmres", "ilu", "assembled"),
+                                              ("direct", "none", "assembled"), ("cg", "jacobi", "diag")])
+def test_what_needs_matrix_entries_names_the_fix(method, pre, match):
+    A, b = _spd_system()
+    with pytest.raises(ValueError, match=match) as exc:
+        SequenceSolver(method, pre)(spla.aslinearoperator(A), b, matrix_changed=True)
+    assert "sparse matrix" in str(exc.value)
+
+
+def test_check_solver_options_names_the_key():
+    from kryflow._registry import ParameterError
+    from kryflow.solvers import check_solver_options
+
+    out = check_solver_options("rcg", "amg", {"recycle_mode": "spectral", "amg_reuse": "lagged"})
+    assert out["recycle_mode"] == "spectral" and out["amg_reuse"] == "lagged" and out["rtol"] == 1e-8
+    assert check_solver_options("auto", "amg", {"method": "auto", "amg_refresh": 2.0})["amg_refresh"] == 2.0
+    bad = [
+        ("bicgstab", "none", {}, "method", "valid"),
+        ("cg", "ssor", {}, "preconditioner", "valid"),
+        ("cg", "none", {"recycle_mode": "spectral"}, "recycle_mode", "option of method 'rcg'"),
+        ("cg", "none", {"restart": 10}, "restart", "valid options"),
+        ("auto", "none", {"restart": 10}, "restart", "valid options"),
+        ("gmres", "none", {"restart": 0}, "restart", "restart"),
+        ("gcrodr", "none", {"restart": 8}, "restart", "recycle_dim=8"),
+        ("cg", "none", {"rtol": 2.0}, "rtol", "rtol"),
+        ("cg", "none", {"rtol": 0.0, "atol": 0.0}, "rtol", "both 0"),
+        ("cg", "none", {"maxiter": 0}, "maxiter", "maxiter"),
+        ("rcg", "none", {"recycle_mode": "ritz"}, "recycle_mode", "'deflation' or 'spectral'"),
+        ("rcg", "none", {"harvest_per_solve": 0}, "harvest_per_solve", "harvest_per_solve"),
+        ("cg", "jacobi", {"amg_reuse": "lagged"}, "amg_reuse", "valid options"),
+        ("cg", "amg", {"amg_reuse": "never"}, "amg_reuse", "amg_reuse"),
+        ("cg", "none", {"on_nonconvergence": "ignore"}, "on_nonconvergence", "on_nonconvergence"),
+    ]
+    for method, pre, opts, param, match in bad:
+        with pytest.raises(ParameterError, match=match) as exc:
+            check_solver_options(method, pre, opts)
+        assert exc.value.param == param, (method, pre, opts)
+        if method != "auto":  # the driver runs the same check
+            with pytest.raises(ParameterError, match=match):
+                SequenceSolver(method, pre, **opts)
+    with pytest.raises(ValueError, match="default_strategy"):
+        SequenceSolver("auto")
+
+
+def test_solver_options_cover_every_registered_option():
+    from kryflow.solvers import solver_options
+
+    opts = solver_options()
+    assert opts["recycle_mode"].choices == ("deflation", "spectral")
+    assert opts["amg_reuse"].choices == ("rebuild", "aggregates", "lagged")
+    for name, cls in SOLVER_METHODS.items():
+        assert all(opts[k] is p for k, p in cls.OPTIONS.items()), name
+    for name, cls in PRECONDITIONERS.items():
+        assert all(opts[k] is p for k, p in cls.OPTIONS.items()), name
+    for common in ("rtol", "maxiter", "recycle_dim", "warm_start", "on_nonconvergence", "atol", "blas_threads"):
+        assert common in opts
+
+
+def test_registries_behave_like_the_name_tuples():
+    from kryflow.solvers import BASELINE_METHODS
+
+    assert list(SOLVER_METHODS) == ["cg", "rcg", "gmres", "gcrodr", "direct", "scipy_gcrotmk"]
+    assert BASELINE_METHODS == ("scipy_gcrotmk",) and "rcg" in SOLVER_METHODS and "bicg" not in SOLVER_METHODS
+    assert list(PRECONDITIONERS) == ["none", "jacobi", "ilu", "amg"]
+    for cls in SOLVER_METHODS.values():
+        assert cls.cold_start is None or cls.cold_start in SOLVER_METHODS
+
+
+@pytest.mark.parametrize("method", list(SOLVER_METHODS))
+def test_every_registered_method_solves_a_sequence(method):
+    cls = SOLVER_METHODS[method]
+    pre = "jacobi" if cls.uses_preconditioner else "none"
+    s = SequenceSolver(method, pre, recycle_dim=4)
+    systems = darcy_systems(3, n=12)
+    for A, b in systems:
+        x = s(A, b, matrix_changed=True)
+        assert true_relres(A, x, b) <= RTOL
+    assert [r.method for r in s.records] == [method] * 3
+    assert all(r.recycle_dim == 0 for r in s.records) or cls.recycles
+
+
+def test_a_new_method_is_one_class():
+    from kryflow.solvers import SequenceMethod
+    from kryflow.solvers._methods import MethodResult
+
+    class Jacobi(SequenceMethod, name="test_jacobi_iteration"):
+        """Damped Jacobi iteration x += w D^-1 (b - A x): a method in a dozen lines."""
+
+        OPTIONS = {"damping": __import__("kryflow._registry", fromlist=["Param"]).Param.number(0.8, 0.0, 1.0)}
+
+        def __init__(self, damping=0.8):
+            self.damping = damping
+
+        def _iterate(self, system, rtol, atol, maxiter, matrix_changed, callback):
+            x, d = np.zeros(system.n), system.diagonal()
+            for its in range(1, maxiter + 1):
+                r = system.residual(x)
+                if np.linalg.norm(r) <= rtol * system.bnorm:
+                    return MethodResult(x, its - 1, its, 0)
+                x += self.damping * r / d
+            return MethodResult(x, maxiter, maxiter, 0)
+
+    try:
+        A = sp.diags([np.full(20, -1.0), np.full(21, 4.0), np.full(20, -1.0)], [-1, 0, 1], format="csr")
+        b = np.ones(21)
+        s = SequenceSolver("test_jacobi_iteration", "none", damping=0.9, rtol=1e-6)
+        x = s(A, b, matrix_changed=True)
+        assert true_relres(A, x, b) <= 1e-6 and s.records[0].method == "test_jacobi_iteration"
+        with pytest.raises(ValueError, match="damping"):
+            SequenceSolver("test_jacobi_iteration", "none", damping=2.0)
+    finally:
+        SOLVER_METHODS._entries.pop("test_jacobi_iteration", None)

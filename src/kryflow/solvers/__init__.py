@@ -1,18 +1,28 @@
 """Krylov solvers for sequences of sparse systems: plain CG/GMRES baselines, recycled CG
 (eigCG harvesting, used for deflation or an incremental spectral preconditioner), GCRO-DR,
-preconditioners, and the sequence driver.
+sparse LU, preconditioners, and the sequence driver.
 
-scipy-like calling convention: ``x, info = cg(A, b, x0=None, *, rtol=1e-8, atol=0.0,
-maxiter=None, M=None, callback=None)``.
+scipy's calling convention: ``x, info = cg(A, b, x0=None, *, rtol=1e-8, atol=0.0,
+maxiter=None, M=None, callback=None)`` with ``A`` and ``M`` as matrices, dense arrays or
+``LinearOperator``s. Methods and preconditioners are registries (:data:`SOLVER_METHODS`,
+:data:`PRECONDITIONERS`): a new method is one new private module with a
+:class:`SequenceMethod` subclass.
 """
 
+# the methods first, so that SOLVER_METHODS lists them in this order
+from ._cg import cg  # isort: skip
+from ._recycled_cg import RecycledCG  # isort: skip
+from ._gmres import gmres  # isort: skip
+from ._gcrodr import GCRODR  # isort: skip
+from ._direct import SparseLU  # noqa: F401  # isort: skip
 from ._benchmark import add_targets, benchmark_sequence, default_strategies, default_strategy, sequence_label
 from ._common import SolveInfo, SolverDidNotConverge
-from ._gcrodr import GCRODR
-from ._krylov import cg, gmres
+from ._methods import SOLVER_METHODS, SequenceMethod, check_solver_options, solver_options
 from ._preconditioners import PRECONDITIONERS, make_preconditioner
-from ._recycled_cg import RecycledCG
-from ._sequence import BASELINE_METHODS, SOLVER_METHODS, SequenceSolver
+from ._sequence import SequenceSolver
+
+# reference implementations from elsewhere, registered for comparison only
+BASELINE_METHODS = tuple(name for name, cls in SOLVER_METHODS.items() if cls.baseline)
 
 __all__ = [
     "cg",
@@ -25,7 +35,10 @@ __all__ = [
     "BASELINE_METHODS",
     "PRECONDITIONERS",
     "make_preconditioner",
+    "SequenceMethod",
     "SequenceSolver",
+    "check_solver_options",
+    "solver_options",
     "default_strategy",
     "default_strategies",
     "benchmark_sequence",

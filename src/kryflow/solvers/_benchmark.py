@@ -8,31 +8,36 @@ from typing import Any
 import numpy as np
 
 from ._kernels import warm_up
+from ._methods import SOLVER_METHODS
 from ._sequence import SequenceSolver
 
-__all__ = ["default_strategy", "default_strategies", "benchmark_sequence", "add_targets", "sequence_label"]
+__all__ = ["default_strategy", "default_strategies", "benchmark_sequence", "add_targets", "sequence_label",
+           "RECYCLED_MATVEC_RATIO", "DEFAULT_WALL_RATIO"]
+
+RECYCLED_MATVEC_RATIO = 0.5  # a recycled strategy pays off: matvecs <= this x its cold start's
+DEFAULT_WALL_RATIO = 1.1  # the default strategy is right: wall time <= this x the fastest's
 
 
 def default_strategy(family: Any) -> dict[str, Any]:
     """The ``{"method", "preconditioner"}`` the workflow uses for ``family`` by default.
 
-    Chosen from ``benchmarks/solvers.py`` (full run 2026-11-27 with the compiled CG loop,
-    2-core shared machine, 1 thread per solver, rtol 1e-8, drift sequences; seconds for the
-    whole sequence, min of 3 interleaved runs):
+    The fastest converged strategy of ``benchmarks/solvers.py`` on the built-in drift sequences
+    (one thread per solver, rtol 1e-8; the measurements are in ``benchmarks/README.md``):
 
-    * Darcy 2D 32² (64 systems): Jacobi-PCG 0.036 s, CG 0.044, LU 0.10, AMG-PCG 0.43.
-      128² binary / lognormal (32 systems): Jacobi-PCG 1.01 / 0.97, AMG-PCG 1.31 / 1.23,
-      LU 1.31 / 1.30. 256² (16 systems): AMG-PCG 2.55 / 2.44, Jacobi-PCG 4.0 / 3.7, LU 4.2 / 4.0.
-    * Darcy 3D 32³ (16 systems): Jacobi-PCG 0.40 s, CG 0.49, AMG-PCG 1.67 (LU not run: 9.6 s
-      per solve measured earlier).
-    * Heat CN 128² (4 samples x 22 systems): one LU per sample serves every step, 0.29 s vs
-      1.5-1.7 s for every Krylov strategy.
-    * Advection–diffusion 2D 128² (16 systems): LU 0.64 s, AMG-GMRES 1.65, GMRES 1.76.
+    * SPD (Darcy): Jacobi-PCG up to 128² (2D) / 48³ (3D), where its cheap iterations beat AMG's
+      setup and LU's fill-in; AMG-PCG beyond, where Jacobi's iteration count grows with N.
+    * Heat: one LU per sample serves every time step (the matrix is fixed), up to 512² / 16³;
+      past that Jacobi- or AMG-PCG as for Darcy.
+    * Nonsymmetric (advection–diffusion): LU while its fill-in is small (128² / 16³), AMG-GMRES beyond.
 
-    Recycled solvers halve matvecs where T1 of issue 3 holds (rcg k=32 on 2D Darcy, GCRO-DR
-    with ILU on advection–diffusion) but not wall time: deflation adds 2k vector passes per
-    iteration (k=8 Jacobi rcg came within 1.02x of Jacobi-PCG on 128² lognormal, 2.1x at 256²),
-    so none is the wall-time default on a built-in sequence.
+    Recycled solvers cut matvecs where the recycle space captures the slow modes, but not wall
+    time on these sequences: deflation adds 2k vector passes per iteration, so none is a
+    wall-time default on a built-in sequence.
+
+    **Arguments:**
+        family: a PDE family (``name``, ``dim``, ``shape``, ``matrix_kind``).
+
+    **Returns:** ``{"method": ..., "preconditioner": ...}``.
     """
     n = int(np.prod(family.shape))
     dim = family.dim
@@ -50,21 +55,18 @@ def default_strategy(family: Any) -> dict[str, Any]:
 
 
 def default_strategies(family: Any) -> list[dict[str, Any]]:
-    """Strategies compared by :func:`benchmark_sequence` for ``family`` (matrix kind aware)."""
-    # recycle_dim 32 for rcg without a strong preconditioner: measured on Darcy 128² drift
-    # sequences (16 systems), k = 8/16/32/48 gave 0.64/0.55/0.49/0.50 x the cold-start matvecs
-    # unpreconditioned (binary) and 0.55/0.49/0.50 with Jacobi; past 32 the k-matvec A·W rebuild
-    # per new matrix eats what deflation saves. GCRO-DR on advection–diffusion 128²: (k, m) =
-    # (8, 30) 0.96, (16, 50) 0.78, (40, 80) 0.63, (64, 128) 0.62 x GMRES(30) cold; with ILU
-    # (GMRES(30) needs ~225 iterations per system at 128²) (16, 60) 0.44, (32, 80) 0.41.
-    # Darcy 3D 32³ binary (Jacobi): cold PCG ~157 iterations per system; deflation with k =
-    # 8/16/32/64 settles at 100/85/80/76 iterations, i.e. 0.75/0.74/0.84/1.08 x the cold matvecs
-    # with the k-matvec A·W rebuilds: the small eigenvalues are too many for k vectors to pay
-    # back their rebuild. The spectral mode (incremental spectral preconditioner, no rebuilds,
-    # 16 Ritz vectors added per solve up to 256) keeps improving along the sequence: 160, 102,
-    # 87, ... 55 iterations, 0.50 x cold over 16 systems and 0.46 x over 24 (5.5 x the wall time
-    # of Jacobi-PCG); on Darcy 128² binary (32 systems) 64 vectors give 0.38 x (deflation k=32:
-    # 0.45 x) in 0.6 x deflation's wall time (1.4 s vs 2.2 s; Jacobi-PCG 0.9 s).
+    """Strategies compared by :func:`benchmark_sequence` for ``family`` (matrix kind aware).
+
+    Each kind gets its cold and warm-started baselines per preconditioner, the recycled methods
+    at their default size and at the size that paid best in the measurements
+    (``benchmarks/README.md``): rcg with k = 32 without a strong preconditioner (past that the
+    k-matvec A·W rebuild per new matrix eats what deflation saves), the spectral mode with room
+    for many vectors (it never rebuilds, so it keeps improving along the sequence), GCRO-DR with
+    a larger (k, m) unpreconditioned and a moderate one with ILU; plus scipy's GCROT(m, k) as a
+    baseline, and LU where its fill-in stays affordable (not on large 3D grids).
+
+    **Returns:** a list of :class:`SequenceSolver` argument dicts.
+    """
     if family.matrix_kind == "spd":
         s = [
             {"method": "cg", "preconditioner": "none", "warm_start": False},
@@ -101,7 +103,7 @@ def default_strategies(family: Any) -> list[dict[str, Any]]:
             {"method": "scipy_gcrotmk", "preconditioner": "none"},
         ]
     if family.dim == 2 or int(np.prod(family.shape)) <= 24**3:
-        # 3D LU fill-in: 9.6 s per 32³ solve measured, so it is left out of larger 3D runs
+        # 3D LU fill-in grows too fast: left out of larger 3D runs
         s.append({"method": "direct", "preconditioner": "none"})
     return s
 
@@ -124,12 +126,6 @@ def _is_default(strategy: dict[str, Any], default: dict[str, Any]) -> bool:
     return all(strategy.get(k, norm.get(k)) == default.get(k, norm.get(k)) for k in _BASIC)
 
 
-# recycled strategy -> the cold start it is judged against (target T1: same preconditioner)
-_COLD = {"rcg": "cg", "gcrodr": "gmres"}
-T1_MATVEC_RATIO = 0.5  # recycled matvecs <= 0.5 x cold start, same preconditioner
-T2_WALL_RATIO = 1.1  # default strategy within 1.1 x the fastest wall time
-
-
 def _run(strategy: dict[str, Any], systems: list[tuple], rtol: float, maxiter: int) -> tuple[float, Any]:
     solver = SequenceSolver(**{"rtol": rtol, "maxiter": maxiter, **strategy, "on_nonconvergence": "flag"})
     t0 = time.perf_counter()
@@ -148,44 +144,34 @@ def sequence_label(family: Any) -> str:
 
 def benchmark_sequence(family: Any, num_samples: int, seed: int, strategies: list[dict] | None = None,
                        rtol: float = 1e-8, maxiter: int = 20000, repeats: int = 1,
-                       contender_factor: float = 2.0) -> list[dict[str, Any]]:
+                       contender_factor: float = 2.0, matvec_ratio: float = RECYCLED_MATVEC_RATIO,
+                       wall_ratio: float = DEFAULT_WALL_RATIO) -> list[dict[str, Any]]:
     """Run every strategy on the same systems of ``family.samples(num_samples, seed)``.
 
     The systems are generated once (right-hand sides of time-dependent families follow the
     sparse-LU trajectory) and replayed to a fresh :class:`SequenceSolver` per strategy, with
     ``on_nonconvergence="flag"``. Each strategy dict holds SequenceSolver arguments. ``maxiter``
-    (per solve; GMRES-type: inner iterations) is high because unpreconditioned CG on a 256²
-    lognormal Darcy sequence needs ~7000 iterations; at 5000 both CG and its recycled variant
-    stopped short and their matvec ratio meant nothing.
+    (per solve; GMRES-type: inner iterations) is high because unpreconditioned CG on a large
+    lognormal Darcy sequence needs thousands of iterations per system: with too low a limit CG
+    and its recycled variant both stop short and their matvec ratio means nothing.
 
     Timing: every strategy runs once; with ``repeats > 1`` the *contenders* (strategies within
     ``contender_factor`` x the fastest first-round time, and the default) run ``repeats - 1``
     more times, interleaved round-robin so that a load spike on the shared machine hits them
     alike, and ``seconds`` is the minimum (``seconds_runs`` lists every run). Slow strategies
-    are not repeated: noise cannot bring them within 1.1x of the fastest.
+    are not repeated: noise cannot bring them within ``wall_ratio`` of the fastest.
 
     **Returns:**
         One record per strategy: ``sequence, strategy, method, preconditioner, warm_start,
         recycle_dim, n_unknowns, n_systems, matvecs, iterations, seconds, seconds_runs,
         max_true_relres, converged, default, per_solve`` (list of ``{iterations, matvecs,
-        rel_residual, seconds, recycle_dim}``), plus the targets of issue 3 on the same
-        sequence: ``fastest_strategy, fastest_seconds, vs_fastest`` (seconds / fastest) on every
-        record, ``meets_t2`` on the default record (``vs_fastest <= 1.1``), and on recycled
-        records ``cold_strategy, matvecs_vs_cold, meets_t1`` (``<= 0.5``).
+        rel_residual, seconds, recycle_dim}``), plus the comparisons of :func:`add_targets`
+        (with ``matvec_ratio`` and ``wall_ratio``).
     """
     strategies = default_strategies(family) if strategies is None else list(strategies)
     warm_up()  # load the compiled kernels first: the first strategy must not pay for it
-    capture = SequenceSolver("direct", rtol=1.0 - 1e-12, on_nonconvergence="flag")
-    systems: list[tuple] = []
-
-    def record(A, b, *, matrix_changed):
-        systems.append((A, b, matrix_changed))
-        return capture(A, b, matrix_changed=matrix_changed)
-
-    for sample in family.samples(num_samples, seed):
-        sample.solve(record)
+    systems = _sequence_systems(family, num_samples, seed)
     default = default_strategy(family)
-    seq = sequence_label(family)
     runs: list[list[float]] = []
     solvers = []
     for strat in strategies:
@@ -199,41 +185,71 @@ def benchmark_sequence(family: Any, num_samples: int, seed: int, strategies: lis
         for _ in range(int(repeats) - 1):
             for i in again:
                 runs[i].append(_run(strategies[i], systems, rtol, maxiter)[0])
-    out = []
-    for strat, solver, secs in zip(strategies, solvers, runs):
-        recs = solver.records
-        out.append({
-            "sequence": seq,
-            "strategy": _label(strat),
-            "method": solver.method,
-            "preconditioner": solver.preconditioner,
-            "warm_start": solver.warm_start,
-            "recycle_dim": solver.recycle_dim if solver.method in ("rcg", "gcrodr", "scipy_gcrotmk") else 0,
-            "n_unknowns": int(systems[0][1].shape[0]) if systems else 0,
-            "n_systems": len(systems),
-            "matvecs": int(sum(r.matvecs for r in recs)),
-            "iterations": int(sum(r.iterations for r in recs)),
-            "seconds": float(min(secs)),
-            "seconds_runs": [float(t) for t in secs],
-            "max_true_relres": float(max((r.rel_residual for r in recs), default=0.0)),
-            "converged": bool(all(r.converged for r in recs)),
-            "default": _is_default(strat, default),
-            "per_solve": [
-                {"iterations": r.iterations, "matvecs": r.matvecs, "rel_residual": r.rel_residual,
-                 "seconds": r.seconds, "recycle_dim": r.recycle_dim}
-                for r in recs
-            ],
-        })
-    add_targets(out)
+    seq = sequence_label(family)
+    out = [_record(seq, strat, solver, secs, systems, _is_default(strat, default))
+           for strat, solver, secs in zip(strategies, solvers, runs)]
+    add_targets(out, matvec_ratio=matvec_ratio, wall_ratio=wall_ratio)
     return out
 
 
-def add_targets(records: list[dict[str, Any]]) -> None:
-    """Annotate one sequence's records (in place) with targets T1 and T2 of issue 3.
+def _sequence_systems(family: Any, num_samples: int, seed: int) -> list[tuple]:
+    """The ``(A, b, matrix_changed)`` of every solve of the sequence, in order (solved by LU)."""
+    capture = SequenceSolver("direct", rtol=1.0 - 1e-12, on_nonconvergence="flag")
+    systems: list[tuple] = []
 
-    T2 compares wall time among converged records only (a fast record that missed the
-    tolerance does not count). T1 pairs each recycled record with the cold start of the same
-    preconditioner (``rcg+P`` with ``cg+P-cold``, ``gcrodr+P`` with ``gmres+P-cold``).
+    def record(A, b, *, matrix_changed):
+        systems.append((A, b, matrix_changed))
+        return capture(A, b, matrix_changed=matrix_changed)
+
+    for sample in family.samples(num_samples, seed):
+        sample.solve(record)
+    return systems
+
+
+def _record(seq: str, strat: dict[str, Any], solver: SequenceSolver, secs: list[float], systems: list[tuple],
+            default: bool) -> dict[str, Any]:
+    """The benchmark record of one strategy (see :func:`benchmark_sequence`)."""
+    recs = solver.records
+    return {
+        "sequence": seq,
+        "strategy": _label(strat),
+        "method": solver.method,
+        "preconditioner": solver.preconditioner,
+        "warm_start": solver.warm_start,
+        "recycle_dim": solver.recycle_dim if solver.solver_method.recycles else 0,
+        "n_unknowns": int(systems[0][1].shape[0]) if systems else 0,
+        "n_systems": len(systems),
+        "matvecs": int(sum(r.matvecs for r in recs)),
+        "iterations": int(sum(r.iterations for r in recs)),
+        "seconds": float(min(secs)),
+        "seconds_runs": [float(t) for t in secs],
+        "max_true_relres": float(max((r.rel_residual for r in recs), default=0.0)),
+        "converged": bool(all(r.converged for r in recs)),
+        "default": default,
+        "per_solve": [
+            {"iterations": r.iterations, "matvecs": r.matvecs, "rel_residual": r.rel_residual,
+             "seconds": r.seconds, "recycle_dim": r.recycle_dim}
+            for r in recs
+        ],
+    }
+
+
+def add_targets(records: list[dict[str, Any]], *, matvec_ratio: float = RECYCLED_MATVEC_RATIO,
+                wall_ratio: float = DEFAULT_WALL_RATIO) -> None:
+    """Annotate one sequence's records (in place) with how strategies compare.
+
+    **Arguments:**
+        records: :func:`benchmark_sequence` records of one sequence.
+        matvec_ratio: a recycled record meets ``meets_t1`` when both it and its cold start
+            converged and its matvecs are at most this times the cold start's.
+        wall_ratio: the default record meets ``meets_t2`` when it converged within this times the
+            fastest wall time.
+
+    Every record gets ``fastest_strategy, fastest_seconds, vs_fastest`` (seconds / fastest;
+    only converged records compete: a fast record that missed the tolerance does not count);
+    the default record ``meets_t2``; a record of a method with a ``cold_start`` (``rcg``: ``cg``,
+    ``gcrodr``: ``gmres``), paired with the cold start of the same preconditioner
+    (``<cold>+<preconditioner>-cold``), gets ``cold_strategy, matvecs_vs_cold, meets_t1``.
     """
     ok = [r for r in records if r["converged"]] or records
     if not ok:
@@ -245,11 +261,11 @@ def add_targets(records: list[dict[str, Any]]) -> None:
         r["fastest_seconds"] = fastest["seconds"]
         r["vs_fastest"] = r["seconds"] / fastest["seconds"] if fastest["seconds"] > 0 else 1.0
         if r["default"]:
-            r["meets_t2"] = bool(r["converged"] and r["vs_fastest"] <= T2_WALL_RATIO)
-        if r["method"] in _COLD:
-            cold = by_label.get(f"{_COLD[r['method']]}+{r['preconditioner']}-cold")
-            if cold is not None and cold["matvecs"] > 0:
-                r["cold_strategy"] = cold["strategy"]
-                r["matvecs_vs_cold"] = r["matvecs"] / cold["matvecs"]
-                # both must converge: two solvers stopped by maxiter compare nothing
-                r["meets_t1"] = bool(r["converged"] and cold["converged"] and r["matvecs_vs_cold"] <= T1_MATVEC_RATIO)
+            r["meets_t2"] = bool(r["converged"] and r["vs_fastest"] <= wall_ratio)
+        cold_method = SOLVER_METHODS[r["method"]].cold_start if r["method"] in SOLVER_METHODS else None
+        cold = by_label.get(f"{cold_method}+{r['preconditioner']}-cold") if cold_method else None
+        if cold is not None and cold["matvecs"] > 0:
+            r["cold_strategy"] = cold["strategy"]
+            r["matvecs_vs_cold"] = r["matvecs"] / cold["matvecs"]
+            # both must converge: two solvers stopped by maxiter compare nothing
+            r["meets_t1"] = bool(r["converged"] and cold["converged"] and r["matvecs_vs_cold"] <= matvec_ratio)

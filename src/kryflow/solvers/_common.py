@@ -1,17 +1,37 @@
-"""Shared pieces of the solvers: statistics record, input checks, matrix fingerprints."""
+"""Shared pieces of the solvers: the statistics record, tolerance parameters, matrix fingerprints."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import get_blas_funcs
 
-__all__ = ["SolveInfo", "SolverDidNotConverge", "check_system", "as_preconditioner", "MatrixFingerprint"]
+from kryflow._registry import Param, ParameterError, Registry
+
+__all__ = [
+    "SolveInfo",
+    "SolverDidNotConverge",
+    "MatrixFingerprint",
+    "RegisteredByName",
+    "RTOL",
+    "ATOL",
+    "MAXITER",
+    "check_tolerances",
+    "python_scalar",
+    "scipy_failure_code",
+    "stale_matrix_check",
+    "tolerance",
+    "nrm2",
+]
 
 nrm2 = get_blas_funcs("nrm2", dtype=np.float64)
+
+RTOL = Param.number(1e-8, 0.0, 1.0, high_open=True, doc="relative tolerance on the true residual ||b - A x|| / ||b||")
+ATOL = Param.number(0.0, 0.0, doc="absolute tolerance: stop when ||b - A x|| <= max(rtol ||b||, atol)")
+MAXITER = Param.integer(2000, 1, doc="Krylov iterations per solve (GMRES-type: inner iterations)")
 
 
 @dataclass
@@ -19,9 +39,11 @@ class SolveInfo:
     """Statistics of one linear solve.
 
     **Attributes:**
-        method, preconditioner: names as in SOLVER_METHODS / PRECONDITIONERS.
+        method, preconditioner: names as in SOLVER_METHODS / PRECONDITIONERS ("custom": an ``M``
+            given by the caller).
         iterations: Krylov iterations (0 for direct).
-        matvecs: products with A, including residual recomputations and A·W rebuilds.
+        matvecs: products with A, including residual recomputations, recycle-space rebuilds and
+            the final true-residual check.
         rel_residual: true ``||b - A x|| / ||b||`` recomputed from the returned x.
         seconds: wall time of the solve (including preconditioner/recycle-space updates).
         recycle_dim: size of the recycle space used by this solve (0 when none).
@@ -54,45 +76,50 @@ class SolverDidNotConverge(RuntimeError):
         )
 
 
-def check_system(A: Any, b: Any) -> tuple[sp.csr_matrix, np.ndarray]:
-    """Return ``(A as CSR float64, b as 1-D float64)`` after checking shapes and finiteness."""
-    if not sp.issparse(A):
-        if isinstance(A, np.ndarray) and A.ndim == 2:
-            A = sp.csr_matrix(A)
-        else:
-            raise ValueError(f"A must be a scipy sparse matrix (CSR preferred), got {type(A).__name__}")
-    if A.format != "csr" or A.dtype != np.float64:
-        A = sp.csr_matrix(A, dtype=np.float64)
-    if A.ndim != 2 or A.shape[0] != A.shape[1]:
-        raise ValueError(f"A must be square, got shape {A.shape}")
-    b = np.asarray(b, dtype=np.float64)
-    if b.ndim != 1:
-        if b.ndim == 2 and 1 in b.shape:
-            b = b.ravel()
-        else:
-            raise ValueError(f"b must be 1-D of length {A.shape[0]}, got shape {b.shape}; pass b.ravel()")
-    if b.shape[0] != A.shape[0]:
-        raise ValueError(f"b has length {b.shape[0]} but A is {A.shape}; they must match")
-    if not np.all(np.isfinite(b)):
-        raise ValueError("b contains NaN or inf; check the right-hand side / previous state")
-    if not np.all(np.isfinite(A.data)):
-        raise ValueError("A contains NaN or inf entries; check the coefficient fields used to assemble it")
-    return A, b
+class RegisteredByName:
+    """Base of classes that register themselves: ``class X(Base, name="x")`` puts X into
+    ``Base.REGISTRY`` under ``"x"`` and sets ``X.name``; without ``name`` nothing is registered."""
+
+    REGISTRY: ClassVar[Registry]
+    name: ClassVar[str] = ""
+
+    def __init_subclass__(cls, name: str | None = None, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if name is not None:
+            cls.name = name
+            cls.REGISTRY.register(name, cls)
 
 
-def as_preconditioner(M: Any, n: int) -> Callable[[np.ndarray], np.ndarray] | None:
-    """Turn a scipy-style ``M`` (approximate inverse: matrix, LinearOperator or callable) into r -> M r."""
-    if M is None:
-        return None
-    if callable(M) and not hasattr(M, "shape"):
-        return M
-    if hasattr(M, "shape"):
-        if tuple(M.shape) != (n, n):
-            raise ValueError(f"preconditioner M has shape {M.shape}, expected {(n, n)}")
-        if hasattr(M, "matvec"):
-            return M.matvec
-        return lambda r: M @ r
-    raise ValueError(f"M must be a matrix, LinearOperator or callable, got {type(M).__name__}")
+def python_scalar(value: Any) -> Any:
+    """``value`` with a numpy scalar (``np.int64(3)``) turned into the Python one, so that the
+    declared :class:`~kryflow._registry.Param` checks accept what numpy code passes."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def check_tolerances(rtol: float, atol: float, maxiter: int | None, n: int) -> int:
+    """Check the stopping parameters of one solve of size ``n``.
+
+    **Returns:** ``maxiter`` as an int (``None``: ``10 n``, as scipy). Raises
+    :class:`ParameterError` naming ``rtol``, ``atol`` or ``maxiter``.
+    """
+    RTOL.validate("rtol", python_scalar(rtol))
+    ATOL.validate("atol", python_scalar(atol))
+    if rtol == 0.0 and atol == 0.0:
+        raise ParameterError("rtol and atol are both 0: the solver could never stop; set rtol (e.g. 1e-8)", "rtol")
+    if maxiter is None:
+        return 10 * n
+    return int(MAXITER.validate("maxiter", python_scalar(maxiter)))
+
+
+def scipy_failure_code(maxiter: int | None, b: Any) -> int:
+    """The ``info`` scipy's solvers return when they miss the tolerance: ``maxiter`` as given
+    (default ``10 N``, N = ``len(b)``)."""
+    return 10 * int(np.shape(b)[0]) if maxiter is None else int(maxiter)
+
+
+def tolerance(bnorm: float, rtol: float, atol: float) -> float:
+    """Absolute residual target ``max(rtol ||b||, atol)``."""
+    return max(rtol * bnorm, atol)
 
 
 class MatrixFingerprint:
@@ -111,3 +138,27 @@ class MatrixFingerprint:
             self._weights = np.random.default_rng(12345).random(nnz) + 0.5
         w = self._weights[:nnz]
         return (A.shape, nnz, float(A.data @ w), int(A.indices[:: max(1, nnz // 64)].sum()))
+
+
+def stale_matrix_check(fingerprint: MatrixFingerprint, A: sp.csr_matrix | None, built_with: tuple | None,
+                       matrix_changed: bool, what: str) -> tuple | None:
+    """Catch a matrix that changed while the caller said ``matrix_changed=False``.
+
+    **Arguments:**
+        fingerprint: the owner's :class:`MatrixFingerprint`.
+        A: the assembled matrix, or ``None`` for a bare operator (nothing can be checked: the
+            caller's ``matrix_changed`` is trusted).
+        built_with: fingerprint of the matrix ``what`` was built with (``None``: nothing built).
+        what: the derived data, for the message ("A·W", "the LU factors").
+
+    **Returns:** the fingerprint of ``A`` to remember (``None`` for an operator).
+    """
+    if A is None:
+        return None
+    fp = fingerprint(A)
+    if built_with is not None and not matrix_changed and fp != built_with:
+        raise ValueError(
+            f"stale {what}: matrix_changed=False but A is not the matrix {what} came from; "
+            "pass matrix_changed=True whenever the matrix changes"
+        )
+    return fp

@@ -1,27 +1,28 @@
 """Compiled (numba) inner loops of the Krylov solvers.
 
-Why: a CG iteration is memory-bound, and the numpy/scipy version moved 16 vector passes (no
-fusion), paid ~9 Python calls per iteration (8 us: more than the whole iteration on a 32²
-grid) and ran scipy's single-threaded CSR kernel at ~16 GB/s. Here the CSR product is fused
-with ``p.q``, the x/r updates with ``r.r`` (and ``r.M r`` for Jacobi), so an iteration moves
-the 11 vector passes plus the matrix that the bandwidth floor counts, and for plain and
+Why: a CG iteration is memory-bound, and a numpy/scipy version moves 16 vector passes (no
+fusion), pays about nine Python calls per iteration (on small grids more than the arithmetic
+of the iteration itself) and runs scipy's single-threaded CSR kernel. Here the CSR product is
+fused with ``p.q``, the x/r updates with ``r.r`` (and ``r.M r`` for Jacobi), so an iteration
+moves the 11 vector passes plus the matrix that the bandwidth floor counts, and for plain and
 Jacobi PCG the whole iteration loop runs compiled.
 
 Determinism: rows are cut into fixed chunks of ``CHUNK`` rows whatever the thread count;
 each reduction sums within a chunk in row order, then over chunks in chunk order. So results
-are bit-identical with 1 or many threads, and the Python loops (recycled CG, PCG with a
-general preconditioner) that call these kernels do exactly the arithmetic of the compiled
-loop: an empty recycle space reproduces plain CG iteration for iteration.
+are bit-identical with 1 or many threads, and the Python loop of :mod:`._pcg` (recycled CG,
+PCG with a general preconditioner or a callback) that calls these kernels does exactly the
+arithmetic of the compiled loop: an empty recycle space reproduces plain CG iteration for
+iteration.
 
 Rows run in parallel (numba threads, ``numba.set_num_threads``) from ``PARALLEL_MIN_ROWS``
-rows and only with more than one thread; below that, waking threads costs more than the
-iteration (measured 12 us vs 5 us per iteration on a 32² grid).
+rows and only with more than one thread; below that, waking the threads costs more than the
+iteration saves.
 
 Index arrays are read as unsigned views (zero-copy, indices are non-negative), and row loops
 run over unsigned bounds: numba guards every access through a signed index against negative
-wrap-around, which measured 2.3x slower than scipy's kernel (signed column indices) and 1.3x
-slower (signed row bounds); unsigned, the serial kernel matches scipy's and two threads run
-it in 0.55x the time.
+wrap-around, which makes the kernel markedly slower than scipy's (both for signed column
+indices and for signed row bounds); unsigned, the serial kernel matches scipy's and threads
+speed it up. ``benchmarks/README.md`` has the measurements behind these choices.
 """
 
 from __future__ import annotations
@@ -202,8 +203,8 @@ def _pcg_loop(indptr, indices, data, x, r, p, q, dinv, rz, tol2, maxiter, singul
 # --- Python-facing wrappers -----------------------------------------------------------------
 
 def _parallel(n: int) -> bool:
-    """Split rows over threads: only with more than one numba thread (the parallel path on one
-    thread measured 1.4x slower than the serial one) and from ``PARALLEL_MIN_ROWS`` rows."""
+    """Split rows over threads: only with more than one numba thread (on one thread the parallel
+    path is slower than the serial one) and from ``PARALLEL_MIN_ROWS`` rows."""
     return n >= PARALLEL_MIN_ROWS and numba.get_num_threads() > 1
 
 
@@ -245,8 +246,8 @@ def pcg_loop(A, x, r, p, q, dinv, rz, tol2, maxiter, singular_alpha) -> tuple[in
 
 
 def warm_up() -> None:
-    """Load (or, the first time on a machine, compile: ~5 s) every kernel specialisation that
-    CG uses, so that a timed solve does not pay for it (measured ~0.25 s per process)."""
+    """Load (or, the first time on a machine, compile: seconds) every kernel specialisation that
+    CG uses, so that a timed solve does not pay for loading them (a fraction of a second per process)."""
     A = sp.identity(4, format="csr") * 2.0
     for idx in (np.int32, np.int64):
         A.indices, A.indptr = A.indices.astype(idx), A.indptr.astype(idx)

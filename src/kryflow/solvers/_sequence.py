@@ -1,5 +1,9 @@
 """SequenceSolver: one object that solves a sequence of related systems, carrying warm starts,
-preconditioner setups, recycle spaces and LU factors from one solve to the next."""
+preconditioner setups, recycle spaces and LU factors from one solve to the next.
+
+The driver is generic: what a method does, and which options it takes, is its
+:class:`~._methods.SequenceMethod` class in :data:`~._methods.SOLVER_METHODS`.
+"""
 
 from __future__ import annotations
 
@@ -8,30 +12,23 @@ import time
 from typing import Any
 
 import numpy as np
-import scipy.sparse.linalg as spla
 
-from ._common import MatrixFingerprint, SolveInfo, SolverDidNotConverge, check_system, nrm2
-from ._gcrodr import GCRODR
-from ._krylov import check_params, gmres_core, pcg_core
-from ._preconditioners import PRECONDITIONERS, make_preconditioner
-from ._recycled_cg import RecycledCG
+from ._common import SolveInfo, SolverDidNotConverge
+from ._methods import check_solver_options, method_class
+from ._preconditioners import make_preconditioner, preconditioner_class
+from ._system import make_system
 
-__all__ = ["SOLVER_METHODS", "BASELINE_METHODS", "SequenceSolver"]
-
-SOLVER_METHODS = ("cg", "rcg", "gmres", "gcrodr", "direct")
-BASELINE_METHODS = ("scipy_gcrotmk",)  # scipy's gcrotmk(CU=..., discard_C=True), recycling outer vectors
-
-_COMMON_OPTIONS = {"atol", "amg_reuse", "amg_refresh", "ilu_drop_tol", "ilu_fill_factor", "blas_threads"}
+__all__ = ["SequenceSolver"]
 
 _CONTROLLER: Any = None
 
 
 def _blas_limit(threads: int | None):
-    """Context limiting BLAS threads (threadpoolctl, if installed; ~13 µs per use).
+    """Context limiting BLAS threads (threadpoolctl, if installed; a few microseconds per use).
 
-    The dense work here is tiny (Ritz problems of size ~2k, k x N products), where an
-    OpenBLAS thread pool spinning on a busy machine made GCRO-DR 3x and eigCG restarts
-    10-100x slower. Parallelism belongs to the workflow (one job per core).
+    The dense work here is tiny (Ritz problems of size ~2k, k x N products), where an OpenBLAS
+    thread pool spinning on a busy machine costs more than the work itself (GCRO-DR and eigCG
+    restarts slow down several times over). Parallelism belongs to the workflow (one job per core).
     """
     global _CONTROLLER
     if threads is None:
@@ -65,92 +62,63 @@ def _thread_limit(threads: int | None):
             yield
         finally:
             numba.set_num_threads(old)
-_METHOD_OPTIONS = {
-    "cg": set(),
-    "rcg": {"harvest_size", "harvest_solves", "refresh_factor", "adaptive", "recycle_mode", "harvest_per_solve"},
-    "gmres": {"restart"},
-    "gcrodr": {"restart", "adaptive"},
-    "scipy_gcrotmk": {"restart"},
-    "direct": set(),
-}
 
 
 class SequenceSolver:
-    """Solve a sequence of sparse systems ``A_i x_i = b_i`` with state carried between solves.
+    """Solve a sequence of systems ``A_i x_i = b_i`` with state carried between solves.
 
     **Arguments:**
-        method: one of ``SOLVER_METHODS`` (or ``"scipy_gcrotmk"``, a baseline).
-        preconditioner: one of ``PRECONDITIONERS`` (ignored, recorded as "none", for "direct").
+        method: a name in ``SOLVER_METHODS`` (``BASELINE_METHODS`` are there for comparison).
+        preconditioner: a name in ``PRECONDITIONERS`` (recorded as "none" for methods without
+            one, e.g. "direct").
         rtol: relative tolerance on the true residual ``||b - A x|| / ||b||``.
-        maxiter: iteration limit per solve.
-        recycle_dim: recycle-space size for "rcg"/"gcrodr"/"scipy_gcrotmk".
+        maxiter: Krylov iterations per solve, for every method (GMRES-type: inner iterations,
+            not restart cycles; ignored by "direct").
+        recycle_dim: recycle-space size for the methods that recycle ("rcg", "gcrodr", ...).
         warm_start: start each solve from the previous solution (same size only).
         on_nonconvergence: "raise" (:class:`SolverDidNotConverge`) or "flag" (return x, record
             ``converged=False``).
-        method_options: ``atol``; ``restart`` (gmres/gcrodr/scipy_gcrotmk); ``harvest_size``,
-            ``harvest_solves``, ``refresh_factor``, ``recycle_mode`` ("deflation" (default) |
-            "spectral"), ``harvest_per_solve`` (rcg, see :class:`RecycledCG`); ``adaptive`` (rcg, gcrodr: recycling off while
-            solves need < 2 recycle_dim iterations); ``amg_reuse`` ("rebuild" (default) | "aggregates" |
-            "lagged"), ``amg_refresh``; ``ilu_drop_tol``, ``ilu_fill_factor``; ``blas_threads``
-            (default 1; None = no limit): threads for BLAS and for the compiled CG kernels during
-            a solve, so that one solver job per core does not oversubscribe the machine.
+        method_options: ``atol``; ``blas_threads`` (default 1; None = no limit: threads for BLAS
+            and for the compiled CG kernels during a solve, so that one solver job per core does
+            not oversubscribe the machine); the method's own options (its class's ``OPTIONS``, e.g.
+            ``restart``; ``recycle_mode``, ``harvest_per_solve``, ... for "rcg", see
+            :class:`RecycledCG`) and the preconditioner's (``amg_reuse``, ``amg_refresh``;
+            ``ilu_drop_tol``, ``ilu_fill_factor``). :func:`check_solver_options` checks them all.
 
-    Call as ``x = solver(A, b, matrix_changed=bool)`` (A: N x N sparse, b: (N,)); one
-    :class:`SolveInfo` per call is appended to ``records``.
+    Call as ``x = solver(A, b, matrix_changed=bool)`` (A ``(N, N)``: sparse matrix, or a
+    ``LinearOperator`` for methods and preconditioners that need no entries; b ``(N,)``); one
+    :class:`SolveInfo` per call is appended to ``records``. With an operator nothing can check
+    ``matrix_changed``: it is trusted.
     """
 
     def __init__(self, method: str = "rcg", preconditioner: str = "amg", rtol: float = 1e-8, maxiter: int = 2000,
                  recycle_dim: int = 8, warm_start: bool = True, on_nonconvergence: str = "raise",
                  **method_options: Any):
-        if method not in SOLVER_METHODS + BASELINE_METHODS:
-            raise ValueError(f"unknown solver method {method!r}; valid: {SOLVER_METHODS + BASELINE_METHODS}")
-        if preconditioner not in PRECONDITIONERS:
-            raise ValueError(f"unknown preconditioner {preconditioner!r}; valid: {PRECONDITIONERS}")
-        if on_nonconvergence not in ("raise", "flag"):
-            raise ValueError(f"on_nonconvergence must be 'raise' or 'flag', got {on_nonconvergence!r}")
-        allowed = _COMMON_OPTIONS | _METHOD_OPTIONS[method]
-        unknown = sorted(set(method_options) - allowed)
-        if unknown:
-            raise ValueError(f"unknown option(s) {unknown} for method {method!r}; valid options: {sorted(allowed)}")
-        self.atol = float(method_options.get("atol", 0.0))
-        check_params(rtol, self.atol, maxiter, 1)
-        if isinstance(recycle_dim, bool) or not isinstance(recycle_dim, (int, np.integer)) or recycle_dim < 0:
-            raise ValueError(f"recycle_dim must be an integer >= 0, got {recycle_dim!r}")
+        self._method_class = method_class(method)  # "auto" is not a method: default_strategy resolves it
+        opts = check_solver_options(method, preconditioner, {
+            "rtol": rtol, "maxiter": maxiter, "recycle_dim": recycle_dim, "warm_start": warm_start,
+            "on_nonconvergence": on_nonconvergence, **method_options})
+        uses_pre = self._method_class.uses_preconditioner
         self.method = method
-        self.preconditioner = "none" if method == "direct" else preconditioner
-        self.rtol, self.maxiter = float(rtol), int(maxiter)
-        self.recycle_dim = int(recycle_dim)
-        self.warm_start = bool(warm_start)
-        self.on_nonconvergence = on_nonconvergence
+        self.preconditioner = preconditioner if uses_pre else "none"
+        self.rtol, self.maxiter, self.atol = float(opts["rtol"]), int(opts["maxiter"]), float(opts["atol"])
+        self.recycle_dim = int(opts["recycle_dim"])
+        self.warm_start = bool(opts["warm_start"])
+        self.on_nonconvergence = opts["on_nonconvergence"]
+        self.blas_threads = opts["blas_threads"]
         self.options = dict(method_options)
-        self.restart = int(method_options.get("restart", 30))
-        self.blas_threads = method_options.get("blas_threads", 1)
-        bt = self.blas_threads
-        if bt is not None and (isinstance(bt, bool) or not isinstance(bt, (int, np.integer)) or bt < 1):
-            raise ValueError(f"blas_threads must be a positive integer or None, got {bt!r}")
+        self._method_options = {k: opts[k] for k in self._method_class.OPTIONS}
+        self._pre_options = {k: opts[k] for k in preconditioner_class(preconditioner).OPTIONS} if uses_pre else {}
         self.records: list[SolveInfo] = []
         self._popped = 0
-        self._fingerprint = MatrixFingerprint()
         self._reset_state()
 
     def _reset_state(self) -> None:
         self._n: int | None = None
         self._x: np.ndarray | None = None
-        self._lu = None
-        self._lu_fp = None
-        self._cu: list = []
-        pre_opts = {k: v for k, v in self.options.items() if k.startswith(("amg_", "ilu_"))}
-        self._pre = make_preconditioner(self.preconditioner, symmetric=self.method in ("cg", "rcg"), **pre_opts)
-        if self.method == "rcg":
-            rc_opts = {k: self.options[k] for k in ("harvest_size", "harvest_solves", "refresh_factor", "adaptive",
-                                                    "harvest_per_solve") if k in self.options}
-            if "recycle_mode" in self.options:
-                rc_opts["mode"] = self.options["recycle_mode"]
-            self._recycler: Any = RecycledCG(self.recycle_dim, **rc_opts)
-        elif self.method == "gcrodr":
-            self._recycler = GCRODR(self.recycle_dim, self.restart, self.options.get("adaptive", True))
-        else:
-            self._recycler = None
+        self._pre = make_preconditioner(self.preconditioner, symmetric=self._method_class.symmetric,
+                                        **self._pre_options)
+        self.solver_method = self._method_class.from_options(self.recycle_dim, **self._method_options)
 
     def __repr__(self) -> str:
         return (f"SequenceSolver(method={self.method!r}, preconditioner={self.preconditioner!r}, rtol={self.rtol}, "
@@ -168,90 +136,25 @@ class SequenceSolver:
 
     def _solve(self, A, b, matrix_changed: bool) -> np.ndarray:
         t0 = time.perf_counter()
-        A, b = check_system(A, b)
-        n = b.shape[0]
-        if self._n is not None and n != self._n:
+        system = make_system(A, b)
+        if self._n is not None and system.n != self._n:
             self._reset_state()  # a new problem size: nothing carries over
         if self._n is None:
             matrix_changed = True
-        self._n = n
-        bnorm = nrm2(b)
-        if bnorm == 0.0:
-            x = np.zeros(n)
-            info = SolveInfo(self.method, self.preconditioner, 0, 0, 0.0, time.perf_counter() - t0,
-                             self._recycle_size(), True)
-        elif self.method == "direct":
-            x, info = self._direct(A, b, matrix_changed, t0)
-        else:
-            x, info = self._iterative(A, b, matrix_changed, t0)
+        self._n = system.n
+        method = self.solver_method
+        precondition = method.uses_preconditioner and system.bnorm > 0.0  # a zero b is solved by x = 0
+        if precondition:
+            self._pre.update(system.operator, matrix_changed)
+        M = self._pre if precondition and not self._pre.identity else None
+        x0 = self._x if (self.warm_start and self._x is not None) else None
+        x, info = method.run(system.with_start(x0, M), rtol=self.rtol, atol=self.atol, maxiter=self.maxiter,
+                             matrix_changed=matrix_changed, started=t0, preconditioner=self.preconditioner)
+        if precondition:
+            self._pre.feedback(info.iterations)
         self.records.append(info)
-        if not info.converged:
-            if self.on_nonconvergence == "raise":
-                raise SolverDidNotConverge(info, self.rtol, self.maxiter)
+        if not info.converged and self.on_nonconvergence == "raise":
+            raise SolverDidNotConverge(info, self.rtol, self.maxiter)
         if self.warm_start and np.all(np.isfinite(x)):
             self._x = x.copy()
         return x
-
-    def _recycle_size(self) -> int:
-        if self._recycler is not None:
-            return self._recycler.recycle_dim
-        return len(self._cu)
-
-    def _direct(self, A, b, matrix_changed, t0):
-        fp = self._fingerprint(A)
-        if self._lu is None or matrix_changed:
-            try:
-                self._lu = spla.splu(A.tocsc())
-            except RuntimeError as exc:
-                raise ValueError(f"direct solver: LU factorization failed ({exc}); A is singular") from exc
-        elif fp != self._lu_fp:
-            raise ValueError(
-                "matrix_changed=False but A differs from the factorized matrix (stale LU); pass matrix_changed=True"
-            )
-        self._lu_fp = fp
-        x = self._lu.solve(b)
-        rel = float(nrm2(b - A @ x) / nrm2(b))
-        ok = bool(np.isfinite(rel) and rel <= max(self.rtol, self.atol / nrm2(b)))
-        return x, SolveInfo("direct", "none", 0, 1, rel, time.perf_counter() - t0, 0, ok)
-
-    def _iterative(self, A, b, matrix_changed, t0):
-        self._pre.update(A, matrix_changed)
-        M = None if self.preconditioner == "none" else self._pre
-        x0 = self._x if (self.warm_start and self._x is not None) else None
-        rtol, atol, maxiter = self.rtol, self.atol, self.maxiter
-        if self.method == "cg":
-            x, its, mv, _ = pcg_core(A, b, x0, rtol, atol, maxiter, M)
-            k = 0
-        elif self.method == "gmres":
-            x, its, mv, _ = gmres_core(A, b, x0, rtol, atol, maxiter, M, self.restart)
-            k = 0
-        elif self.method == "scipy_gcrotmk":
-            x, its, mv = self._gcrotmk(A, b, x0, M, matrix_changed)
-            k = len(self._cu)
-        else:
-            x, rinfo = self._recycler.solve(A, b, x0, rtol=rtol, atol=atol, maxiter=maxiter, M=M,
-                                            matrix_changed=matrix_changed)
-            its, mv, k = rinfo.iterations, rinfo.matvecs, rinfo.recycle_dim
-        self._pre.feedback(its)
-        bnorm = nrm2(b)
-        rel = float(nrm2(b - A @ x) / bnorm)
-        mv += 1
-        ok = bool(np.isfinite(rel) and rel <= max(rtol, atol / bnorm) * (1 + 1e-12))
-        return x, SolveInfo(self.method, self.preconditioner, int(its), int(mv), rel, time.perf_counter() - t0,
-                            int(k), ok)
-
-    def _gcrotmk(self, A, b, x0, M, matrix_changed):
-        count = [0]
-
-        def mv(v):
-            count[0] += 1
-            return A @ v
-
-        op = spla.LinearOperator(A.shape, matvec=mv, dtype=np.float64)
-        Mop = None if M is None else spla.LinearOperator(A.shape, matvec=M, dtype=np.float64)
-        # discard_C=True stores (None, u): C = A u is recomputed on the next call, so a changed
-        # matrix is handled (at k matvecs per solve, counted)
-        x, _ = spla.gcrotmk(op, b, x0=x0, rtol=self.rtol, atol=self.atol,
-                            maxiter=max(1, self.maxiter // self.restart), M=Mop, m=self.restart,
-                            k=self.recycle_dim, CU=self._cu, discard_C=True)
-        return x, count[0], count[0]

@@ -1,0 +1,212 @@
+"""The solver-method registry: the abstract :class:`SequenceMethod`, its options, and their checks.
+
+A method is one class on :class:`SequenceMethod` in one private module of ``kryflow.solvers``,
+registered by its class statement (``class MyMethod(SequenceMethod, name="mine")``).
+:data:`SOLVER_METHODS` imports every private module of the package on first use, so adding a
+method is adding that module; :class:`~kryflow.solvers.SequenceSolver`, the benchmark and the
+config checks read what they need (options, flags) from the class.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Mapping
+from typing import Any, Callable, ClassVar, NamedTuple
+
+import numpy as np
+
+from kryflow._registry import Param, ParameterError, Registry, check_params
+
+from ._common import ATOL, MAXITER, RTOL, RegisteredByName, SolveInfo, check_tolerances, nrm2, python_scalar
+from ._preconditioners import PRECONDITIONERS, preconditioner_class
+from ._system import LinearSystem, make_system
+
+__all__ = [
+    "SOLVER_METHODS",
+    "COMMON_OPTIONS",
+    "RECYCLE_DIM",
+    "RESTART",
+    "ADAPTIVE",
+    "MethodResult",
+    "SequenceMethod",
+    "method_class",
+    "check_solver_options",
+    "solver_options",
+]
+
+SOLVER_METHODS: Registry[type[SequenceMethod]] = Registry("solver method", package="kryflow.solvers")
+
+RECYCLE_DIM = Param.integer(8, 0, doc="vectors kept in the recycle space (recycling methods; 0 = none)")
+# options several methods declare: one Param each, so that a name means one thing everywhere
+RESTART = Param.integer(30, 1, doc="Krylov subspace dimension per restart cycle")
+ADAPTIVE = Param.flag(True, doc="recycling off while solves need fewer than 2 recycle_dim iterations")
+
+COMMON_OPTIONS: dict[str, Param] = {
+    "rtol": RTOL,
+    "maxiter": MAXITER,
+    "recycle_dim": RECYCLE_DIM,
+    "warm_start": Param.flag(True, doc="start each solve from the previous solution (same size only)"),
+    "on_nonconvergence": Param.choice("raise", "raise", "flag",
+                                      doc="raise SolverDidNotConverge, or flag the record and go on"),
+    "atol": ATOL,
+    "blas_threads": Param.integer(1, 1, optional=True,
+                                  doc="BLAS and compiled-kernel threads during a solve (null: no limit)"),
+}
+
+
+class MethodResult(NamedTuple):
+    """What a method's iteration returns. x: ``(N,)``; matvecs exclude the final residual check."""
+
+    x: np.ndarray
+    iterations: int
+    matvecs: int
+    recycle_dim: int
+
+
+class SequenceMethod(RegisteredByName, abc.ABC):
+    """A linear solver that may carry state (recycle space, factors) from one solve to the next.
+
+    Subclasses declare, as class attributes:
+        name: the registered name (given as ``class X(SequenceMethod, name="x")``).
+        OPTIONS: ``{option: Param}`` beyond :data:`COMMON_OPTIONS`, as the config spells them.
+        symmetric: an SPD method; the driver builds its preconditioner symmetric.
+        uses_preconditioner: False where no preconditioner applies (a direct solve).
+        recycles: the method keeps a recycle space of up to ``recycle_dim`` vectors.
+        cold_start: the method a recycled one is judged against (same preconditioner, cold).
+        baseline: a reference implementation from elsewhere, for comparison only.
+
+    and implement :meth:`_iterate`. :meth:`solve` takes scipy's arguments; :meth:`run` takes a
+    normalised :class:`~._system.LinearSystem` (what the sequence driver passes).
+    """
+
+    REGISTRY = SOLVER_METHODS
+    OPTIONS: ClassVar[dict[str, Param]] = {}
+    symmetric: ClassVar[bool] = False
+    uses_preconditioner: ClassVar[bool] = True
+    recycles: ClassVar[bool] = False
+    cold_start: ClassVar[str | None] = None
+    baseline: ClassVar[bool] = False
+
+    last_info: SolveInfo | None = None
+
+    @classmethod
+    def from_options(cls, recycle_dim: int, **options: Any) -> SequenceMethod:
+        """The method for checked options: ``recycle_dim`` and this class's ``OPTIONS``."""
+        return cls(**options)
+
+    @property
+    def recycle_dim(self) -> int:
+        """Vectors in the recycle space now (0 for methods without one)."""
+        return 0
+
+    def reset(self) -> None:
+        """Forget everything carried between solves (e.g. when the problem size changes)."""
+
+    def solve(self, A: Any, b: Any, x0: Any = None, *, rtol: float = 1e-8, atol: float = 0.0,
+              maxiter: int | None = None, M: Any = None, matrix_changed: bool = True,
+              callback: Callable | None = None) -> tuple[np.ndarray, SolveInfo]:
+        """Solve ``A x = b``, carrying state to the next call.
+
+        **Arguments:**
+            A: ``(N, N)`` sparse matrix, dense array or ``LinearOperator``. b: ``(N,)`` or ``(N, 1)``.
+            x0: ``None`` (zeros), ``(N,)`` / ``(N, 1)``, or ``"Mb"``. rtol, atol: stop at
+            ``||b - A x|| <= max(rtol ||b||, atol)``. maxiter: Krylov iterations (default ``10 N``).
+            M: approximate inverse of A (matrix, LinearOperator or callable).
+            matrix_changed: False only when A is the matrix of the previous call (state built from
+                it is kept; a matrix A that differs raises ValueError; an operator is trusted).
+            callback: per-iteration hook, as the method documents.
+
+        **Returns:** ``(x, info)``: x ``(N,)`` and a :class:`SolveInfo`.
+        """
+        t0 = time.perf_counter()
+        system = make_system(A, b, x0, M)
+        maxiter = check_tolerances(rtol, atol, maxiter, system.n)
+        return self.run(system, rtol=rtol, atol=atol, maxiter=maxiter, matrix_changed=matrix_changed,
+                        callback=callback, started=t0)
+
+    def run(self, system: LinearSystem, *, rtol: float, atol: float, maxiter: int, matrix_changed: bool,
+            callback: Callable | None = None, started: float | None = None,
+            preconditioner: str | None = None) -> tuple[np.ndarray, SolveInfo]:
+        """:meth:`solve` on a normalised system with checked tolerances; a zero ``b`` gives ``x = 0``.
+
+        ``started``: ``perf_counter()`` at the start of the timed work; ``preconditioner``: the
+        name to record (default "none" or "custom").
+        """
+        t0 = time.perf_counter() if started is None else started
+        bnorm = system.bnorm
+        if bnorm == 0.0:
+            x, its, mv, k, rel = np.zeros(system.n), 0, 0, self.recycle_dim, 0.0
+        else:
+            x, its, mv, k = self._iterate(system, rtol, atol, maxiter, matrix_changed, callback)
+            rel = float(nrm2(system.residual(x)) / bnorm)
+            mv += 1
+        ok = bnorm == 0.0 or bool(np.isfinite(rel) and rel <= max(rtol, atol / bnorm) * (1 + 1e-12))
+        label = preconditioner or ("none" if system.M is None else "custom")
+        info = SolveInfo(self.name, label, int(its), int(mv), rel, time.perf_counter() - t0, int(k), ok)
+        self.last_info = info
+        return x, info
+
+    @abc.abstractmethod
+    def _iterate(self, system: LinearSystem, rtol: float, atol: float, maxiter: int, matrix_changed: bool,
+                 callback: Callable | None) -> MethodResult:
+        """Solve a system with ``||b|| > 0``; the caller checks the true residual afterwards."""
+
+
+def method_class(method: str) -> type[SequenceMethod]:
+    """The registered class of ``method``; :class:`ParameterError` (param ``"method"``) listing the
+    valid names otherwise."""
+    if not isinstance(method, str) or method not in SOLVER_METHODS:
+        hint = "; 'auto' is resolved to one of them by default_strategy(family)" if method == "auto" else ""
+        raise ParameterError(f"unknown solver method {method!r}; valid: {', '.join(SOLVER_METHODS)}{hint}", "method")
+    return SOLVER_METHODS[method]
+
+
+def check_solver_options(method: str, preconditioner: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a solver configuration: :data:`COMMON_OPTIONS`, the method's and the preconditioner's.
+
+    **Arguments:**
+        method: a registered name, or ``"auto"`` (resolved elsewhere, by ``default_strategy``):
+            then only the common and the preconditioner's options are valid.
+        preconditioner: a name in ``PRECONDITIONERS``.
+        options: ``{option: value}``; keys ``method`` and ``preconditioner`` are skipped, so a
+            whole config section can be passed.
+
+    **Returns:** every valid option with its value (defaults filled in). Raises
+    :class:`ParameterError` whose ``param`` is the offending key: ``"method"`` or
+    ``"preconditioner"`` for an unknown name, the option for an unknown or invalid one.
+    """
+    declared = dict(COMMON_OPTIONS)
+    owner = "method 'auto'"
+    if method != "auto":
+        declared.update(method_class(method).OPTIONS)
+        owner = f"method {method!r}"
+    declared.update(preconditioner_class(preconditioner).OPTIONS)
+    given = {k: python_scalar(v) for k, v in options.items() if k not in ("method", "preconditioner")}
+    try:
+        out = check_params(declared, given, f"{owner} with preconditioner {preconditioner!r}")
+    except ParameterError as exc:
+        owners = [n for n, c in SOLVER_METHODS.items() if exc.param in c.OPTIONS and exc.param not in declared]
+        if not owners:
+            raise
+        raise ParameterError(f"{exc} ({exc.param!r} is an option of method {', '.join(map(repr, owners))})",
+                             exc.param) from None
+    if out["rtol"] == 0.0 and out["atol"] == 0.0:
+        raise ParameterError("rtol and atol are both 0: the solver could never stop; set rtol (e.g. 1e-8)", "rtol")
+    if method != "auto":  # checks across options (GCRO-DR: restart > recycle_dim) live in the constructor
+        cls = SOLVER_METHODS[method]
+        cls.from_options(out["recycle_dim"], **{k: out[k] for k in cls.OPTIONS})
+    return out
+
+
+def solver_options() -> dict[str, Param]:
+    """Every option name any solver configuration accepts, with its :class:`Param` (the config
+    schema's source): the common ones, every method's and every preconditioner's."""
+    out = dict(COMMON_OPTIONS)
+    owners = [(f"method {n!r}", c.OPTIONS) for n, c in SOLVER_METHODS.items()]
+    owners += [(f"preconditioner {n!r}", c.OPTIONS) for n, c in PRECONDITIONERS.items()]
+    for owner, options in owners:
+        for name, param in options.items():
+            if out.setdefault(name, param) is not param:
+                raise RuntimeError(f"option {name!r} of {owner} is declared differently elsewhere; share one Param")
+    return out
