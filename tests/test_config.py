@@ -80,3 +80,24 @@ def test_snakemake_lint_is_clean(tmp_path):
     proc = run_snakemake(tmp_path, ROOT / "config" / "config.yaml", "--lint", timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Lints for" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+def test_schema_enumerations_and_options_equal_the_registries():
+    """The schema lists registered names and solver options; the registries own them."""
+    from kryflow.config import schema
+    from kryflow.pdes import PDE_FAMILIES
+    from kryflow.solvers import PRECONDITIONERS, SOLVER_METHODS, solver_options
+    from kryflow.training import LOSSES
+
+    root = schema()
+    dataset = root["$defs"]["dataset"]["properties"]
+    solver = root["$defs"]["solver"]["properties"]
+    assert sorted(dataset["family"]["enum"]) == sorted(PDE_FAMILIES)
+    assert sorted(solver["method"]["enum"]) == sorted(["auto", *SOLVER_METHODS])
+    assert sorted(solver["preconditioner"]["enum"]) == sorted(PRECONDITIONERS)
+    options = solver_options()
+    assert set(solver) - {"method", "preconditioner"} == set(options)
+    for name, param in options.items():
+        if param.choices is not None:
+            assert solver[name]["enum"] == list(param.choices), name
+    assert sorted(root["properties"]["training"]["properties"]["loss"]["enum"]) == sorted(LOSSES)

@@ -1,23 +1,25 @@
-"""Workflow configuration: loading, schema validation and checks against the registries.
+"""Workflow configuration: loading, schema validation, one check per config section, and the
+per-stage views of a config that rules and the command line hand to the stages.
 
-The JSON Schema (``workflow/schemas/config.schema.yaml``) checks structure and types; the
-checks here look names up in the registries (PDE families, solvers, models, optimizers) and
-check what depends on several keys (a grid size the model needs, a dataset name that would
-collide with a generated one). Every error names the config key and says how to fix it, and
-all of it runs before any job starts (the Snakefile calls :func:`check_config` at parse time).
+The JSON Schema (``workflow/schemas/config.schema.yaml``) checks structure, types and the
+enumerations of registered names; each config section is then checked by the registries that
+own its entries (PDE families, solver methods and preconditioners, models, optimizers), which
+raise errors naming the parameter, turned here into a :class:`ConfigError` naming the config
+key. All of it runs before any job starts (the Snakefile calls :func:`check_config` at parse time).
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from kryflow._registry import ConfigError
 
 __all__ = [
     "ConfigError",
@@ -28,17 +30,20 @@ __all__ = [
     "training_cells",
     "transfer_name",
     "dataset_names",
+    "generated_dataset_names",
+    "imported_dataset_names",
+    "transfer_dataset",
+    "dataset_spec",
+    "cell_spec",
     "read_yaml",
 ]
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 
-class ConfigError(ValueError):
-    """A config value is invalid; the message names the key and the fix."""
-
-
-def _schema() -> dict:
+# ------------------------------------------------------------------------------- schema
+def schema() -> dict:
+    """The config JSON Schema (the workflow's copy, or the packaged one where it is absent)."""
     path = SCHEMA_PATH
     if not path.exists():  # installed without the workflow folder: use the packaged copy
         path = Path(__file__).with_name("config.schema.yaml")
@@ -46,26 +51,25 @@ def _schema() -> dict:
         return yaml.safe_load(fh)
 
 
-def _fill_defaults(instance: Any, schema: Mapping, root: Mapping) -> None:
+def _resolve(sub: Mapping, root: Mapping) -> Mapping:
+    return root["$defs"][sub["$ref"].split("/")[-1]] if "$ref" in sub else sub
+
+
+def _fill_defaults(instance: Any, schema_: Mapping, root: Mapping) -> None:
     """Fill ``default`` values from the schema (what snakemake.utils.validate does)."""
-    if "$ref" in schema:
-        ref = schema["$ref"].split("/")[-1]
-        schema = root["$defs"][ref]
+    schema_ = _resolve(schema_, root)
     if not isinstance(instance, dict):
         return
-    for key, sub in schema.get("properties", {}).items():
-        if "$ref" in sub:
-            sub_resolved = root["$defs"][sub["$ref"].split("/")[-1]]
-        else:
-            sub_resolved = sub
-        if key not in instance and "default" in sub_resolved:
-            instance[key] = copy.deepcopy(sub_resolved["default"])
+    for key, sub in schema_.get("properties", {}).items():
+        sub = _resolve(sub, root)
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
         if key in instance:
-            _fill_defaults(instance[key], sub_resolved, root)
-    extra = schema.get("additionalProperties")
+            _fill_defaults(instance[key], sub, root)
+    extra = schema_.get("additionalProperties")
     if isinstance(extra, dict):
         for key, value in instance.items():
-            if key not in schema.get("properties", {}):
+            if key not in schema_.get("properties", {}):
                 _fill_defaults(value, extra, root)
 
 
@@ -73,39 +77,59 @@ def _key(path) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
 
+def _schema_message(err) -> str:
+    if err.validator == "enum" and "title" in err.schema:
+        return f"unknown {err.schema['title']} {err.instance!r}. Valid: {', '.join(sorted(map(str, err.validator_value)))}"
+    if err.validator == "additionalProperties":
+        return err.message + " (misspelt key? see config/README.md for the accepted keys)"
+    return err.message
+
+
 def validate_config(config: dict) -> dict:
     """Check ``config`` against the schema and fill defaults, in place; returns it."""
     import jsonschema
 
-    schema = _schema()
-    validator = jsonschema.Draft202012Validator(schema)
+    root = schema()
+    validator = jsonschema.Draft202012Validator(root)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = []
-        for err in errors[:10]:
-            msg = err.message
-            if err.validator == "additionalProperties":
-                msg += " (misspelt key? see config/README.md for the accepted keys)"
-            lines.append(f"config key '{_key(err.absolute_path)}': {msg}")
-        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
-    _fill_defaults(config, schema, schema)
+        lines = [f"config key '{_key(err.absolute_path)}': {_schema_message(err)}" for err in errors[:10]]
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines), _key(errors[0].absolute_path),
+                          keyed_message=False)
+    _fill_defaults(config, root, root)
     return config
 
 
+# -------------------------------------------------------------------- names and views
 def transfer_name(dataset: str, n: int) -> str:
     """Name of the finer-grid dataset generated for resolution transfer."""
     return f"{dataset}__n{n}"
 
 
+def transfer_dataset(config: Mapping, name: str) -> str | None:
+    """The finer-grid test set scored beside dataset ``name``, or None when none is configured."""
+    ds = config["datasets"][name]
+    if "source" in ds:
+        return f"{name}__hi" if ds["source"].get("test_hi") else None  # layout.IMPORTED_HI
+    return transfer_name(name, ds["transfer"]["n"]) if ds.get("transfer") else None
+
+
+def imported_dataset_names(config: Mapping) -> list[str]:
+    """Datasets read from external files (not generated by a solver)."""
+    return [d for d, ds in config["datasets"].items() if "source" in ds]
+
+
+def generated_dataset_names(config: Mapping, with_transfer: bool = True) -> list[str]:
+    """Datasets a solver produces, in config order, followed by their transfer sets."""
+    names = [d for d, ds in config["datasets"].items() if "source" not in ds]
+    if with_transfer:
+        names += [t for t in (transfer_dataset(config, d) for d in names) if t]
+    return names
+
+
 def dataset_names(config: Mapping) -> list[str]:
     """Every dataset the workflow makes: the configured ones and their transfer sets."""
-    names = list(config["datasets"])
-    for name, ds in config["datasets"].items():
-        if "source" in ds:
-            names.append(f"{name}__hi")
-        elif ds.get("transfer"):
-            names.append(transfer_name(name, ds["transfer"]["n"]))
-    return names
+    return list(config["datasets"]) + [t for t in (transfer_dataset(config, d) for d in config["datasets"]) if t]
 
 
 def training_cells(config: Mapping) -> list[tuple[str, str, str, int]]:
@@ -118,196 +142,161 @@ def training_cells(config: Mapping) -> list[tuple[str, str, str, int]]:
     ]
 
 
-def _check_names(section: str, names, registry, what: str) -> None:
-    for key, entry in names.items():
-        registered = entry.get("name", key) if isinstance(entry, Mapping) else key
-        if registered not in registry:
-            raise ConfigError(
-                f"config key '{section}.{key}': unknown {what} '{registered}'. "
-                f"Valid: {', '.join(sorted(registry))}. (A section key may be any label if the "
-                f"entry sets name: <registered {what}>.)"
-            )
+def dataset_spec(config: Mapping, name: str) -> dict:
+    """The generation spec of a configured dataset or of a derived transfer dataset."""
+    if name in config["datasets"]:
+        return dict(config["datasets"][name])
+    for base, ds in config["datasets"].items():
+        if "source" not in ds and transfer_dataset(config, base) == name:
+            spec = dict(ds)
+            spec["params"] = {**(ds.get("params") or {}), "n": ds["transfer"]["n"]}
+            spec["num_samples"] = ds["transfer"].get("num_samples", 8)
+            spec["seed"] = int(ds.get("seed", 0)) + 10_000  # unseen samples
+            spec["splits"] = "test"
+            spec["transfer_of"] = base
+            spec.pop("transfer", None)
+            return spec
+    raise KeyError(f"dataset '{name}' is neither configured nor a transfer set")
 
 
-def _check_family(key: str, family: str, ds: Mapping) -> None:
-    """Build the family once (cheap: no sampling) so its own parameter checks run now."""
+def cell_spec(config: Mapping, model: str, optimizer: str) -> dict:
+    """What a training cell's stage reads: ``{"model": {...}, "optimizer": {...}}`` with registered
+    names resolved from the section labels (``name:`` or the label itself)."""
+    m, o = dict(config["models"][model]), dict(config["optimizers"][optimizer])
+    return {"model": {**m, "name": m.get("name", model)}, "optimizer": {**o, "name": o.get("name", optimizer)}}
+
+
+# ------------------------------------------------------------------------ section checks
+def _named(section: str, label: str, entry: Mapping, registry, hint: str) -> Any:
+    """The registry entry of a section label (``name:`` or the label itself)."""
+    return registry.lookup(entry.get("name", label), f"{section}.{label}", hint)
+
+
+def _grid_sizes(ds: Mapping) -> list[int]:
+    from kryflow.pdes import family_parameters
+
+    n = {**family_parameters(ds["family"]), **(ds.get("params") or {})}["n"]
+    return [n] + ([ds["transfer"]["n"]] if ds.get("transfer") else [])
+
+
+def _check_family(key: str, ds: Mapping) -> None:
+    """Build the family at every grid size it is generated on (cheap: no sampling), so the
+    family's own parameter checks run now."""
     from kryflow.pdes import build_family
 
     user = dict(ds.get("params") or {})
-    sizes = [user.get("n")] + ([ds["transfer"]["n"]] if ds.get("transfer") else [])
-    for n in sizes:
-        params = dict(user) if n is None else {**user, "n": n}
+    for i, n in enumerate([user.get("n")] + ([ds["transfer"]["n"]] if ds.get("transfer") else [])):
+        params = user if n is None else {**user, "n": n}
         try:
-            build_family(family, **params)
-        except (ValueError, TypeError) as exc:
-            text = str(exc)
-            named = next((p for p in sorted(params, key=len, reverse=True)
-                          if text.startswith(p) or f"'{p}'" in text or f" {p} " in text), None)
-            sub = f"{key}.params.{named}" if named else f"{key}.params"
-            raise ConfigError(f"config key '{sub}': {text}") from None
+            build_family(ds["family"], **params)
+        except ValueError as exc:
+            if i and getattr(exc, "param", None) == "n":
+                raise ConfigError(str(exc), f"{key}.transfer.n") from None
+            raise ConfigError.from_parameter(exc, f"{key}.params") from None
+        except TypeError as exc:  # a value of the wrong type met arithmetic
+            raise ConfigError(str(exc), f"{key}.params") from None
 
 
-def check_config(config: dict) -> dict:
-    """Schema validation plus the registry and cross-key checks. Returns the config."""
-    validate_config(config)
-    from kryflow.models import MODELS, model_parameters, resolution_divisor
-    from kryflow.optim import OPTIMIZERS, check_hyperparameters
-    from kryflow.pdes import PDE_FAMILIES, family_parameters
-    from kryflow.solvers import PRECONDITIONERS, SOLVER_METHODS
+def _check_splits(key: str, ds: Mapping) -> None:
+    fr = ds.get("splits", [0.75, 0.125, 0.125])
+    if abs(sum(fr) - 1.0) > 1e-6 or min(fr) <= 0:
+        raise ConfigError(f"train/val/test fractions must be > 0 and sum to 1, got {fr}", f"{key}.splits")
+    block = int(ds.get("split_block", 1))
+    units = -(-ds["num_samples"] // block)
+    if block > 1 and units < 3:
+        raise ConfigError(
+            f"{ds['num_samples']} samples in blocks of {block} give {units} blocks, too few for fractions "
+            f"{fr} (a split would be empty); lower split_block or raise num_samples", f"{key}.split_block")
+    if block == 1 and min(fr) * units < 1:
+        raise ConfigError(f"{ds['num_samples']} samples leave an empty split with fractions {fr}; raise num_samples",
+                          f"{key}.num_samples")
 
-    generated = set(config["datasets"])
+
+def _check_solver(key: str, solver: Mapping) -> None:
+    from kryflow.solvers import check_solver_options
+
+    opts = {k: v for k, v in solver.items() if k not in ("method", "preconditioner")}
+    try:
+        check_solver_options(solver.get("method", "auto"), solver.get("preconditioner", "none"), opts)
+    except ValueError as exc:
+        raise ConfigError.from_parameter(exc, f"{key}.solver") from None
+
+
+def _check_transfer(key: str, name: str, ds: Mapping, config: Mapping) -> None:
+    if not ds.get("transfer"):
+        return
+    n, tn = _grid_sizes(ds)
+    if tn <= n:
+        raise ConfigError(f"transfer grid {tn} must be finer than n={n}", f"{key}.transfer.n")
+    if transfer_name(name, tn) in config["datasets"]:
+        raise ConfigError(f"name collides with dataset '{transfer_name(name, tn)}'", f"{key}.transfer")
+
+
+def _check_datasets(config: Mapping) -> None:
+    from kryflow.pdes import PDE_FAMILIES
+
     for name, ds in config["datasets"].items():
         key = f"datasets.{name}"
         if ".." in name or "/" in name or os.sep in name:
-            raise ConfigError(f"config key '{key}': dataset names may not contain '/' or '..'")
+            raise ConfigError("dataset names may not contain '/' or '..'", key)
         if "source" in ds:
             for f in ("train", "test", "test_hi"):
                 if f in ds["source"] and not Path(ds["source"][f]).expanduser().exists():
-                    raise ConfigError(
-                        f"config key '{key}.source.{f}': file {ds['source'][f]} does not exist; "
-                        "give the path to the external data"
-                    )
+                    raise ConfigError(f"file {ds['source'][f]} does not exist; give the path to the external data",
+                                      f"{key}.source.{f}")
             continue
-        family = ds["family"]
-        if family not in PDE_FAMILIES:
-            raise ConfigError(
-                f"config key '{key}.family': unknown PDE family '{family}'. "
-                f"Valid: {', '.join(sorted(PDE_FAMILIES))}"
-            )
-        accepted = family_parameters(family)
-        for p, v in (ds.get("params") or {}).items():
-            if p not in accepted:
-                raise ConfigError(
-                    f"config key '{key}.params.{p}': not a parameter of '{family}'. "
-                    f"Accepted: {', '.join(sorted(accepted))}"
-                )
-        params = {**accepted, **(ds.get("params") or {})}
-        _check_family(key, family, ds)
-        n, dim = params.get("n"), params.get("dim")
-        if not isinstance(n, int) or n < 4:
-            raise ConfigError(f"config key '{key}.params.n': grid size must be an integer >= 4, got {n!r}")
-        if dim not in (2, 3):
-            raise ConfigError(f"config key '{key}.params.dim': must be 2 or 3, got {dim!r}")
-        fr = ds.get("splits", [0.75, 0.125, 0.125])
-        if abs(sum(fr) - 1.0) > 1e-6 or min(fr) <= 0:
-            raise ConfigError(
-                f"config key '{key}.splits': train/val/test fractions must be > 0 and sum to 1, got {fr}"
-            )
-        block = int(ds.get("split_block", 1))
-        units = -(-ds["num_samples"] // block)
-        if block > 1 and units < 3 or block == 1 and min(fr) * units < 1:
-            if block > 1:
-                raise ConfigError(
-                    f"config key '{key}.split_block': {ds['num_samples']} samples in blocks of {block} "
-                    f"give {units} blocks, too few for fractions {fr} (a split would be empty); "
-                    "lower split_block or raise num_samples"
-                )
-            raise ConfigError(
-                f"config key '{key}.num_samples': {ds['num_samples']} samples leave an empty split "
-                f"with fractions {fr}; raise num_samples"
-            )
-        solver = ds.get("solver") or {}
-        if solver.get("method", "auto") not in ("auto", *SOLVER_METHODS):
-            raise ConfigError(
-                f"config key '{key}.solver.method': unknown solver '{solver['method']}'. "
-                f"Valid: auto, {', '.join(SOLVER_METHODS)}"
-            )
-        if solver.get("preconditioner", "none") not in PRECONDITIONERS:
-            raise ConfigError(
-                f"config key '{key}.solver.preconditioner': unknown preconditioner "
-                f"'{solver['preconditioner']}'. Valid: {', '.join(PRECONDITIONERS)}"
-            )
-        if "recycle_mode" in solver and solver.get("method", "auto") != "rcg":
-            raise ConfigError(
-                f"config key '{key}.solver.recycle_mode': only method 'rcg' recycles this way (method is "
-                f"'{solver.get('method', 'auto')}'); set method: rcg or remove recycle_mode"
-            )
-        if ds.get("transfer"):
-            tn = ds["transfer"]["n"]
-            if tn <= n:
-                raise ConfigError(
-                    f"config key '{key}.transfer.n': transfer grid {tn} must be finer than n={n}"
-                )
-            if transfer_name(name, tn) in generated:
-                raise ConfigError(f"config key '{key}.transfer': name collides with dataset "
-                                  f"'{transfer_name(name, tn)}'")
+        PDE_FAMILIES.lookup(ds["family"], f"{key}.family")
+        _check_family(key, ds)
+        _check_splits(key, ds)
+        _check_solver(key, ds.get("solver") or {})
+        _check_transfer(key, name, ds, config)
 
-    _check_names("models", config["models"], MODELS, "model")
-    for key, kwargs in config["models"].items():
-        mname = kwargs.get("name", key)
-        accepted = model_parameters(mname)
-        for p in kwargs:
-            if p != "name" and p not in accepted:
-                raise ConfigError(
-                    f"config key 'models.{key}.{p}': not a parameter of model '{mname}'. "
-                    f"Accepted: {', '.join(sorted(accepted))}"
-                )
-        for p, v in kwargs.items():
-            if p == "name":
-                continue
-            default = accepted[p]
-            if isinstance(default, bool):
-                ok = isinstance(v, bool)
-            elif isinstance(default, int):
-                ok = isinstance(v, int) and not isinstance(v, bool)
-            elif isinstance(default, float):
-                ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            elif isinstance(default, (list, tuple)):
-                ok = isinstance(v, (list, tuple))
-            else:
-                ok = True
-            if not ok:
-                raise ConfigError(f"config key 'models.{key}.{p}': expected {type(default).__name__} "
-                                  f"like the default {default!r}, got {v!r}")
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0:
-                raise ConfigError(f"config key 'models.{key}.{p}': must be positive, got {v}")
+
+def _check_models(config: Mapping) -> None:
+    from kryflow.models import MODELS
+
+    hint = " (A section key may be any label if the entry sets name: <registered model>.)"
+    for label, kwargs in config["models"].items():
+        cls = _named("models", label, kwargs, MODELS, hint)
         model_kw = {k: v for k, v in kwargs.items() if k != "name"}
-        div = resolution_divisor(mname, **model_kw)
-        for dname, ds in config["datasets"].items():
-            if "source" in ds:
-                continue
-            params = {**family_parameters(ds["family"]), **(ds.get("params") or {})}
-            sizes = [params["n"]] + ([ds["transfer"]["n"]] if ds.get("transfer") else [])
-            for sz in sizes:
-                if sz % div:
-                    raise ConfigError(
-                        f"config key 'models.{key}': model '{mname}' needs grid sizes divisible "
-                        f"by {div}, but dataset '{dname}' uses n={sz}; change the dataset's n "
-                        "(or transfer.n) or the model's depth"
-                    )
-
-    _check_names("optimizers", config["optimizers"], OPTIMIZERS, "optimizer")
-    for key, hp in config["optimizers"].items():
-        oname = hp.get("name", key)
-        lr = hp.get("lr")
-        if lr is None:
-            raise ConfigError(f"config key 'optimizers.{key}.lr': a learning rate is required")
-        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr <= 0:
-            raise ConfigError(f"config key 'optimizers.{key}.lr': must be a positive number, got {lr!r}")
-        wd = hp.get("weight_decay", 0.0)
-        if not isinstance(wd, (int, float)) or wd < 0:
-            raise ConfigError(
-                f"config key 'optimizers.{key}.weight_decay': must be >= 0, got {wd!r}"
-            )
-        allowed = set(OPTIMIZERS[oname].defaults) | {"lr", "weight_decay", "name"}
-        for p in hp:
-            if p not in allowed:
-                raise ConfigError(
-                    f"config key 'optimizers.{key}.{p}': not a hyperparameter of '{oname}'. "
-                    f"Accepted: {', '.join(sorted(allowed - {'name'}))}"
-                )
-        extras = {p: v for p, v in hp.items() if p not in ("name", "lr", "weight_decay")}
         try:
-            check_hyperparameters(oname, lr, wd, **extras)
-        except (ValueError, TypeError) as exc:
-            text = str(exc)
-            named = next((p for p in ("lr", "weight_decay", *extras) if f"'{p}'" in text
-                          or text.startswith(p) or f"{p}=" in text), None)
-            sub = f"optimizers.{key}.{named}" if named else f"optimizers.{key}"
-            raise ConfigError(f"config key '{sub}': {text}") from None
+            cls.check_arguments(model_kw)
+        except ValueError as exc:
+            raise ConfigError.from_parameter(exc, f"models.{label}") from None
+        div = cls.resolution_divisor(**model_kw)
+        for dname, ds in config["datasets"].items():
+            for n in ([] if "source" in ds else _grid_sizes(ds)):
+                if n % div:
+                    raise ConfigError(
+                        f"model '{cls.name}' needs grid sizes divisible by {div}, but dataset '{dname}' uses "
+                        f"n={n}; change the dataset's n (or transfer.n) or the model's depth", f"models.{label}")
+
+
+def _check_optimizers(config: Mapping) -> None:
+    from kryflow.optim import OPTIMIZERS, check_hyperparameters
+
+    hint = " (A section key may be any label if the entry sets name: <registered optimizer>.)"
+    for label, hp in config["optimizers"].items():
+        spec = _named("optimizers", label, hp, OPTIMIZERS, hint)
+        try:
+            check_hyperparameters(spec.name, **{k: v for k, v in hp.items() if k != "name"})
+        except ValueError as exc:
+            raise ConfigError.from_parameter(exc, f"optimizers.{label}") from None
+
+
+#: One check per config section, run in this order after the schema.
+SECTION_CHECKS = (("datasets", _check_datasets), ("models", _check_models), ("optimizers", _check_optimizers))
+
+
+def check_config(config: dict) -> dict:
+    """Schema validation plus every section's registry and cross-key checks. Returns the config."""
+    validate_config(config)
+    for _section, check in SECTION_CHECKS:
+        check(config)
     return config
 
 
+# ---------------------------------------------------------------------------- reading
 class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses a key given twice (plain YAML keeps the last one silently)."""
 

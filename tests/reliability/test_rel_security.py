@@ -48,8 +48,7 @@ def test_workflow_refuses_an_escaping_dataset_name_before_any_job(tmp_path):
 
 
 def test_dataset_spec_refuses_unknown_and_escaping_names(tiny_config):
-    from kryflow.config import check_config
-    from kryflow.pipeline import dataset_spec
+    from kryflow.config import check_config, dataset_spec
 
     cfg = check_config(tiny_config)
     for name in ("../darcy", "darcy/../../x", "/etc/darcy"):
@@ -66,7 +65,7 @@ _HAS_PG = bool(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or shutil.which("i
 def test_server_helper_listens_on_loopback_only():
     import psutil
 
-    from kryflow.tracking.server import start_server, stop_server
+    from kryflow.tracking import start_server, stop_server
 
     state = Path(tempfile.mkdtemp(prefix="kryflow-rel-mlflow-"))
     with socket.socket() as s:
