@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start or stop the MLflow tracking server on PostgreSQL (see kryflow.tracking.server).
+# Start or stop the MLflow tracking server on PostgreSQL (see kryflow.tracking.start_server).
 #   scripts/mlflow_server.sh start [--host 127.0.0.1] [--port 5000] [--dir .mlflow-server]
 #   scripts/mlflow_server.sh stop  [--dir .mlflow-server]
 # Binds to 127.0.0.1 unless --host says otherwise; for cluster nodes use --host 0.0.0.0

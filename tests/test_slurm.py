@@ -95,7 +95,7 @@ def tracking(cluster, tmp_path_factory):
     if not HAVE_POSTGRES:
         yield None
         return
-    from kryflow.tracking.server import start_server, stop_server
+    from kryflow.tracking import start_server, stop_server
 
     host = socket.gethostname()
     state = Path(tempfile.mkdtemp(prefix="kryflow-slurm-mlflow-"))

@@ -27,7 +27,7 @@ def _port() -> int:
 
 @pytest.fixture
 def server():
-    from kryflow.tracking.server import start_server, stop_server
+    from kryflow.tracking import start_server, stop_server
 
     state = Path(tempfile.mkdtemp(prefix="kryflow-mlflow-"))
     info = start_server(state, port=_port())

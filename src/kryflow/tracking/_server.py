@@ -27,6 +27,8 @@ import urllib.request
 from glob import glob
 from pathlib import Path
 
+from ._tracker import quiet_mlflow_environment
+
 __all__ = ["start_server", "stop_server", "ServerError"]
 
 
@@ -132,6 +134,7 @@ def start_server(state_dir: str | os.PathLike, *, host: str = "127.0.0.1", port:
            "--workers", "2"]
     if allowed_hosts:
         cmd += ["--allowed-hosts", allowed_hosts]
+    quiet_mlflow_environment()
     env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": backend}  # not on the command line
     log = open(logs / "mlflow.log", "ab")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
