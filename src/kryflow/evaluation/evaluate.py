@@ -13,16 +13,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._summary import summary_columns
+
 __all__ = ["evaluate_cell", "SUMMARY_COLUMNS"]
 
-SUMMARY_COLUMNS = [
-    "dataset", "model", "optimizer", "seed", "status",
-    "test_rel_l2_mean", "test_rel_l2_median", "test_rel_l2_p90", "test_nrmse", "test_max_error",
-    "test_err_low", "test_err_mid", "test_err_high", "transfer_rel_l2",
-    "seconds_per_step", "train_seconds", "steps", "peak_memory_mb",
-    "inference_seconds_per_sample", "solver_seconds_per_sample", "speedup",
-    "time_to_target_step", "time_to_target_seconds", "run_id",
-]
+#: The columns of ``results/summary.csv`` (see :mod:`kryflow.evaluation._summary`).
+SUMMARY_COLUMNS = summary_columns()
 
 
 @torch.no_grad()
@@ -93,21 +89,44 @@ def _check_compatible(surrogate, dataset_path, run_dir) -> None:
         )
 
 
-def _scores(pred: torch.Tensor, true: torch.Tensor) -> dict[str, float]:
-    from kryflow.evaluation.metrics import band_errors, max_error, nrmse, relative_l2, summarize
+def _transfer_rel_l2(surrogate, transfer_path, device) -> float | None:
+    """Mean relative L2 on the finer-grid test set (NaN when the prediction is not finite)."""
+    from kryflow.data import make_loader
+    from kryflow.evaluation.metrics import relative_l2
 
-    rel = np.asarray(relative_l2(pred, true), dtype=float)
-    s = summarize(rel)
-    out = {
-        "test_rel_l2_mean": s["mean"],
-        "test_rel_l2_median": s["median"],
-        "test_rel_l2_p90": s["p90"],
-        "test_nrmse": float(np.mean(np.asarray(nrmse(pred, true)))),
-        "test_max_error": float(np.max(np.asarray(max_error(pred, true)))),
-    }
-    for name, vals in band_errors(pred, true).items():
-        out[f"test_err_{name}"] = float(np.mean(np.asarray(vals)))
+    if transfer_path is None:
+        return None
+    loader = make_loader(transfer_path, "test", batch_size=8, shuffle=False, device=device)
+    _, pred, true = _predict(surrogate, loader, device, keep=0)
+    if pred.numel() and bool(torch.isfinite(pred).all()):
+        return float(np.mean(np.asarray(relative_l2(pred, true))))
+    return float("nan")
+
+
+def _costs(train_info: Mapping, surrogate, x_batch, device, dataset_path) -> dict[str, Any]:
+    out = {k: train_info.get(k) for k in ("seconds_per_step", "train_seconds", "steps", "peak_memory_mb")}
+    out["inference_seconds_per_sample"] = _inference_seconds(surrogate, x_batch, device)
+    solver_s = _solver_seconds_per_sample(dataset_path)
+    out["solver_seconds_per_sample"] = solver_s
+    out["speedup"] = (solver_s / out["inference_seconds_per_sample"]) if solver_s else None
     return out
+
+
+def _time_to_target(history_csv: Path, targets: Sequence[float]) -> dict[str, Any]:
+    """Time to every target, and the summary's single column for the tightest one."""
+    import pandas as pd
+
+    from kryflow.evaluation.metrics import time_to_target
+
+    history = pd.read_csv(history_csv) if history_csv.exists() else pd.DataFrame()
+    ttt = time_to_target(history, list(targets)) if len(history) else {}
+    # the summary's single time-to-target column uses the tightest target that any run can reach
+    tight = min(targets) if targets else None
+    hit = ttt.get(tight) if tight is not None else None
+    return {"time_to_target": {str(k): v for k, v in ttt.items()},
+            "time_to_target_step": hit["step"] if hit else None,
+            "time_to_target_seconds": hit["seconds"] if hit else None,
+            "time_to_target_value": tight}
 
 
 def evaluate_cell(
@@ -123,12 +142,12 @@ def evaluate_cell(
 ) -> dict:
     """Score the trained surrogate in ``run_dir`` on the test split; write metrics.json.
 
-    ``cell`` carries dataset/model/optimizer/seed (and run_id) for the summary row.
+    Reads ``model.pt``, ``train.json`` and ``history.csv`` of ``run_dir``. ``cell`` carries
+    dataset/model/optimizer/seed (and run_id) for the summary row; the metric columns are those of
+    the registered metrics (:data:`kryflow.evaluation.metrics.METRICS`).
     """
-    import pandas as pd
-
     from kryflow.data import make_loader
-    from kryflow.evaluation.metrics import relative_l2, time_to_target
+    from kryflow.evaluation.metrics import score_test_split
     from kryflow.training import load_surrogate, select_device
 
     run_dir = Path(run_dir)
@@ -142,52 +161,19 @@ def evaluate_cell(
     xin, pred, true = _predict(surrogate, loader, dev, keep=max(num_predictions, 1))
     metrics: dict[str, Any] = {k: cell.get(k) for k in ("dataset", "model", "optimizer", "seed", "run_id")}
     metrics["status"] = train_info["status"]
-    finite = bool(torch.isfinite(pred).all()) and pred.numel() > 0
-    if finite:
-        metrics.update(_scores(pred, true))
-    else:
-        metrics.update({k: float("nan") for k in SUMMARY_COLUMNS if k.startswith("test_")})
-
-    metrics["transfer_rel_l2"] = None
-    if transfer_path is not None:
-        tl = make_loader(transfer_path, "test", batch_size=8, shuffle=False, device=dev)
-        _, tp, tt = _predict(surrogate, tl, dev, keep=0)
-        if tp.numel() and bool(torch.isfinite(tp).all()):
-            metrics["transfer_rel_l2"] = float(np.mean(np.asarray(relative_l2(tp, tt))))
-        else:
-            metrics["transfer_rel_l2"] = float("nan")
-
-    for k in ("seconds_per_step", "train_seconds", "steps", "peak_memory_mb"):
-        metrics[k] = train_info.get(k)
-    x_batch = next(iter(loader))[0]
-    metrics["inference_seconds_per_sample"] = _inference_seconds(surrogate, x_batch, dev)
-    solver_s = _solver_seconds_per_sample(dataset_path)
-    metrics["solver_seconds_per_sample"] = solver_s
-    metrics["speedup"] = (solver_s / metrics["inference_seconds_per_sample"]) if solver_s else None
-
-    hist_path = run_dir / "history.csv"
-    history = pd.read_csv(hist_path) if hist_path.exists() else pd.DataFrame()
-    ttt = time_to_target(history, list(targets)) if len(history) else {}
-    metrics["time_to_target"] = {str(k): v for k, v in ttt.items()}
-    # the summary's single time-to-target column uses the tightest target that any run can reach
-    tight = min(targets) if targets else None
-    hit = ttt.get(tight) if tight is not None else None
-    metrics["time_to_target_step"] = hit["step"] if hit else None
-    metrics["time_to_target_seconds"] = hit["seconds"] if hit else None
-    metrics["time_to_target_value"] = tight
+    metrics.update(score_test_split(pred, true))
+    metrics["transfer_rel_l2"] = _transfer_rel_l2(surrogate, transfer_path, dev)
+    metrics.update(_costs(train_info, surrogate, next(iter(loader))[0], dev, dataset_path))
+    metrics.update(_time_to_target(run_dir / "history.csv", targets))
 
     k = min(num_predictions, len(xin))
-    np.savez_compressed(
-        run_dir / "predictions.npz",
-        x=xin[:k].numpy(), y=true[:k].numpy(), pred=pred[:k].numpy(),
-    )
+    np.savez_compressed(run_dir / "predictions.npz", x=xin[:k].numpy(), y=true[:k].numpy(), pred=pred[:k].numpy())
     with open(run_dir / "metrics.json", "w") as fh:
         json.dump(metrics, fh, indent=2, sort_keys=True, default=float)
 
     if tracker is not None:
         tracker.log_metrics({kk: v for kk, v in metrics.items()
-                             if isinstance(v, (int, float)) and not isinstance(v, bool)
-                             and kk not in ("seed",)})
+                             if isinstance(v, (int, float)) and not isinstance(v, bool) and kk not in ("seed",)})
         tracker.log_artifact(run_dir / "metrics.json", "evaluation")
         tracker.log_artifact(run_dir / "predictions.npz", "evaluation")
     return metrics

@@ -14,21 +14,29 @@ space is a different number (see ``tests/test_metrics.py``).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, final
 
 import numpy as np
 import pandas as pd
 import torch
 
+from kryflow._registry import Registry
+
 __all__ = [
     "DEFAULT_BANDS",
+    "METRICS",
+    "Column",
+    "Metric",
     "Normalizer",
     "band_errors",
     "max_error",
     "nrmse",
     "relative_l2",
+    "register_metric",
     "summarize",
+    "score_test_split",
     "time_to_target",
 ]
 
@@ -275,3 +283,90 @@ class Normalizer:
 
     def decode_y(self, y: torch.Tensor) -> torch.Tensor:
         return y * self._param("y_std", y) + self._param("y_mean", y)
+
+
+# --------------------------------------------------------------------- the metric registry
+
+
+@dataclass(frozen=True)
+class Column:
+    """One numeric column of ``results/summary.csv`` and how the paper tables show it.
+
+    **Attributes:**
+        name: the column name.
+        header: the table header ("" when no table shows it).
+        table: the table that lists it (``"test_error"``, ``"cost"``, ``"transfer"``) or None.
+        best: which value is bold in a table group: ``"min"``, ``"max"`` or None.
+        with_std: tables print ``mean ± std`` over seeds.
+        integer: tables print the mean without decimals.
+    """
+
+    name: str
+    header: str = ""
+    table: str | None = None
+    best: str | None = "min"
+    with_std: bool = False
+    integer: bool = False
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A registered test-split metric: ``score(pred, true) -> {column name: value}`` over the
+    whole test split, pred and true ``(B, C, *grid)`` in physical units."""
+
+    name: str
+    columns: tuple[Column, ...]
+    score: Callable[[torch.Tensor, torch.Tensor], dict[str, float]]
+
+
+#: Test-split metrics, in summary and table order. Each adds its columns to ``results/summary.csv``,
+#: the across-seed aggregates and (with a ``table``) the test-error table.
+METRICS: Registry[Metric] = Registry("metric")
+
+
+def register_metric(name: str, *columns: Column) -> Callable:
+    """Decorator: register ``score(pred, true) -> dict`` as metric ``name`` producing ``columns``."""
+
+    def register(score: Callable) -> Callable:
+        METRICS.register(name, Metric(name, tuple(columns), score))
+        return score
+
+    return register
+
+
+def score_test_split(pred: torch.Tensor, true: torch.Tensor) -> dict[str, float]:
+    """Every registered metric on the test split; NaN in every column when a prediction is not finite."""
+    columns = [c.name for m in METRICS.values() for c in m.columns]
+    if pred.numel() == 0 or not bool(torch.isfinite(pred).all()):
+        return {c: math.nan for c in columns}
+    out: dict[str, float] = {}
+    for m in METRICS.values():
+        out.update(m.score(pred, true))
+    return out
+
+
+@register_metric(
+    "relative_l2",
+    Column("test_rel_l2_mean", "Rel. L2", "test_error", with_std=True),
+    Column("test_rel_l2_median", "Median", "test_error"),
+    Column("test_rel_l2_p90", "P90", "test_error"),
+)
+def _relative_l2_score(pred: torch.Tensor, true: torch.Tensor) -> dict[str, float]:
+    s = summarize(np.asarray(relative_l2(pred, true), dtype=float))
+    return {"test_rel_l2_mean": s["mean"], "test_rel_l2_median": s["median"], "test_rel_l2_p90": s["p90"]}
+
+
+@register_metric("nrmse", Column("test_nrmse", "nRMSE", "test_error"))
+def _nrmse_score(pred: torch.Tensor, true: torch.Tensor) -> dict[str, float]:
+    return {"test_nrmse": float(np.mean(np.asarray(nrmse(pred, true))))}
+
+
+@register_metric("max_error", Column("test_max_error", "Max err.", "test_error"))
+def _max_error_score(pred: torch.Tensor, true: torch.Tensor) -> dict[str, float]:
+    return {"test_max_error": float(np.max(np.asarray(max_error(pred, true))))}
+
+
+@register_metric("band_errors", *(Column(f"test_err_{name}", name.capitalize(), "test_error")
+                                  for name, _, _ in DEFAULT_BANDS))
+def _band_scores(pred: torch.Tensor, true: torch.Tensor) -> dict[str, float]:
+    return {f"test_err_{name}": float(np.mean(np.asarray(v))) for name, v in band_errors(pred, true).items()}

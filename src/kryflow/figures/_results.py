@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kryflow import layout
+from kryflow.evaluation import ID_COLUMNS, numeric_columns
 from kryflow.figures._style import OPTIMIZER_ORDER
 
 __all__ = [
@@ -29,14 +31,8 @@ __all__ = [
     "sort_cells",
 ]
 
-ID_COLUMNS = ("dataset", "model", "optimizer", "seed", "status", "run_id")
-METRIC_COLUMNS = (
-    "test_rel_l2_mean", "test_rel_l2_median", "test_rel_l2_p90", "test_nrmse",
-    "test_max_error", "test_err_low", "test_err_mid", "test_err_high", "transfer_rel_l2",
-    "seconds_per_step", "train_seconds", "steps", "peak_memory_mb",
-    "inference_seconds_per_sample", "solver_seconds_per_sample", "speedup",
-    "time_to_target_step", "time_to_target_seconds",
-)  # fmt: skip
+#: The numeric columns of the summary schema that evaluation owns (``ID_COLUMNS`` come from there too).
+METRIC_COLUMNS = tuple(c.name for c in numeric_columns())
 STATUSES = ("finished", "diverged", "failed")
 
 
@@ -142,7 +138,7 @@ def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def run_dir(runs_root: Path, dataset: str, model: str, optimizer: str, seed: int) -> Path:
-    return Path(runs_root) / dataset / model / optimizer / str(seed)
+    return layout.run_dir(dataset, model, optimizer, seed, runs_root=runs_root)
 
 
 def load_history(path: Path) -> tuple[pd.DataFrame | None, str | None]:

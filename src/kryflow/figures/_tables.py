@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kryflow.evaluation import Column, column, numeric_columns
 from kryflow.figures._results import aggregate, load_solver_benchmark, read_summary
 from kryflow.figures._style import optimizer_style, solver_label
 
@@ -101,9 +102,15 @@ def _id_columns() -> list[_Column]:
     ]
 
 
-def _metric_column(header: str, name: str, best: str | None = "min", **kw: Any) -> _Column:
-    value, text = _metric(name, **kw)
-    return _Column(header, value, text, best)
+def _schema_column(col: Column, header: str | None = None) -> _Column:
+    """A table column for a summary column (its header, best direction and format from the schema)."""
+    value, text = _metric(col.name, with_std=col.with_std, integer=col.integer)
+    return _Column(header or col.header, value, text, col.best)
+
+
+#: The cost table's columns, in reading order: step cost, time to target, memory, inference.
+COST_TABLE = ("seconds_per_step", "train_seconds", "time_to_target_step", "time_to_target_seconds",
+              "peak_memory_mb", "inference_seconds_per_sample", "solver_seconds_per_sample", "speedup")
 
 
 def _build(frame: pd.DataFrame, columns: list[_Column], group_keys: list[str]) -> _Table:
@@ -274,36 +281,16 @@ def make_tables(
     paths.append(csv_path)
 
     group = ["dataset", "model"]
-    accuracy = _id_columns() + [
-        _metric_column("Rel. L2", "test_rel_l2_mean", with_std=True),
-        _metric_column("Median", "test_rel_l2_median"),
-        _metric_column("P90", "test_rel_l2_p90"),
-        _metric_column("nRMSE", "test_nrmse"),
-        _metric_column("Max err.", "test_max_error"),
-        _metric_column("Low", "test_err_low"),
-        _metric_column("Mid", "test_err_mid"),
-        _metric_column("High", "test_err_high"),
-    ]
+    accuracy = _id_columns() + [_schema_column(c) for c in numeric_columns() if c.table == "test_error"]
     paths += _write(_build(agg, accuracy, group), out_dir, "test_error",
                     "Test error over seeds (physical units)", note)  # fmt: skip
 
-    cost = _id_columns() + [
-        _metric_column("s/step", "seconds_per_step"),
-        _metric_column("Train s", "train_seconds"),
-        _metric_column("Steps to target", "time_to_target_step", integer=True),
-        _metric_column("s to target", "time_to_target_seconds"),
-        _metric_column("Peak MB", "peak_memory_mb"),
-        _metric_column("Inference s/sample", "inference_seconds_per_sample"),
-        _metric_column("Solver s/sample", "solver_seconds_per_sample", best=None),
-        _metric_column("Speed-up", "speedup", best="max"),
-    ]
+    cost = _id_columns() + [_schema_column(column(name)) for name in COST_TABLE]
     paths += _write(_build(agg, cost, group), out_dir, "cost", "Training and inference cost", note)
 
     has_transfer = not agg.empty and bool(agg["transfer_rel_l2_n"].sum() > 0)
-    transfer = _id_columns() + [
-        _metric_column("Test rel. L2", "test_rel_l2_mean", with_std=True),
-        _metric_column("Transfer rel. L2", "transfer_rel_l2", with_std=True),
-    ]
+    transfer = _id_columns() + [_schema_column(column("test_rel_l2_mean"), header="Test rel. L2")] + [
+        _schema_column(c) for c in numeric_columns() if c.table == "transfer"]
     # Only datasets with transfer results (the others have no finer grid configured).
     with_transfer = agg.groupby("dataset", sort=False)["transfer_rel_l2_n"].transform("sum") > 0 if has_transfer else None
     frame = agg[with_transfer] if has_transfer else agg.iloc[0:0]

@@ -1,0 +1,44 @@
+"""The summary schema: the columns of ``results/summary.csv``, owned by evaluation and used by
+aggregation, the figures and the tables. One row per training cell and seed."""
+
+from __future__ import annotations
+
+from .metrics import METRICS, Column
+
+__all__ = ["COST_COLUMNS", "ID_COLUMNS", "TRANSFER_COLUMNS", "column", "numeric_columns", "summary_columns"]
+
+#: What identifies a row (``run_id``, the MLflow run, comes last in the file).
+ID_COLUMNS = ("dataset", "model", "optimizer", "seed", "status", "run_id")
+
+TRANSFER_COLUMNS = (Column("transfer_rel_l2", "Transfer rel. L2", "transfer", with_std=True),)
+
+#: Training and inference cost; ``steps`` is the budget used, not a table column.
+COST_COLUMNS = (
+    Column("seconds_per_step", "s/step", "cost"),
+    Column("train_seconds", "Train s", "cost"),
+    Column("steps"),
+    Column("peak_memory_mb", "Peak MB", "cost"),
+    Column("inference_seconds_per_sample", "Inference s/sample", "cost"),
+    Column("solver_seconds_per_sample", "Solver s/sample", "cost", best=None),
+    Column("speedup", "Speed-up", "cost", best="max"),
+    Column("time_to_target_step", "Steps to target", "cost", integer=True),
+    Column("time_to_target_seconds", "s to target", "cost"),
+)
+
+
+def numeric_columns() -> list[Column]:
+    """Every numeric summary column: the registered metrics' (test split), transfer, cost."""
+    return [c for m in METRICS.values() for c in m.columns] + list(TRANSFER_COLUMNS) + list(COST_COLUMNS)
+
+
+def summary_columns() -> list[str]:
+    """The column names of ``results/summary.csv``, in file order."""
+    return list(ID_COLUMNS[:-1]) + [c.name for c in numeric_columns()] + [ID_COLUMNS[-1]]
+
+
+def column(name: str) -> Column:
+    """The declared column ``name`` (KeyError if it is not a summary column)."""
+    for c in numeric_columns():
+        if c.name == name:
+            return c
+    raise KeyError(f"{name!r} is not a summary column; known: {[c.name for c in numeric_columns()]}")
