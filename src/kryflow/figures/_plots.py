@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from kryflow._registry import Registry
 from kryflow.figures._results import (
     load_history,
     load_predictions,
@@ -41,7 +43,8 @@ from kryflow.figures._style import (
     solver_styles,
 )
 
-__all__ = ["figure_stems", "make_figures", "safe_name"]
+__all__ = ["FIGURES", "FigureInputs", "FigureInstance", "FigureSpec", "figure_instances", "figure_stems",
+           "make_figures", "register_figure", "safe_name"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,82 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(name)).strip("-") or "unnamed"
 
 
+@dataclass(frozen=True)
+class FigureInputs:
+    """What every figure draws from: the summary, the run folders' root."""
+
+    summary: pd.DataFrame
+    runs_root: Path
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """A registered figure: ``draw(inputs, **scope) -> Figure`` once per value of its scope.
+
+    ``scope`` is what one file is about, in stem order: ``("dataset", "model")``, ``("dataset",)``
+    or ``("solver_benchmark",)`` (a benchmark JSON path; its stem names the file).
+    """
+
+    name: str
+    scope: tuple[str, ...]
+    draw: Callable[..., Figure]
+
+
+#: Every paper figure; the workflow's declared outputs, :func:`make_figures` and the figures
+#: attached to MLflow runs all come from here. A new figure is one decorated draw function.
+FIGURES: Registry[FigureSpec] = Registry("figure", package="kryflow.figures")
+
+
+def register_figure(name: str, *scope: str) -> Callable:
+    """Decorator: register ``draw(inputs, **scope)`` as figure ``name``."""
+    unknown = set(scope) - {"dataset", "model", "solver_benchmark"}
+    if unknown:
+        raise ValueError(f"figure {name!r}: unknown scope {sorted(unknown)}")
+
+    def register(draw: Callable[..., Figure]) -> Callable[..., Figure]:
+        FIGURES.register(name, FigureSpec(name, tuple(scope), draw))
+        return draw
+
+    return register
+
+
+@dataclass(frozen=True)
+class FigureInstance:
+    """One file of a registered figure: the figure and the values of its scope."""
+
+    spec: FigureSpec
+    values: tuple[tuple[str, str], ...]
+
+    @property
+    def stem(self) -> str:
+        parts = [Path(v).stem if k == "solver_benchmark" else v for k, v in self.values]
+        return "_".join([self.spec.name, *(safe_name(p) for p in parts)])
+
+    def concerns(self, *, dataset: str, model: str) -> bool:
+        """Whether this file is about ``dataset`` (and ``model``, where the figure is per model)."""
+        ids = {"dataset": str(dataset), "model": str(model)}
+        return all(k in ids and ids[k] == v for k, v in self.values)
+
+    def draw(self, inputs: FigureInputs) -> Figure:
+        return self.spec.draw(inputs, **dict(self.values))
+
+
+def figure_instances(
+    datasets: Iterable[str], models: Iterable[str], solver_benchmarks: Iterable[str | Path] = ()
+) -> list[FigureInstance]:
+    """Every file :func:`make_figures` writes for these names, in a stable order."""
+    ds = sorted({str(d) for d in datasets})
+    ms = sorted({str(m) for m in models})
+    out: list[FigureInstance] = []
+    for d in ds:
+        for spec in (f for f in FIGURES.values() if f.scope[:1] == ("dataset",)):
+            for m in (ms if "model" in spec.scope else [None]):
+                out.append(FigureInstance(spec, (("dataset", d),) + ((("model", m),) if m is not None else ())))
+    for spec in (f for f in FIGURES.values() if f.scope == ("solver_benchmark",)):
+        out += [FigureInstance(spec, (("solver_benchmark", str(p)),)) for p in solver_benchmarks]
+    return out
+
+
 def figure_stems(
     datasets: Iterable[str], models: Iterable[str], solver_benchmarks: Iterable[str | Path] = ()
 ) -> list[str]:
@@ -61,16 +140,7 @@ def figure_stems(
 
     Lets a workflow declare the outputs before any result exists.
     """
-    ds = sorted({str(d) for d in datasets})
-    ms = sorted({str(m) for m in models})
-    stems: list[str] = []
-    for d in ds:
-        stems += [f"val_error_{safe_name(d)}_{safe_name(m)}" for m in ms]
-        stems += [f"test_error_{safe_name(d)}", f"cost_accuracy_{safe_name(d)}"]
-        stems += [f"predictions_{safe_name(d)}_{safe_name(m)}" for m in ms]
-        stems += [f"transfer_{safe_name(d)}"]
-    stems += [f"solver_{safe_name(Path(p).stem)}" for p in solver_benchmarks]
-    return stems
+    return [inst.stem for inst in figure_instances(datasets, models, solver_benchmarks)]
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -94,12 +164,12 @@ def _finish(fig: Figure, handles: Sequence[Line2D], notes: Sequence[str] = ()) -
                    frameon=False, fontsize=6.5, ncols=1 if len(lines) < 4 else 2)  # fmt: skip
 
 
-def _note_figure(out_dir: Path, stem: str, title: str, text: str) -> list[Path]:
+def _note_figure(title: str, text: str) -> Figure:
     fig = new_figure(5.0, 2.5)
     ax = fig.add_subplot()
     ax.set_title(title)
     _note(ax, text, blank=True)
-    return save_figure(fig, out_dir, stem)
+    return fig
 
 
 def _legend_handle(opt: str, label: str | None = None) -> Line2D:
@@ -199,14 +269,14 @@ def _val_curves(hist: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def _val_error_figure(
-    summary: pd.DataFrame, runs_root: Path, dataset: str, model: str, out_dir: Path
-) -> list[Path]:
-    stem = f"val_error_{safe_name(dataset)}_{safe_name(model)}"
+@register_figure("val_error", "dataset", "model")
+def _val_error_figure(inp: FigureInputs, dataset: str, model: str) -> Figure:
+    """Validation error against step and wall clock, per optimizer (seed band)."""
+    summary, runs_root = inp.summary, inp.runs_root
     cells = _cells(summary, dataset, model)
     title = f"{dataset} / {model}"
     if cells.empty:
-        return _note_figure(out_dir, stem, title, "no runs in summary.csv")
+        return _note_figure(title, "no runs in summary.csv")
     fig = new_figure(8.5, 3.4)
     axes = dict(zip(("step", "seconds"), fig.subplots(1, 2, sharey=True), strict=True))
     handles: list[Line2D] = []
@@ -261,7 +331,7 @@ def _val_error_figure(
     if not plotted:
         notes.insert(0, "no finite validation error in any run")
     _finish(fig, handles + _status_handles(seen_div, seen_fail), notes)
-    return save_figure(fig, out_dir, stem)
+    return fig
 
 
 # ------------------------------------------------ 2: final test error, seed spread
@@ -289,64 +359,76 @@ def _mark_unfinished(ax: Axes, x: float, rows: pd.DataFrame, color: str) -> tupl
     return flags[0], flags[1]
 
 
-def _test_error_figure(summary: pd.DataFrame, dataset: str, out_dir: Path) -> list[Path]:
-    stem = f"test_error_{safe_name(dataset)}"
+def _dataset_cells(summary: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """A dataset's rows, its models (sorted) and its optimizers (registry order)."""
     cells = _cells(summary, dataset)
-    if cells.empty:
-        return _note_figure(out_dir, stem, dataset, "no runs in summary.csv")
-    models = sorted(cells["model"].unique())
-    opts = order_optimizers(cells["optimizer"])
+    return cells, sorted(cells["model"].unique()), order_optimizers(cells["optimizer"])
+
+
+def _model_slots(cells: pd.DataFrame, models: Sequence[str], opts: Sequence[str]):
+    """``(x, model, rows, style)`` for every (model, optimizer) with runs: models along the x axis,
+    optimizers side by side within a model's slot."""
     offsets = _slots(len(opts))
+    for i, model in enumerate(models):
+        for j, opt in enumerate(opts):
+            rows = cells[(cells["model"] == model) & (cells["optimizer"] == opt)]
+            if not rows.empty:
+                yield i + offsets[j], model, rows, optimizer_style(opt)
+
+
+def _model_axis(ax: Axes, models: Sequence[str], values: Sequence[float], ylabel: str, title: str) -> None:
+    ax.set_xticks(range(len(models)), models)
+    ax.set_xlim(-0.6, len(models) - 0.4)
+    _log_if_positive(ax, values)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+
+
+@register_figure("test_error", "dataset")
+def _test_error_figure(inp: FigureInputs, dataset: str) -> Figure:
+    """Final test error per model and optimizer, every seed shown."""
+    cells, models, opts = _dataset_cells(inp.summary, dataset)
+    if cells.empty:
+        return _note_figure(dataset, "no runs in summary.csv")
     fig = new_figure(max(4.5, 1.1 + 0.35 * len(opts) * len(models)), 3.4)
     ax = fig.add_subplot()
     seen_div = seen_fail = False
     values: list[float] = []
     missing: list[str] = []
-    for i, model in enumerate(models):
-        for j, opt in enumerate(opts):
-            rows = cells[(cells["model"] == model) & (cells["optimizer"] == opt)]
-            if rows.empty:
-                continue
-            style = optimizer_style(opt)
-            x = i + offsets[j]
-            done = rows[rows["status"] == "finished"][_ERR].to_numpy()
-            fin = _positive(done)
-            if fin.size:
-                ax.plot(np.full(fin.size, x), fin, linestyle="none", marker=style["marker"],
-                        color=style["color"], markerfacecolor="none", markersize=4, alpha=0.8)  # fmt: skip
-                mean = float(fin.mean())
-                ax.errorbar(
-                    [x], [mean], yerr=[[mean - fin.min()], [fin.max() - mean]], color=style["color"],
-                    marker=style["marker"], markersize=7, capsize=2.5, linestyle="none",
-                )  # fmt: skip
-                values += list(fin)
-            if fin.size < done.size:
-                missing.append(f"{model}/{style['label']}: {done.size - fin.size} finished without error")
-            div, fail = _mark_unfinished(ax, x, rows, style["color"])
-            seen_div |= div
-            seen_fail |= fail
-    ax.set_xticks(range(len(models)), models)
-    ax.set_xlim(-0.6, len(models) - 0.4)
-    _log_if_positive(ax, values)
-    ax.set_ylabel("test relative L2 (mean over samples)")
-    ax.set_title(f"{dataset}: final test error")
+    for x, model, rows, style in _model_slots(cells, models, opts):
+        done = rows[rows["status"] == "finished"][_ERR].to_numpy()
+        fin = _positive(done)
+        if fin.size:
+            ax.plot(np.full(fin.size, x), fin, linestyle="none", marker=style["marker"],
+                    color=style["color"], markerfacecolor="none", markersize=4, alpha=0.8)  # fmt: skip
+            mean = float(fin.mean())
+            ax.errorbar(
+                [x], [mean], yerr=[[mean - fin.min()], [fin.max() - mean]], color=style["color"],
+                marker=style["marker"], markersize=7, capsize=2.5, linestyle="none",
+            )  # fmt: skip
+            values += list(fin)
+        if fin.size < done.size:
+            missing.append(f"{model}/{style['label']}: {done.size - fin.size} finished without error")
+        div, fail = _mark_unfinished(ax, x, rows, style["color"])
+        seen_div |= div
+        seen_fail |= fail
+    _model_axis(ax, models, values, "test relative L2 (mean over samples)", f"{dataset}: final test error")
     if not values:
         _note(ax, "no finished run with a finite test error")
     handles = [_legend_handle(o) for o in opts] + _spread_handles() + _status_handles(seen_div, seen_fail)
     _finish(fig, handles, missing)
-    return save_figure(fig, out_dir, stem)
+    return fig
 
 
 # ------------------------------------------------------------ 3: cost vs accuracy
 
 
-def _cost_accuracy_figure(summary: pd.DataFrame, dataset: str, out_dir: Path) -> list[Path]:
-    stem = f"cost_accuracy_{safe_name(dataset)}"
-    cells = _cells(summary, dataset)
+@register_figure("cost_accuracy", "dataset")
+def _cost_accuracy_figure(inp: FigureInputs, dataset: str) -> Figure:
+    """Test error against cost per step and against time to target."""
+    cells, models, opts = _dataset_cells(inp.summary, dataset)
     if cells.empty:
-        return _note_figure(out_dir, stem, dataset, "no runs in summary.csv")
-    models = sorted(cells["model"].unique())
-    opts = order_optimizers(cells["optimizer"])
+        return _note_figure(dataset, "no runs in summary.csv")
     xcols = (("seconds_per_step", "optimizer seconds per step"), ("time_to_target_seconds", "seconds to target"))
     fig = new_figure(max(4.5, 1.5 + 3.0 * len(models)), 5.6)
     grid = fig.subplots(2, len(models), squeeze=False, sharey=True)
@@ -405,17 +487,19 @@ def _cost_accuracy_figure(summary: pd.DataFrame, dataset: str, out_dir: Path) ->
             all_notes += [f"{model}, {xlabel}: {n}" for n in notes]
     handles = [_legend_handle(o) for o in opts] + _status_handles(seen_div, seen_fail)
     _finish(fig, handles, all_notes)
-    return save_figure(fig, out_dir, stem)
+    return fig
 
 
 # ------------------------------------------------------------- 4: solver sequence
 
 
-def _solver_figure(path: Path, out_dir: Path) -> list[Path]:
-    stem = f"solver_{safe_name(path.stem)}"
+@register_figure("solver", "solver_benchmark")
+def _solver_figure(inp: FigureInputs, solver_benchmark: str) -> Figure:
+    """Iterations per system and cumulative solve time along each benchmarked sequence."""
+    path = Path(solver_benchmark)
     records, why = load_solver_benchmark(path)
     if records is None or not records:
-        return _note_figure(out_dir, stem, f"solver benchmark {path.stem}", why or "no records")
+        return _note_figure(f"solver benchmark {path.stem}", why or "no records")
     by_seq: dict[str, list[dict[str, Any]]] = {}
     for rec in records:
         by_seq.setdefault(str(rec.get("sequence", path.stem)), []).append(rec)
@@ -462,7 +546,7 @@ def _solver_figure(path: Path, out_dir: Path) -> list[Path]:
         ax_t.set_xlabel("system index in sequence")
         ax_t.set_ylabel("seconds")
     _finish(fig, [handles[k] for k in sorted(handles)], notes)
-    return save_figure(fig, out_dir, stem)
+    return fig
 
 
 def _num(value: Any) -> float:
@@ -493,14 +577,14 @@ def _limits(values: np.ndarray) -> tuple[float, float]:
     return (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
 
 
-def _predictions_figure(
-    summary: pd.DataFrame, runs_root: Path, dataset: str, model: str, out_dir: Path
-) -> list[Path]:
-    stem = f"predictions_{safe_name(dataset)}_{safe_name(model)}"
+@register_figure("predictions", "dataset", "model")
+def _predictions_figure(inp: FigureInputs, dataset: str, model: str) -> Figure:
+    """Input, truth, prediction and error of test samples for the best finished run."""
+    summary, runs_root = inp.summary, inp.runs_root
     title = f"{dataset} / {model}"
     cells = _cells(summary, dataset, model)
     if cells.empty:
-        return _note_figure(out_dir, stem, title, "no runs in summary.csv")
+        return _note_figure(title, "no runs in summary.csv")
     # Best finished run first (lowest test error), then the rest in stable order.
     ranked = cells.assign(
         _fin=(cells["status"] != "finished").astype(int),
@@ -514,7 +598,7 @@ def _predictions_figure(
             break
         reasons.append(f"{row.optimizer} seed {row.seed}: {why}")
     else:
-        return _note_figure(out_dir, stem, title, "no predictions:\n" + _short_list(reasons, 4))
+        return _note_figure(title, "no predictions:\n" + _short_list(reasons, 4))
     style = optimizer_style(row.optimizer)
     n = min(_PRED_SAMPLES, arrays["y"].shape[0])
     fields = {k: np.stack([_field(arrays[k], s) for s in range(n)]) for k in ("x", "y", "pred")}
@@ -553,57 +637,45 @@ def _predictions_figure(
             axes = list(grid[:, c]) if c != 2 else list(grid[:, 1]) + list(grid[:, 2])
             fig.colorbar(image, ax=axes, shrink=0.9, location="bottom", aspect=25 if c != 2 else 50)
     fig.suptitle(f"{title}: {style['label']}, seed {row.seed}, test rel. L2 {getattr(row, _ERR):.3g}")
-    return save_figure(fig, out_dir, stem)
+    return fig
 
 
 # --------------------------------------------------------- 6: resolution transfer
 
 
-def _transfer_figure(summary: pd.DataFrame, dataset: str, out_dir: Path) -> list[Path]:
-    stem = f"transfer_{safe_name(dataset)}"
-    cells = _cells(summary, dataset)
+@register_figure("transfer", "dataset")
+def _transfer_figure(inp: FigureInputs, dataset: str) -> Figure:
+    """Error on the finer grid beside the training grid's."""
+    cells, models, opts = _dataset_cells(inp.summary, dataset)
     if cells.empty or not np.isfinite(cells["transfer_rel_l2"].to_numpy()).any():
-        return _note_figure(out_dir, stem, f"{dataset}: resolution transfer", "no resolution-transfer results")
-    models = sorted(cells["model"].unique())
-    opts = order_optimizers(cells["optimizer"])
-    offsets = _slots(len(opts))
+        return _note_figure(f"{dataset}: resolution transfer", "no resolution-transfer results")
     fig = new_figure(max(4.5, 1.1 + 0.35 * len(opts) * len(models)), 3.4)
     ax = fig.add_subplot()
     values: list[float] = []
     seen_div = seen_fail = False
-    for i, model in enumerate(models):
-        for j, opt in enumerate(opts):
-            rows = cells[(cells["model"] == model) & (cells["optimizer"] == opt)]
-            if rows.empty:
-                continue
-            style = optimizer_style(opt)
-            x = i + offsets[j]
-            done = rows[rows["status"] == "finished"]
-            for col, filled in (("transfer_rel_l2", True), (_ERR, False)):
-                v = _positive(done[col].to_numpy())
-                if v.size:
-                    m = float(v.mean())
-                    ax.errorbar(
-                        [x], [m], yerr=[[m - v.min()], [v.max() - m]], color=style["color"],
-                        marker=style["marker"], markerfacecolor=style["color"] if filled else "none",
-                        markersize=7 if filled else 5, capsize=2, linestyle="none",
-                    )  # fmt: skip
-                    values += list(v)
-            div, fail = _mark_unfinished(ax, x, rows, style["color"])
-            seen_div |= div
-            seen_fail |= fail
-    ax.set_xticks(range(len(models)), models)
-    ax.set_xlim(-0.6, len(models) - 0.4)
-    _log_if_positive(ax, values)
-    ax.set_ylabel("relative L2")
-    ax.set_title(f"{dataset}: resolution transfer")
+    for x, _model, rows, style in _model_slots(cells, models, opts):
+        done = rows[rows["status"] == "finished"]
+        for col, filled in (("transfer_rel_l2", True), (_ERR, False)):
+            v = _positive(done[col].to_numpy())
+            if v.size:
+                m = float(v.mean())
+                ax.errorbar(
+                    [x], [m], yerr=[[m - v.min()], [v.max() - m]], color=style["color"],
+                    marker=style["marker"], markerfacecolor=style["color"] if filled else "none",
+                    markersize=7 if filled else 5, capsize=2, linestyle="none",
+                )  # fmt: skip
+                values += list(v)
+        div, fail = _mark_unfinished(ax, x, rows, style["color"])
+        seen_div |= div
+        seen_fail |= fail
+    _model_axis(ax, models, values, "relative L2", f"{dataset}: resolution transfer")
     handles = [_legend_handle(o) for o in opts] + [
         Line2D([], [], color="0.3", marker="o", linestyle="none", label="finer grid (transfer)"),
         Line2D([], [], color="0.3", marker="o", markerfacecolor="none", linestyle="none",
                markersize=5, label="training grid"),
     ]  # fmt: skip
     _finish(fig, handles + _status_handles(seen_div, seen_fail))
-    return save_figure(fig, out_dir, stem)
+    return fig
 
 
 # --------------------------------------------------------------------- entry point
@@ -640,17 +712,9 @@ def make_figures(
         log.warning("figures: %s", why)
     ds = sorted({str(d) for d in datasets}) if datasets is not None else sorted(summary["dataset"].unique())
     ms = sorted({str(m) for m in models}) if models is not None else sorted(summary["model"].unique())
+    inputs = FigureInputs(summary, runs_root)
     paths: list[Path] = []
     with deterministic_style():
-        for d in ds:
-            for m in ms:
-                paths += _val_error_figure(summary, runs_root, d, m, out_dir)
-            paths += _test_error_figure(summary, d, out_dir)
-            paths += _cost_accuracy_figure(summary, d, out_dir)
-            for m in ms:
-                paths += _predictions_figure(summary, runs_root, d, m, out_dir)
-            paths += _transfer_figure(summary, d, out_dir)
-        for bench in solver_benchmarks:
-            paths += _solver_figure(Path(bench), out_dir)
+        for inst in figure_instances(ds, ms, solver_benchmarks):
+            paths += save_figure(inst.draw(inputs), out_dir, inst.stem)
     return paths
-
