@@ -1,10 +1,14 @@
 """Training: one loop for every optimizer, checkpoints, resume, divergence handling."""
 
 from kryflow.training.surrogate import Surrogate, load_surrogate, save_surrogate
-from kryflow.training.trainer import HISTORY_COLUMNS, TrainResult, loss_function, select_device, train_cell
+from kryflow.training.trainer import (
+    HISTORY_COLUMNS, LOSSES, Checkpoint, TrainResult, loss_function, select_device, train_cell,
+)
 
 __all__ = [
     "HISTORY_COLUMNS",
+    "LOSSES",
+    "Checkpoint",
     "Surrogate",
     "TrainResult",
     "load_surrogate",
