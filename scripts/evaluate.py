@@ -16,10 +16,10 @@ def main(smk):
         torch.set_num_threads(max(1, smk.threads))
         w = smk.wildcards
         cell = {"dataset": w.dataset, "model": w.model, "optimizer": w.optimizer, "seed": int(w.seed)}
-        transfer = smk.input.transfer if smk.input.transfer else None
+        transfer = smk.input.transfer  # a path, or an empty list when no transfer set is configured
         if isinstance(transfer, list):
             transfer = transfer[0] if transfer else None
-        run_evaluate(smk.config, cell, smk.input.dataset, Path(smk.input.run).parent,
+        run_evaluate(cell, smk.params.evaluation, smk.params.device, smk.input.dataset, Path(smk.input.run).parent,
                      smk.input.tracking, transfer_path=transfer)
 
 

@@ -11,11 +11,8 @@ from kryflow.pipeline import run_figures, setup_logging
 
 def main(smk):
     with setup_logging(smk.log[0]):
-        runs_root = Path(smk.input.summary).parent / "runs"
-        fig_dir = Path(smk.output.png[0]).parent
-        run_figures(smk.input.summary, runs_root, list(smk.input.solvers), fig_dir,
-                    smk.output.tables, smk.input.tracking, datasets=list(smk.config["datasets"]),
-                    models=list(smk.config["models"]))
+        run_figures(smk.input.summary, smk.params.runs_root, list(smk.input.solvers), Path(smk.output.png[0]).parent,
+                    smk.output.tables, smk.input.tracking, datasets=smk.params.datasets, models=smk.params.models)
 
 
 if "snakemake" in globals():

@@ -12,7 +12,7 @@ from kryflow.pipeline import run_generate, setup_logging
 
 def main(smk):
     with setup_logging(smk.log[0]):
-        run_generate(smk.config, smk.wildcards.dataset, smk.output[0], smk.input.tracking)
+        run_generate(smk.wildcards.dataset, smk.params.spec, smk.params.experiment, smk.output[0], smk.input.tracking)
 
 
 if "snakemake" in globals():

@@ -12,7 +12,7 @@ from kryflow.pipeline import run_import, setup_logging
 
 def main(smk):
     with setup_logging(smk.log[0]):
-        run_import(smk.config, smk.wildcards.dataset, smk.output.main, smk.input.tracking,
+        run_import(smk.wildcards.dataset, smk.params.source, smk.output.main, smk.input.tracking,
                    transfer_out=smk.output.hi)
 
 

@@ -12,7 +12,8 @@ from kryflow.pipeline import run_solver_benchmark, setup_logging
 
 def main(smk):
     with setup_logging(smk.log[0]):
-        run_solver_benchmark(smk.config, smk.wildcards.dataset, smk.output[0], smk.input.tracking)
+        run_solver_benchmark(smk.wildcards.dataset, smk.params.spec, smk.params.benchmark, smk.output[0],
+                             smk.input.tracking)
 
 
 if "snakemake" in globals():

@@ -16,7 +16,8 @@ def main(smk):
         torch.set_num_threads(max(1, smk.threads))
         w = smk.wildcards
         cell = {"dataset": w.dataset, "model": w.model, "optimizer": w.optimizer, "seed": int(w.seed)}
-        run_train(smk.config, cell, smk.input.dataset, Path(smk.output.run).parent, smk.input.tracking)
+        run_train(cell, smk.params.spec, smk.params.training, smk.input.dataset, Path(smk.output.run).parent,
+                  smk.input.tracking, system_metrics=smk.params.system_metrics)
 
 
 if "snakemake" in globals():

@@ -14,9 +14,7 @@ import sys
 from pathlib import Path
 
 import kryflow
-
-RESULTS = Path("results")
-DATA = Path("data")
+from kryflow import layout
 
 
 def _config(path):
@@ -28,8 +26,8 @@ def _config(path):
 def _tracking_json(config) -> Path:
     from kryflow.pipeline import init_tracking
 
-    path = RESULTS / "tracking.json"
-    init_tracking(config, path)
+    path = Path(layout.TRACKING_JSON)
+    init_tracking(config["experiment"], config.get("tracking"), path)
     return path
 
 
@@ -52,13 +50,13 @@ def cmd_run(args) -> int:
 def cmd_where(args) -> int:
     workdir = Path(args.workdir).resolve()
     print("kryflow outputs:")
-    print(f"  datasets      {workdir / 'data'}/*.zarr")
-    for p in sorted((workdir / "data").glob("*.zarr")):
+    print(f"  datasets      {workdir / layout.DATA_DIR}/*.zarr")
+    for p in sorted((workdir / layout.DATA_DIR).glob("*.zarr")):
         print(f"                {p.name}")
-    print(f"  summary table {workdir / 'results' / 'summary.csv'}")
-    print(f"  figures       {workdir / 'results' / 'figures'}")
-    print(f"  tables        {workdir / 'results' / 'tables'}")
-    tj = workdir / "results" / "tracking.json"
+    print(f"  summary table {workdir / layout.SUMMARY_CSV}")
+    print(f"  figures       {workdir / layout.FIGURES_DIR}")
+    print(f"  tables        {workdir / layout.TABLES_DIR}")
+    tj = workdir / layout.TRACKING_JSON
     if tj.exists():
         info = json.loads(tj.read_text())
         print(f"  MLflow store  {info['uri']} (experiment '{info['experiment']}')")
@@ -98,23 +96,27 @@ def cmd_data_import(args) -> int:
 
 
 def cmd_generate(args) -> int:
+    from kryflow.config import dataset_spec
     from kryflow.pipeline import run_generate, setup_logging
 
     cfg = _config(args.config)
-    out = Path(args.out or DATA / f"{args.dataset}.zarr")
+    out = Path(args.out or layout.dataset_path(args.dataset))
     with setup_logging(None):
-        totals = run_generate(cfg, args.dataset, out, _tracking_json(cfg))
-    print(json.dumps({k: v for k, v in totals.items()}, indent=2, default=float))
+        totals = run_generate(args.dataset, dataset_spec(cfg, args.dataset), cfg["experiment"], out,
+                              _tracking_json(cfg))
+    print(json.dumps(totals, indent=2, default=float))
     return 0
 
 
 def cmd_benchmark_solvers(args) -> int:
+    from kryflow.config import dataset_spec
     from kryflow.pipeline import run_solver_benchmark, setup_logging
 
     cfg = _config(args.config)
-    out = Path(args.out or RESULTS / "solvers" / f"{args.dataset}.json")
+    out = Path(args.out or layout.solver_benchmark_path(args.dataset))
     with setup_logging(None):
-        run_solver_benchmark(cfg, args.dataset, out, _tracking_json(cfg))
+        run_solver_benchmark(args.dataset, dataset_spec(cfg, args.dataset), cfg.get("solver_benchmark") or {}, out,
+                             _tracking_json(cfg))
     print(f"wrote {out}")
     return 0
 
@@ -124,31 +126,30 @@ def _cell(args) -> dict:
 
 
 def cmd_train(args) -> int:
+    from kryflow.config import cell_spec
     from kryflow.pipeline import run_train, setup_logging
 
     cfg = _config(args.config)
-    cell = _cell(args)
-    out = RESULTS / "runs" / args.dataset / args.model / args.optimizer / str(args.seed)
+    out = layout.run_dir(args.dataset, args.model, args.optimizer, args.seed)
     with setup_logging(None):
-        info = run_train(cfg, cell, DATA / f"{args.dataset}.zarr", out, _tracking_json(cfg))
+        info = run_train(_cell(args), cell_spec(cfg, args.model, args.optimizer), cfg["training"],
+                         layout.dataset_path(args.dataset), out, _tracking_json(cfg),
+                         system_metrics=bool((cfg.get("tracking") or {}).get("system_metrics")))
     print(json.dumps(info, indent=2, default=float))
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from kryflow.config import transfer_name
+    from kryflow.config import transfer_dataset
     from kryflow.pipeline import run_evaluate, setup_logging
 
     cfg = _config(args.config)
-    cell = _cell(args)
-    run_dir = RESULTS / "runs" / args.dataset / args.model / args.optimizer / str(args.seed)
-    spec = cfg["datasets"][args.dataset]
-    transfer = None
-    if spec.get("transfer") and "source" not in spec:
-        transfer = DATA / f"{transfer_name(args.dataset, spec['transfer']['n'])}.zarr"
+    transfer = transfer_dataset(cfg, args.dataset)
     with setup_logging(None):
-        metrics = run_evaluate(cfg, cell, DATA / f"{args.dataset}.zarr", run_dir, _tracking_json(cfg),
-                               transfer_path=transfer)
+        metrics = run_evaluate(_cell(args), cfg.get("evaluation") or {}, cfg["training"].get("device", "auto"),
+                               layout.dataset_path(args.dataset),
+                               layout.run_dir(args.dataset, args.model, args.optimizer, args.seed),
+                               _tracking_json(cfg), transfer_path=layout.dataset_path(transfer) if transfer else None)
     print(json.dumps(metrics, indent=2, default=float))
     return 0
 
@@ -161,7 +162,7 @@ def cmd_tracking_init(args) -> int:
 
 
 def cmd_server_start(args) -> int:
-    from kryflow.tracking.server import start_server
+    from kryflow.tracking import start_server
 
     info = start_server(args.dir, host=args.host, port=args.port, allowed_hosts=args.allowed_hosts)
     print(f"MLflow server on {info['uri']} (PostgreSQL on 127.0.0.1:{info['pg_port']}); "
@@ -172,7 +173,7 @@ def cmd_server_start(args) -> int:
 
 
 def cmd_server_stop(args) -> int:
-    from kryflow.tracking.server import stop_server
+    from kryflow.tracking import stop_server
 
     stop_server(args.dir)
     print("stopped")
@@ -270,7 +271,7 @@ def main(argv=None) -> int:
         return 2
     except Exception as exc:  # a clear one-line error for the expected failure kinds
         from kryflow.tracking import TrackingUnavailable
-        from kryflow.tracking.server import ServerError
+        from kryflow.tracking import ServerError
 
         data_error = None
         try:

@@ -82,7 +82,8 @@ def _init_tracking_with_env(uri):
 
         ctx["monkeypatch"].setenv("MLFLOW_TRACKING_URI", uri)
         ctx["monkeypatch"].chdir(ctx["tmp"])
-        init_tracking(check_config(copy.deepcopy(TINY_CONFIG)), ctx["tmp"] / "tracking.json", ctx["tmp"])
+        cfg = check_config(copy.deepcopy(TINY_CONFIG))
+        init_tracking(cfg["experiment"], cfg["tracking"], ctx["tmp"] / "tracking.json", ctx["tmp"])
 
     return run
 

@@ -1,5 +1,6 @@
 # Config validation (before any job starts), wildcard constraints, the grid, and the
-# functions that turn config into paths and resources. Rules look values up here.
+# functions that turn config into paths, params and resources. Rules look values up here;
+# every path comes from kryflow.layout, every stage's params from kryflow.config.
 
 import json
 import os
@@ -7,7 +8,17 @@ import re
 import uuid
 from pathlib import Path
 
-from kryflow.config import check_config, read_yaml, training_cells, transfer_name
+from kryflow import layout
+from kryflow.config import (
+    cell_spec,
+    check_config,
+    dataset_spec,
+    generated_dataset_names,
+    imported_dataset_names,
+    read_yaml,
+    training_cells,
+    transfer_dataset,
+)
 
 # Schema + registry checks: an invalid config stops here with one message naming the key.
 # Config files are re-read strictly first: Snakemake's YAML reading keeps the last of two
@@ -27,9 +38,7 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-DATA = "data"
-RESULTS = "results"
-TRACKING = "results/tracking.json"
+RUN = layout.RUN_DIR  # results/runs/{dataset}/{model}/{optimizer}/{seed}
 
 
 def tracking_uri():
@@ -39,24 +48,6 @@ def tracking_uri():
     return resolve_tracking_uri(config.get("tracking"))
 
 
-def generated_datasets():
-    """Datasets produced by a solver (not imported), the ones a solver benchmark applies to."""
-    return [d for d, spec in config["datasets"].items() if "source" not in spec]
-
-
-def generated_names():
-    """Every store a solver produces: the generated datasets and their transfer sets."""
-    names = generated_datasets()
-    for d in names[:]:
-        if config["datasets"][d].get("transfer"):
-            names.append(transfer_name(d, config["datasets"][d]["transfer"]["n"]))
-    return names
-
-
-def imported_datasets():
-    return [d for d, spec in config["datasets"].items() if "source" in spec]
-
-
 def name_pattern(names):
     """A wildcard constraint matching exactly these dataset names (none: matches nothing)."""
     return "|".join(re.escape(n) for n in names) or "(?!)"
@@ -64,18 +55,16 @@ def name_pattern(names):
 
 def transfer_path(wildcards):
     """The finer-grid test set for a cell's dataset, or nothing when none is configured."""
-    spec = config["datasets"][wildcards.dataset]
-    if "source" in spec:
-        return f"{DATA}/{wildcards.dataset}__hi.zarr" if spec["source"].get("test_hi") else []
-    if spec.get("transfer"):
-        return f"{DATA}/{transfer_name(wildcards.dataset, spec['transfer']['n'])}.zarr"
-    return []
+    name = transfer_dataset(config, wildcards.dataset)
+    return str(layout.dataset_path(name)) if name else []
 
 
 def dataset_spec_of(wildcards):
-    from kryflow.pipeline import dataset_spec
-
     return dataset_spec(config, wildcards.dataset)
+
+
+def cell_spec_of(wildcards):
+    return cell_spec(config, wildcards.model, wildcards.optimizer)
 
 
 def _unknowns(spec):
@@ -115,16 +104,13 @@ def use_gpu():
 
 
 def cell_outputs(filename):
-    return [
-        f"{RESULTS}/runs/{d}/{m}/{o}/{s}/{filename}"
-        for d, m, o, s in training_cells(config)
-    ]
+    return [str(layout.run_file(cell, filename)) for cell in training_cells(config)]
 
 
 def solver_benchmark_outputs():
     if not config.get("solver_benchmark", {}).get("enabled", True):
         return []
-    return [f"{RESULTS}/solvers/{d}.json" for d in generated_datasets()]
+    return [str(layout.solver_benchmark_path(d)) for d in generated_dataset_names(config, with_transfer=False)]
 
 
 def figure_stems_of_config():
@@ -136,10 +122,10 @@ def figure_stems_of_config():
 
 def final_outputs():
     return [
-        f"{RESULTS}/summary.csv",
-        f"{RESULTS}/summary_aggregate.csv",
-        *[f"{RESULTS}/figures/{stem}.{ext}" for stem in figure_stems_of_config() for ext in ("png", "pdf")],
-        f"{RESULTS}/tables",
+        layout.SUMMARY_CSV,
+        layout.SUMMARY_AGGREGATE_CSV,
+        *[f"{layout.FIGURES_DIR}/{stem}.{ext}" for stem in figure_stems_of_config() for ext in ("png", "pdf")],
+        layout.TABLES_DIR,
         *solver_benchmark_outputs(),
     ]
 
@@ -148,12 +134,12 @@ def print_locations():
     """Where everything is, and the one command that opens the MLflow UI on it."""
     here = Path.cwd()
     lines = ["", "kryflow outputs:"]
-    lines.append(f"  datasets      {here / DATA}/*.zarr")
-    lines.append(f"  summary table {here / RESULTS / 'summary.csv'}")
-    lines.append(f"  figures       {here / RESULTS / 'figures'}")
-    lines.append(f"  tables        {here / RESULTS / 'tables'}")
-    if Path(TRACKING).exists():
-        info = json.loads(Path(TRACKING).read_text())
+    lines.append(f"  datasets      {here / layout.DATA_DIR}/*.zarr")
+    lines.append(f"  summary table {here / layout.SUMMARY_CSV}")
+    lines.append(f"  figures       {here / layout.FIGURES_DIR}")
+    lines.append(f"  tables        {here / layout.TABLES_DIR}")
+    if Path(layout.TRACKING_JSON).exists():
+        info = json.loads(Path(layout.TRACKING_JSON).read_text())
         lines.append(f"  MLflow store  {info['uri']} (experiment '{info['experiment']}')")
         lines.append(f"  open the UI:  {info['ui']}")
     print("\n".join(lines))

@@ -4,14 +4,15 @@
 rule init_tracking:
     # The experiment is created once, before jobs fan out (sqlite creation races otherwise).
     output:
-        "results/tracking.json",
+        layout.TRACKING_JSON,
     params:
         experiment=config["experiment"],
-        uri=tracking_uri(),
+        tracking=config.get("tracking") or {},
+        uri=tracking_uri(),  # not read by the script: a changed store reruns this rule
     log:
-        "logs/init_tracking.log",
+        layout.rule_log("init_tracking"),
     benchmark:
-        "results/benchmarks/rules/init_tracking.tsv"
+        layout.rule_benchmark("init_tracking")
     localrule: True
     conda:
         "../../envs/kryflow.yaml"
@@ -23,17 +24,18 @@ rule generate_dataset:
     # A PDE family's sequence solved by one recycling solver, streamed into a zarr store
     # (written under a temporary name and moved into place only when complete).
     input:
-        tracking=ancient("results/tracking.json"),
+        tracking=ancient(layout.TRACKING_JSON),
     output:
-        directory("data/{dataset}.zarr"),
+        directory(layout.DATASET),
     wildcard_constraints:
-        dataset=name_pattern(generated_names()),
+        dataset=name_pattern(generated_dataset_names(config)),
     params:
         spec=dataset_spec_of,
+        experiment=config["experiment"],
     log:
-        "logs/generate_dataset/{dataset}.log",
+        layout.rule_log("generate_dataset", "{dataset}"),
     benchmark:
-        "results/benchmarks/rules/generate_dataset/{dataset}.tsv"
+        layout.rule_benchmark("generate_dataset", "{dataset}")
     threads: 1
     resources:
         mem_mb=generate_mem_mb,
@@ -48,16 +50,18 @@ rule import_dataset:
     # External data (neuraloperator's Darcy sets) in kryflow's schema; the files are read
     # from their path, never copied. The 32x32 test file becomes data/{dataset}__hi.zarr.
     input:
-        tracking=ancient("results/tracking.json"),
+        tracking=ancient(layout.TRACKING_JSON),
     output:
-        main=directory("data/{dataset}.zarr"),
-        hi=directory("data/{dataset}__hi.zarr"),
+        main=directory(layout.DATASET),
+        hi=directory(layout.IMPORTED_HI),
     wildcard_constraints:
-        dataset=name_pattern(imported_datasets()),
+        dataset=name_pattern(imported_dataset_names(config)),
+    params:
+        source=lambda w: config["datasets"][w.dataset]["source"],
     log:
-        "logs/import_dataset/{dataset}.log",
+        layout.rule_log("import_dataset", "{dataset}"),
     benchmark:
-        "results/benchmarks/rules/import_dataset/{dataset}.tsv"
+        layout.rule_benchmark("import_dataset", "{dataset}")
     conda:
         "../../envs/kryflow.yaml"
     script:
@@ -67,15 +71,16 @@ rule import_dataset:
 rule solver_benchmark:
     # Recycled vs cold vs preconditioned vs direct on the dataset's own sequence.
     input:
-        tracking=ancient("results/tracking.json"),
+        tracking=ancient(layout.TRACKING_JSON),
     output:
-        "results/solvers/{dataset}.json",
+        layout.SOLVER_BENCHMARK,
     params:
         spec=dataset_spec_of,
+        benchmark=config.get("solver_benchmark") or {},
     log:
-        "logs/solver_benchmark/{dataset}.log",
+        layout.rule_log("solver_benchmark", "{dataset}"),
     benchmark:
-        "results/benchmarks/rules/solver_benchmark/{dataset}.tsv"
+        layout.rule_benchmark("solver_benchmark", "{dataset}")
     threads: 1
     resources:
         mem_mb=generate_mem_mb,

@@ -2,21 +2,25 @@
 
 
 rule evaluate:
+    # every file evaluate_cell reads is an input here
     input:
-        run="results/runs/{dataset}/{model}/{optimizer}/{seed}/run.json",
-        model="results/runs/{dataset}/{model}/{optimizer}/{seed}/model.pt",
-        dataset="data/{dataset}.zarr",
+        run=f"{RUN}/run.json",
+        model=f"{RUN}/model.pt",
+        train=f"{RUN}/train.json",
+        history=f"{RUN}/history.csv",
+        dataset=layout.DATASET,
         transfer=transfer_path,
-        tracking=ancient("results/tracking.json"),
+        tracking=ancient(layout.TRACKING_JSON),
     output:
-        metrics="results/runs/{dataset}/{model}/{optimizer}/{seed}/metrics.json",
-        predictions="results/runs/{dataset}/{model}/{optimizer}/{seed}/predictions.npz",
+        metrics=f"{RUN}/metrics.json",
+        predictions=f"{RUN}/predictions.npz",
     params:
         evaluation=config.get("evaluation", {}),
+        device=config["training"].get("device", "auto"),
     log:
-        "logs/evaluate/{dataset}/{model}/{optimizer}/{seed}.log",
+        layout.rule_log("evaluate", layout.CELL),
     benchmark:
-        "results/benchmarks/rules/evaluate/{dataset}/{model}/{optimizer}/{seed}.tsv"
+        layout.rule_benchmark("evaluate", layout.CELL)
     threads: 1
     resources:
         mem_mb=train_mem_mb,
@@ -33,12 +37,12 @@ rule aggregate:
     input:
         cell_outputs("metrics.json"),
     output:
-        summary="results/summary.csv",
-        aggregate="results/summary_aggregate.csv",
+        summary=layout.SUMMARY_CSV,
+        aggregate=layout.SUMMARY_AGGREGATE_CSV,
     log:
-        "logs/aggregate.log",
+        layout.rule_log("aggregate"),
     benchmark:
-        "results/benchmarks/rules/aggregate.tsv"
+        layout.rule_benchmark("aggregate")
     localrule: True
     conda:
         "../../envs/kryflow.yaml"

@@ -2,31 +2,35 @@
 
 
 rule figures:
-    # every figure is declared (PNG in the report, PDF for the paper); tables depend on which
-    # results exist (e.g. transfer), so they are a folder
+    # every figure is declared (PNG in the report, PDF for the paper), from the figure registry;
+    # tables depend on which results exist (e.g. transfer), so they are a folder
     input:
-        summary="results/summary.csv",
+        summary=layout.SUMMARY_CSV,
         histories=cell_outputs("history.csv"),
         predictions=cell_outputs("predictions.npz"),
         solvers=solver_benchmark_outputs(),
-        tracking=ancient("results/tracking.json"),
+        tracking=ancient(layout.TRACKING_JSON),
     output:
         png=report(
-            expand("results/figures/{stem}.png", stem=figure_stems_of_config()),
+            expand(f"{layout.FIGURES_DIR}/{{stem}}.png", stem=figure_stems_of_config()),
             caption="../report/figures.rst",
             category="Figures",
         ),
-        pdf=expand("results/figures/{stem}.pdf", stem=figure_stems_of_config()),
+        pdf=expand(f"{layout.FIGURES_DIR}/{{stem}}.pdf", stem=figure_stems_of_config()),
         tables=report(
-            directory("results/tables"),
+            directory(layout.TABLES_DIR),
             patterns=["{name}.md"],
             caption="../report/tables.rst",
             category="Tables",
         ),
+    params:
+        runs_root=lambda w, input: layout.runs_root_of(input.histories[0]),
+        datasets=list(config["datasets"]),
+        models=list(config["models"]),
     log:
-        "logs/figures.log",
+        layout.rule_log("figures"),
     benchmark:
-        "results/benchmarks/rules/figures.tsv"
+        layout.rule_benchmark("figures")
     localrule: True
     conda:
         "../../envs/kryflow.yaml"

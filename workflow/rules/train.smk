@@ -5,20 +5,21 @@
 
 rule train:
     input:
-        dataset="data/{dataset}.zarr",
-        tracking=ancient("results/tracking.json"),
+        dataset=layout.DATASET,
+        tracking=ancient(layout.TRACKING_JSON),
     output:
-        run="results/runs/{dataset}/{model}/{optimizer}/{seed}/run.json",
-        model="results/runs/{dataset}/{model}/{optimizer}/{seed}/model.pt",
-        history="results/runs/{dataset}/{model}/{optimizer}/{seed}/history.csv",
+        run=f"{RUN}/run.json",
+        model=f"{RUN}/model.pt",
+        history=f"{RUN}/history.csv",
+        train=f"{RUN}/train.json",
     params:
-        model=lambda w: config["models"][w.model],
-        optimizer=lambda w: config["optimizers"][w.optimizer],
+        spec=cell_spec_of,
         training=config["training"],
+        system_metrics=bool((config.get("tracking") or {}).get("system_metrics")),
     log:
-        "logs/train/{dataset}/{model}/{optimizer}/{seed}.log",
+        layout.rule_log("train", layout.CELL),
     benchmark:
-        "results/benchmarks/rules/train/{dataset}/{model}/{optimizer}/{seed}.tsv"
+        layout.rule_benchmark("train", layout.CELL)
     threads: 1
     resources:
         mem_mb=train_mem_mb,
