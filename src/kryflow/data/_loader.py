@@ -259,39 +259,19 @@ class _EpochOrder(torch.utils.data.Sampler):
         return len(self.loader._chunk_order)
 
 
-def make_loader(
-    path,
-    split: str,
-    *,
-    batch_size: int,
-    shuffle: bool,
-    seed: int = 0,
-    num_workers: int = 0,
-    in_memory: bool | None = None,
-    device=None,
-    drop_last: bool = False,
-) -> SplitLoader:
-    """Loader of one split of a kryflow store (see ``SplitLoader``).
+def make_loader(path, split: str, **options) -> SplitLoader:
+    """Loader of one split of a kryflow store: ``SplitLoader(path, split, **options)``.
 
     **Arguments:**
     - path, split: the store and ``"train"``, ``"val"`` or ``"test"``.
-    - batch_size, shuffle, seed, drop_last: as in ``torch.utils.data.DataLoader``; the order is
-      reproducible for a seed and epoch.
+    - batch_size, shuffle (required), seed, drop_last: as in ``torch.utils.data.DataLoader``; the
+      order is reproducible for a seed and epoch.
     - num_workers: worker processes reading chunks when streaming.
     - in_memory: hold the split in memory (on ``device``); ``None`` = when it takes at most
       ``KRYFLOW_IN_MEMORY_LIMIT_BYTES`` (default 1 GiB).
     - device: where batches go (pinned host memory is used for CUDA transfers).
+    - shuffle_chunks: streaming shuffle window, in chunks.
 
     **Returns:** an iterable with ``len()`` (batches per epoch), ``num_samples``, ``set_epoch``.
     """
-    return SplitLoader(
-        path,
-        split,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        seed=seed,
-        num_workers=num_workers,
-        in_memory=in_memory,
-        device=device,
-        drop_last=drop_last,
-    )
+    return SplitLoader(path, split, **options)

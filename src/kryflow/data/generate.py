@@ -21,7 +21,7 @@ import kryflow
 
 log = logging.getLogger(__name__)
 
-__all__ = ["generate_dataset", "SOLVER_STATS"]
+__all__ = ["generate_dataset", "solver_config", "SOLVER_STATS"]
 
 # per-solve statistics stored along ("sample", "solve")
 SOLVER_STATS = {
@@ -32,6 +32,55 @@ SOLVER_STATS = {
     "solver_recycle_dim": ("recycle_dim", "recycle-space dimension", "1", "int32"),
     "solver_converged": ("converged", "1 if the solve met its tolerance", "1", "int8"),
 }
+
+
+def solver_config(fam: Any, solver: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``SequenceSolver`` arguments for family ``fam``: method ``"auto"`` (the default) becomes the
+    measured fastest strategy for the family and size (``kryflow.solvers.default_strategy``)."""
+    from kryflow.solvers import default_strategy
+
+    cfg = dict(solver or {})
+    if cfg.get("method", "auto") == "auto":
+        strategy = default_strategy(fam)
+        cfg["method"] = strategy["method"]
+        cfg.setdefault("preconditioner", strategy["preconditioner"])
+    return cfg
+
+
+def _variables(fam: Any) -> dict:
+    from kryflow.data import VariableSpec
+
+    variables = {
+        name: VariableSpec(dims=tuple(spec["dims"]), long_name=spec["long_name"], units=spec["units"],
+                           role=spec["role"], dtype="float32")
+        for name, spec in fam.variables().items()
+    }
+    for var, (_, long_name, units, dtype) in SOLVER_STATS.items():
+        variables[var] = VariableSpec(dims=("solve",), long_name=long_name, units=units, role="solver_stat",
+                                      dtype=dtype)
+    return variables
+
+
+def _coords(fam: Any) -> dict:
+    coords = {k: ((k,), np.asarray(v), {"units": "1", "long_name": f"{k} (cell centre)"})
+              for k, v in fam.coords().items()}
+    coords.update(fam.extra_coords())
+    coords["solve"] = (("solve",), np.arange(int(fam.solves_per_sample)), {"long_name": "solve index within a sample"})
+    return coords
+
+
+class _Totals(dict):
+    """Running totals of the solves of a dataset."""
+
+    def __init__(self) -> None:
+        super().__init__(iterations=0, matvecs=0, seconds=0.0, flagged=0, max_rel_residual=0.0)
+
+    def add(self, records: list) -> None:
+        self["iterations"] += sum(r.iterations for r in records)
+        self["matvecs"] += sum(r.matvecs for r in records)
+        self["seconds"] += sum(r.seconds for r in records)
+        self["flagged"] += sum(0 if r.converged else 1 for r in records)
+        self["max_rel_residual"] = max(self["max_rel_residual"], max(r.rel_residual for r in records))
 
 
 def generate_dataset(
@@ -67,89 +116,42 @@ def generate_dataset(
     """
     from tqdm.auto import tqdm
 
-    from kryflow.data import VariableSpec, ZarrDatasetWriter, assign_splits, dataset_digest
+    from kryflow.data import ZarrDatasetWriter, assign_splits, dataset_digest
     from kryflow.pdes import build_family
-    from kryflow.solvers import SequenceSolver, default_strategy
+    from kryflow.solvers import SequenceSolver
 
     fam = build_family(family, **dict(params or {}))
-    solver_cfg = dict(solver or {})
-    if solver_cfg.get("method", "auto") == "auto":
-        # the measured fastest strategy for this family and size (see benchmarks/solvers.py)
-        strategy = default_strategy(fam)
-        solver_cfg["method"] = strategy["method"]
-        solver_cfg.setdefault("preconditioner", strategy["preconditioner"])
+    solver_cfg = solver_config(fam, solver)
     seq_solver = SequenceSolver(**solver_cfg)
     nsolve = int(fam.solves_per_sample)
-
     if isinstance(splits, str):
         split_arr = np.array([splits] * num_samples)
     else:
         split_arr = assign_splits(num_samples, tuple(splits), seed=seed, block=split_block)
-
-    variables: dict[str, VariableSpec] = {}
-    for name, spec in fam.variables().items():
-        variables[name] = VariableSpec(
-            dims=tuple(spec["dims"]), long_name=spec["long_name"], units=spec["units"],
-            role=spec["role"], dtype="float32",
-        )
-    for var, (_, long_name, units, dtype) in SOLVER_STATS.items():
-        variables[var] = VariableSpec(
-            dims=("solve",), long_name=long_name, units=units, role="solver_stat", dtype=dtype
-        )
-
-    coords = {k: ((k,), np.asarray(v), {"units": "1", "long_name": f"{k} (cell centre)"})
-              for k, v in fam.coords().items()}
-    coords.update(fam.extra_coords())
-    coords["solve"] = (("solve",), np.arange(nsolve), {"long_name": "solve index within a sample"})
-
     attrs = {
-        "title": f"kryflow {family} dataset",
-        "pde_family": family,
-        "pde_params": dict(fam.params),
-        "solver": {**solver_cfg, "matrix_kind": fam.matrix_kind},
-        "num_samples": int(num_samples),
-        "seed": int(seed),
-        "split_block": int(split_block),
-        "code_version": f"kryflow {kryflow.__version__}",
+        "title": f"kryflow {family} dataset", "pde_family": family, "pde_params": dict(fam.params),
+        "solver": {**solver_cfg, "matrix_kind": fam.matrix_kind}, "num_samples": int(num_samples),
+        "seed": int(seed), "split_block": int(split_block), "code_version": f"kryflow {kryflow.__version__}",
         **dict(provenance or {}),
     }
-
-    totals = {"iterations": 0, "matvecs": 0, "seconds": 0.0, "flagged": 0, "max_rel_residual": 0.0}
+    totals = _Totals()
     t0 = time.perf_counter()
-    with ZarrDatasetWriter(
-        out_path,
-        coords=coords,
-        variables=variables,
-        num_samples=num_samples,
-        chunk_samples=chunk_samples,
-        splits=split_arr,
-        inputs=list(fam.inputs),
-        targets=list(fam.targets),
-        attrs=attrs,
-        nondeterministic=["solver_seconds"],
-        overwrite=overwrite,
-    ) as writer:
-        samples = fam.samples(num_samples, seed)
-        for sample in tqdm(samples, total=num_samples, desc=f"generate {Path(out_path).stem}",
+    with ZarrDatasetWriter(out_path, coords=_coords(fam), variables=_variables(fam), num_samples=num_samples,
+                           chunk_samples=chunk_samples, splits=split_arr, inputs=list(fam.inputs),
+                           targets=list(fam.targets), attrs=attrs, nondeterministic=["solver_seconds"],
+                           overwrite=overwrite) as writer:
+        for sample in tqdm(fam.samples(num_samples, seed), total=num_samples, desc=f"generate {Path(out_path).stem}",
                            disable=not progress, mininterval=2.0):
             outputs = sample.solve(seq_solver)
             records = seq_solver.pop_records()
             if len(records) != nsolve:
-                raise RuntimeError(
-                    f"family '{family}' made {len(records)} solves for sample {sample.index}, "
-                    f"expected solves_per_sample={nsolve}"
-                )
+                raise RuntimeError(f"family '{family}' made {len(records)} solves for sample {sample.index}, "
+                                   f"expected solves_per_sample={nsolve}")
             values = {**sample.fields, **outputs}
             for var, (attr, *_rest) in SOLVER_STATS.items():
                 values[var] = np.array([getattr(r, attr) for r in records])
             writer.append(values)
-            totals["iterations"] += sum(r.iterations for r in records)
-            totals["matvecs"] += sum(r.matvecs for r in records)
-            totals["seconds"] += sum(r.seconds for r in records)
-            totals["flagged"] += sum(0 if r.converged else 1 for r in records)
-            totals["max_rel_residual"] = max(
-                totals["max_rel_residual"], max(r.rel_residual for r in records)
-            )
+            totals.add(records)
             if on_sample is not None:
                 on_sample(sample.index, records)
     totals["wall_seconds"] = time.perf_counter() - t0
@@ -159,4 +161,4 @@ def generate_dataset(
     if totals["flagged"]:
         log.warning("%s: %d solves missed the tolerance and are flagged (solver_converged=0)",
                     out_path, totals["flagged"])
-    return totals
+    return dict(totals)

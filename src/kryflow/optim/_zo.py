@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -107,15 +108,19 @@ class ZerothOrderSPSA(torch.optim.Optimizer):
         seeds = torch.randint(0, 2**62, (q,), generator=self.generator).tolist()
         proj, total = [], 0.0
         for s in seeds:
-            z = self._prepare(params, s)
-            self._perturb(params, s, eps, z)
-            lp = float(loss_fn())
-            self._perturb(params, s, -2 * eps, z)
-            lm = float(loss_fn())
+            lp, lm, z = self._loss_pair(params, s, eps, loss_fn)
             self._perturb(params, s, eps, z)
             proj.append((lp - lm) / (2 * eps))
             total += lp + lm
         return seeds, proj, total / (2 * q)
+
+    def _loss_pair(self, params, seed: int, eps: float, loss_fn) -> tuple[float, float, Any]:
+        """L(θ+εz) and L(θ−εz) for direction ``seed``; leaves the parameters at θ−εz."""
+        z = self._prepare(params, seed)
+        self._perturb(params, seed, eps, z)
+        lp = float(loss_fn())
+        self._perturb(params, seed, -2 * eps, z)
+        return lp, float(loss_fn()), z
 
     @torch.no_grad()
     def gradient_estimate(self, loss_fn: Callable[[], torch.Tensor]) -> list[torch.Tensor]:
@@ -143,11 +148,7 @@ class ZerothOrderSPSA(torch.optim.Optimizer):
         seeds = torch.randint(0, 2**62, (q,), generator=self.generator).tolist()
         total = 0.0
         for s in seeds:
-            z = self._prepare(params, s)
-            self._perturb(params, s, eps, z)
-            lp = float(loss_fn())
-            self._perturb(params, s, -2 * eps, z)
-            lm = float(loss_fn())
+            lp, lm, z = self._loss_pair(params, s, eps, loss_fn)
             c = (lp - lm) / (2 * eps)
             # a NaN projection restores θ without updating; the trainer's divergence check sees the loss
             self._perturb(params, s, eps - (lr * c / q if c == c else 0.0), z)
