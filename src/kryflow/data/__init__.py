@@ -36,6 +36,7 @@ a store at ``<path>`` is always complete; readers also refuse a store without th
 
 from ._loader import ChunkReader, SplitLoader, make_loader
 from ._neuraloperator import import_neuraloperator_darcy
+from ._order import ORDERS, input_sketch, similarity_order, solve_order
 from ._schema import SCHEMA_VERSION, SPLITS, DatasetError, VariableSpec, assign_splits
 from ._store import (
     dataset_digest,
@@ -50,6 +51,7 @@ from ._synthetic import write_synthetic_dataset
 from ._writer import ZarrDatasetWriter
 
 __all__ = [
+    "ORDERS",
     "SCHEMA_VERSION",
     "SPLITS",
     "ChunkReader",
@@ -61,10 +63,13 @@ __all__ = [
     "dataset_digest",
     "grid_shape",
     "import_neuraloperator_darcy",
+    "input_sketch",
     "inspect_dataset",
     "make_loader",
     "normalization_stats",
     "open_dataset",
+    "similarity_order",
+    "solve_order",
     "split_indices",
     "verify_dataset",
     "write_synthetic_dataset",

@@ -15,7 +15,7 @@ from ._families import (
     family_parameters,
 )
 from ._grf import GaussianRandomField
-from ._operators import advection_operator, diffusion_operator
+from ._operators import advection_operator, diffusion_operator, on_grid
 
 __all__ = [
     "PDE_FAMILIES",
@@ -29,4 +29,5 @@ __all__ = [
     "GaussianRandomField",
     "diffusion_operator",
     "advection_operator",
+    "on_grid",
 ]

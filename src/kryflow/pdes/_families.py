@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from kryflow._registry import ParameterError, Registry, unknown_names
 
 from ._grf import GaussianRandomField
-from ._operators import advection_operator, check_field, diffusion_operator
+from ._operators import advection_operator, check_field, diffusion_operator, on_grid
 
 __all__ = [
     "PDEFamily",
@@ -319,7 +319,7 @@ class HeatFamily(PDEFamily):
         L = diffusion_operator(a)
         eye = sp.identity(L.shape[0], format="csr")
         theta = 1.0 if p["scheme"] == "backward_euler" else 0.5
-        A = (eye + theta * dt * L).tocsr()
+        A = on_grid((eye + theta * dt * L).tocsr(), self.shape)
         B = (eye - (1.0 - theta) * dt * L).tocsr() if theta < 1.0 else None
         saved = []
         first = True
@@ -379,7 +379,7 @@ class AdvectionDiffusionFamily(PDEFamily):
             raise ValueError(f"velocity needs {self.dim} components, got {len(velocity)}")
         vel = tuple(check_field(f"v{ax}", v, self.shape) for ax, v in zip(self._axes, velocity))
         eps = 1.0 / float(self.params["peclet"])
-        A = (eps * diffusion_operator(np.ones(self.shape)) + advection_operator(vel)).tocsr()
+        A = on_grid((eps * diffusion_operator(np.ones(self.shape)) + advection_operator(vel)).tocsr(), self.shape)
         return A, f.ravel().copy()
 
     def _velocity(self, k: int, psi: list[np.ndarray]) -> tuple[np.ndarray, ...]:

@@ -12,7 +12,14 @@ from functools import lru_cache
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["diffusion_operator", "advection_operator", "check_field"]
+__all__ = ["diffusion_operator", "advection_operator", "check_field", "on_grid"]
+
+
+def on_grid(A: sp.csr_matrix, shape: tuple[int, ...]) -> sp.csr_matrix:
+    """``A`` tagged with the cell grid its rows live on (``A.grid_shape``, C order), so that a
+    solver can use the structure (a geometric multigrid, matrix-free stencils); returns ``A``."""
+    A.grid_shape = tuple(int(s) for s in shape)
+    return A
 
 
 def check_field(name: str, field: np.ndarray, shape: tuple[int, ...], positive: bool = False) -> np.ndarray:
@@ -63,7 +70,8 @@ def diffusion_operator(a: np.ndarray) -> sp.csr_matrix:
         a: coefficient, shape ``(n, n)`` or ``(n, n, n)``, strictly positive, finite.
 
     **Returns:**
-        SPD CSR matrix of size ``N x N`` (``N = a.size``), units of ``a / length²`` on [0, 1]^dim.
+        SPD CSR matrix of size ``N x N`` (``N = a.size``), units of ``a / length²`` on [0, 1]^dim,
+        tagged with its grid (:func:`on_grid`).
     """
     a = np.asarray(a, dtype=np.float64)
     shape = a.shape
@@ -88,7 +96,7 @@ def diffusion_operator(a: np.ndarray) -> sp.csr_matrix:
     cols.append(np.arange(n))
     vals.append(diag.ravel())
     A = sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
-    return A.tocsr()
+    return on_grid(A.tocsr(), shape)
 
 
 def advection_operator(velocity: tuple[np.ndarray, ...]) -> sp.csr_matrix:
@@ -123,4 +131,4 @@ def advection_operator(velocity: tuple[np.ndarray, ...]) -> sp.csr_matrix:
     cols.append(np.arange(n))
     vals.append(diag.ravel())
     A = sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
-    return A.tocsr()
+    return on_grid(A.tocsr(), shape)
