@@ -233,3 +233,36 @@ def test_crank_nicolson_with_rannacher_start_is_second_order():
     ref = final(512)
     e1, e2 = (np.abs(final(m) - ref).max() for m in (16, 32))
     assert 3.2 < e1 / e2 < 4.8, (e1, e2)  # halving dt divides the error by about 4
+
+
+@pytest.mark.parametrize("relation", ["iid", "drift"])
+@pytest.mark.parametrize("name", sorted(PDE_FAMILIES))
+def test_a_sample_depends_on_seed_and_index_alone(name, relation):
+    # whatever block of the dataset is asked for (a shard), sample k is the same
+    kw = {"num_steps": 2, "save_every": 1} if name == "heat" else {}
+    fam = build_family(name, n=8, relation=relation, **kw)
+    whole = list(fam.samples(10, seed=4))
+    block = list(fam.samples(10, seed=4, start=6, stop=9))
+    assert [s.index for s in block] == [6, 7, 8]
+    for s in block:
+        for key, value in s.fields.items():
+            np.testing.assert_array_equal(value, whole[s.index].fields[key])
+    with pytest.raises(ValueError, match="sample range"):
+        next(iter(fam.samples(10, seed=4, start=8, stop=12)))
+
+
+def test_iid_is_the_default_and_drift_correlates_neighbours():
+    assert all(family_parameters(name)["relation"] == "iid" for name in PDE_FAMILIES)
+
+    def lag1(relation):
+        fam = build_family("darcy", n=32, coefficient="lognormal", relation=relation, drift_angle=0.3)
+        xi = np.stack([np.log(s.fields["a"]) for s in fam.samples(150, 0)])
+        return np.mean(xi[1:] * xi[:-1]) / np.mean(xi**2)
+
+    assert abs(lag1("iid")) < 0.05
+    assert abs(lag1("drift") - np.cos(0.3)) < 0.05
+    # i.i.d. advection-diffusion: the mean flow direction is drawn per sample too
+    fam = build_family("advection_diffusion", n=8)
+    mean_v = [np.array([s.fields["vx"].mean(), s.fields["vy"].mean()]) for s in fam.samples(6, 0)]
+    angles = [np.arctan2(v[1], v[0]) for v in mean_v]
+    assert np.ptp(angles) > 1.0

@@ -31,8 +31,8 @@ LinearSolve = Callable[..., np.ndarray]  # x = linear_solve(A, b, matrix_changed
 _COMMON = {
     "n": 32,  # cells per side
     "dim": 2,
-    "relation": "drift",  # how consecutive samples relate: "drift" (path in GRF space) or "iid"
-    "drift_angle": 0.2,  # radians per sample of the white-noise rotation
+    "relation": "iid",  # "iid": independent samples; "drift": a correlated path (an explicit choice)
+    "drift_angle": 0.2,  # drift only: radians per sample of the white-noise rotation
     "alpha": 2.0,  # GRF smoothness
     "tau": 3.0,  # GRF inverse length scale
 }
@@ -125,9 +125,31 @@ class PDEFamily(abc.ABC):
     def _validate(self, p: dict[str, Any]) -> None:
         """Check family-specific parameters; raise :class:`ParameterError` naming the bad one."""
 
+    #: independent white-noise streams a sample draws from (one per random input field)
+    noise_streams: int = 1
+
+    def samples(self, num_samples: int, seed: int, start: int = 0, stop: int | None = None) -> Iterator[Sample]:
+        """Samples ``start .. stop-1`` (default all) of the dataset ``(seed, num_samples)``, in index order.
+
+        Every random draw of sample k comes from ``(seed, stream, k)`` alone (through
+        :meth:`GaussianRandomField.draws`), so a sample is the same whichever block of the
+        dataset is asked for, in whatever order its systems are then solved: ``relation="iid"``
+        (the default) gives independent samples; ``relation="drift"`` a correlated path
+        (neighbours correlate at cos(drift_angle)), an explicit choice for studying recycling.
+        """
+        self._check_count(num_samples, seed)
+        stop = num_samples if stop is None else stop
+        if not 0 <= start <= stop <= num_samples:
+            raise ValueError(f"sample range [{start}, {stop}) is not inside [0, {num_samples})")
+        p, grf = self.params, self._grf()
+        streams = [grf.draws(seed, j, range(start, stop), p["relation"], p["drift_angle"])
+                   for j in range(self.noise_streams)]
+        for draws in zip(*streams):
+            yield self._sample(draws[0][0], seed, [field for _, field in draws])
+
     @abc.abstractmethod
-    def samples(self, num_samples: int, seed: int) -> Iterator[Sample]:
-        """Yield ``num_samples`` seeded samples; same ``seed`` -> identical fields and systems."""
+    def _sample(self, index: int, seed: int, xis: list[np.ndarray]) -> Sample:
+        """Sample ``index`` from its unit-variance GRF draws ``xis`` (one per noise stream)."""
 
     @abc.abstractmethod
     def variables(self) -> dict[str, dict]:
@@ -213,18 +235,14 @@ class DarcyFamily(PDEFamily):
         a = check_field("a", a, self.shape, positive=True)
         return diffusion_operator(a), np.full(a.size, float(self.params["forcing"]))
 
-    def samples(self, num_samples, seed):
-        self._check_count(num_samples, seed)
-        rng = np.random.default_rng(seed)
-        p = self.params
-        for k, xi in enumerate(self._grf().path(rng, num_samples, p["relation"], p["drift_angle"])):
-            a = self._coefficient(xi)
+    def _sample(self, index, seed, xis):
+        a = self._coefficient(xis[0])
 
-            def run(linear_solve, a=a):
-                A, b = self.system(a)
-                return {"u": np.asarray(linear_solve(A, b, matrix_changed=True)).reshape(self.shape)}
+        def run(linear_solve, a=a):
+            A, b = self.system(a)
+            return {"u": np.asarray(linear_solve(A, b, matrix_changed=True)).reshape(self.shape)}
 
-            yield Sample(k, {"a": a}, run)
+        return Sample(index, {"a": a}, run)
 
 
 class HeatFamily(PDEFamily):
@@ -295,20 +313,15 @@ class HeatFamily(PDEFamily):
             "trajectory": {"dims": ("time",) + d, "long_name": "saved states", "units": "1", "role": "output"},
         }
 
-    def samples(self, num_samples, seed):
-        self._check_count(num_samples, seed)
-        p = self.params
-        rng = np.random.default_rng(seed)
-        grf = self._grf()
-        a_path = grf.path(rng, num_samples, p["relation"], p["drift_angle"])
-        u_path = grf.path(np.random.default_rng([seed, 1]), num_samples, p["relation"], p["drift_angle"])
-        for k, (xi, u0) in enumerate(zip(a_path, u_path)):
-            a = self._coefficient(xi)
+    noise_streams = 2  # coefficient, initial state
 
-            def run(linear_solve, a=a, u0=u0):
-                return self.integrate(a, u0, linear_solve)
+    def _sample(self, index, seed, xis):
+        a, u0 = self._coefficient(xis[0]), xis[1]
 
-            yield Sample(k, {"a": a, "u0": u0}, run)
+        def run(linear_solve, a=a, u0=u0):
+            return self.integrate(a, u0, linear_solve)
+
+        return Sample(index, {"a": a, "u0": u0}, run)
 
     def integrate(self, a: np.ndarray, u0: np.ndarray, linear_solve: LinearSolve) -> dict[str, np.ndarray]:
         """Time-step from ``u0`` (grid-shaped) with coefficient ``a``; returns ``u`` and ``trajectory``."""
@@ -342,9 +355,9 @@ class HeatFamily(PDEFamily):
 class AdvectionDiffusionFamily(PDEFamily):
     """Steady advection–diffusion ``-eps lap u + v·grad u = f``, ``u = 0`` on the boundary.
 
-    ``eps = 1/peclet`` with ``max|v| = 1``. The velocity is a uniform unit vector whose direction
-    rotates by ``rotation`` radians per sample, plus a divergence-free GRF swirl of relative size
-    ``swirl`` that drifts with the sequence. Forcing ``f`` is a drifting GRF. Nonsymmetric.
+    ``eps = 1/peclet`` with ``max|v| = 1``. The velocity is a uniform unit vector, in a random
+    direction (``relation: iid``) or one that turns by ``rotation`` radians per sample (``drift``),
+    plus a divergence-free GRF swirl of relative size ``swirl``. Forcing ``f`` is a GRF. Nonsymmetric.
     """
 
     name = "advection_diffusion"
@@ -382,15 +395,24 @@ class AdvectionDiffusionFamily(PDEFamily):
         A = on_grid((eps * diffusion_operator(np.ones(self.shape)) + advection_operator(vel)).tocsr(), self.shape)
         return A, f.ravel().copy()
 
-    def _velocity(self, k: int, psi: list[np.ndarray]) -> tuple[np.ndarray, ...]:
-        p = self.params
-        phi = p["rotation"] * k
+    def _mean_direction(self, k: int, seed: int) -> tuple[float, ...]:
+        """The unit mean velocity of sample k: uniformly random from ``(seed, k)`` (iid), or
+        turning by ``rotation`` radians per sample (drift)."""
+        if self.params["relation"] != "drift":
+            d = np.random.default_rng([int(seed), self.noise_streams, int(k)]).standard_normal(self.dim)
+            return tuple(d / np.linalg.norm(d))
+        phi = self.params["rotation"] * k
         if self.dim == 2:
-            mean = (np.cos(phi), np.sin(phi))
+            return (np.cos(phi), np.sin(phi))
+        return (np.cos(phi), np.sin(phi) * np.cos(0.5 * phi), np.sin(phi) * np.sin(0.5 * phi))
+
+    def _velocity(self, k: int, seed: int, psi: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+        p = self.params
+        mean = self._mean_direction(k, seed)
+        if self.dim == 2:
             gy, gx = np.gradient(psi[0], axis=1), np.gradient(psi[0], axis=0)
             swirl = (gy, -gx)  # curl of a stream function: divergence-free
         else:
-            mean = (np.cos(phi), np.sin(phi) * np.cos(0.5 * phi), np.sin(phi) * np.sin(0.5 * phi))
             d = [[np.gradient(q, axis=ax) for ax in range(3)] for q in psi]
             swirl = (d[2][1] - d[1][2], d[0][2] - d[2][0], d[1][0] - d[0][1])
         smax = max(np.abs(s).max() for s in swirl) or 1.0
@@ -398,26 +420,20 @@ class AdvectionDiffusionFamily(PDEFamily):
         vmax = np.sqrt(sum(c**2 for c in v)).max()
         return tuple(c / vmax for c in v)
 
-    def samples(self, num_samples, seed):
-        self._check_count(num_samples, seed)
-        p = self.params
-        grf = self._grf()
-        f_path = grf.path(np.random.default_rng(seed), num_samples, p["relation"], p["drift_angle"])
-        n_psi = 1 if self.dim == 2 else 3
-        psi_paths = [
-            grf.path(np.random.default_rng([seed, 1 + j]), num_samples, p["relation"], p["drift_angle"])
-            for j in range(n_psi)
-        ]
-        for k, f in enumerate(f_path):
-            psi = [next(pp) for pp in psi_paths]
-            vel = self._velocity(k, psi)
-            fields = {"f": f, **{f"v{ax}": v for ax, v in zip(self._axes, vel)}}
+    @property
+    def noise_streams(self) -> int:  # type: ignore[override]
+        return 1 + (1 if self.dim == 2 else 3)  # forcing, stream function(s) of the swirl
 
-            def run(linear_solve, f=f, vel=vel):
-                A, b = self.system(f, vel)
-                return {"u": np.asarray(linear_solve(A, b, matrix_changed=True)).reshape(self.shape)}
+    def _sample(self, index, seed, xis):
+        f, psi = xis[0], xis[1:]
+        vel = self._velocity(index, seed, psi)
+        fields = {"f": f, **{f"v{ax}": v for ax, v in zip(self._axes, vel)}}
 
-            yield Sample(k, fields, run)
+        def run(linear_solve, f=f, vel=vel):
+            A, b = self.system(f, vel)
+            return {"u": np.asarray(linear_solve(A, b, matrix_changed=True)).reshape(self.shape)}
+
+        return Sample(index, fields, run)
 
 
 def build_family(name: str, **params: Any) -> PDEFamily:

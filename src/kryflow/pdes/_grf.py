@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 import numpy as np
 
 __all__ = ["GaussianRandomField"]
@@ -14,7 +16,7 @@ class GaussianRandomField:
     ``C = (-Δ + τ²)^(-α)`` (periodic on [0, 1)^dim), normalised so every grid value has unit
     marginal variance. Because ``w -> xi`` is linear, a rotation in white-noise space
     ``w_k = cos(θ) w_{k-1} + sin(θ) η_k`` keeps the marginal law of ``xi_k`` exactly the GRF;
-    that is how drifting sequences are built (:meth:`path`).
+    that is how drifting (correlated) sequences are built (:meth:`draws`, :meth:`path`).
 
     **Arguments:**
         shape: grid shape, ``(n, n)`` or ``(n, n, n)``.
@@ -45,12 +47,46 @@ class GaussianRandomField:
         """One independent field, shape ``self.shape``, unit marginal variance."""
         return self.from_noise(rng.standard_normal(self.shape))
 
+    def noise(self, seed: int, stream: int, index: int) -> np.ndarray:
+        """White noise of shape ``self.shape`` drawn from ``(seed, stream, index)`` alone."""
+        return np.random.default_rng([int(seed), int(stream), int(index)]).standard_normal(self.shape)
+
+    def draws(self, seed: int, stream: int, indices: Iterable[int], relation: str,
+              drift_angle: float) -> Iterator[tuple[int, np.ndarray]]:
+        """``(index, field)`` for the sorted ``indices`` of the path ``(seed, stream)``.
+
+        ``relation="iid"``: field k comes from the noise of ``(seed, stream, k)`` alone.
+        ``relation="drift"``: the white noise rotates, ``w_k = cos θ w_{k-1} + sin θ η_k`` with
+        ``η_k`` from ``(seed, stream, k)``, so neighbours correlate at ``cos θ``; field k depends on
+        every earlier η and is found by walking the recursion from 0 (cheap: no FFT on the way).
+        Either way a field depends on ``(seed, stream, index)`` only, never on which other
+        indices are asked for (a shard of a dataset gets the fields a whole run would).
+        """
+        wanted = sorted(int(k) for k in indices)
+        if not wanted:
+            return
+        if relation == "iid":
+            for k in wanted:
+                yield k, self.from_noise(self.noise(seed, stream, k))
+            return
+        targets = set(wanted)
+        fresh = (self.noise(seed, stream, k) for k in range(wanted[-1] + 1))
+        for k, w in enumerate(self._walk(fresh, relation, drift_angle)):
+            if k in targets:
+                yield k, self.from_noise(w)
+
     def path(self, rng: np.random.Generator, num: int, relation: str, drift_angle: float):
-        """Yield ``num`` fields related by ``relation`` ("drift" or "iid"), each of ``self.shape``."""
-        noise = rng.standard_normal(self.shape)
+        """Yield ``num`` fields related by ``relation`` ("drift" or "iid") from one generator."""
+        fresh = (rng.standard_normal(self.shape) for _ in range(num))
+        for w in self._walk(fresh, relation, drift_angle):
+            yield self.from_noise(w)
+
+    @staticmethod
+    def _walk(fresh: Iterator[np.ndarray], relation: str, drift_angle: float) -> Iterator[np.ndarray]:
+        """The white noise of each step: the fresh draw (iid), or the rotation of the previous one
+        towards it (drift)."""
         c, s = np.cos(drift_angle), np.sin(drift_angle)
-        for k in range(num):
-            if k > 0:
-                fresh = rng.standard_normal(self.shape)
-                noise = c * noise + s * fresh if relation == "drift" else fresh
-            yield self.from_noise(noise)
+        noise = None
+        for eta in fresh:
+            noise = eta if noise is None or relation != "drift" else c * noise + s * eta
+            yield noise
