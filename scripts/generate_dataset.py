@@ -1,5 +1,5 @@
-"""Rule generate_dataset: one dataset into data/{dataset}.zarr .
-Standalone: `kryflow generate CONFIG DATASET`."""
+"""Rules generate_dataset (data/{dataset}.zarr) and generate_shard (data/{dataset}.parts/{shard}.zarr).
+Standalone: `kryflow generate CONFIG DATASET [--shard K]`."""
 
 import sys
 from pathlib import Path
@@ -12,7 +12,8 @@ from kryflow.pipeline import run_generate, setup_logging
 
 def main(smk):
     with setup_logging(smk.log[0]):
-        run_generate(smk.wildcards.dataset, smk.params.spec, smk.params.experiment, smk.output[0], smk.input.tracking)
+        run_generate(smk.wildcards.dataset, smk.params.spec, smk.params.experiment, smk.output[0], smk.input.tracking,
+                     shard=smk.params.shard)
 
 
 if "snakemake" in globals():

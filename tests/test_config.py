@@ -95,8 +95,11 @@ def test_schema_enumerations_and_options_equal_the_registries():
     assert sorted(dataset["family"]["enum"]) == sorted(PDE_FAMILIES)
     assert sorted(solver["method"]["enum"]) == sorted(["auto", *SOLVER_METHODS])
     assert sorted(solver["preconditioner"]["enum"]) == sorted(PRECONDITIONERS)
+    from kryflow.data import ORDERS
+
     options = solver_options()
-    assert set(solver) - {"method", "preconditioner"} == set(options)
+    assert set(solver) - {"method", "preconditioner", "order"} == set(options)
+    assert solver["order"]["enum"] == list(ORDERS)
     for name, param in options.items():
         if param.choices is not None:
             assert solver[name]["enum"] == list(param.choices), name

@@ -175,6 +175,27 @@ def test_tiny_workflow_runs_through_slurm(cluster, tracking, tmp_path):
 
 @pytest.mark.slow
 @needs_plugin
+def test_shards_are_separate_slurm_jobs(cluster, tmp_path):
+    """A sharded dataset: one SLURM job per shard, then the merge job, into one verified store."""
+    from kryflow.data import verify_dataset
+
+    cfg = _slurm_config()
+    cfg["datasets"]["darcy"].update({"shards": 3, "solver": {"method": "direct"}})
+    configfile = write_config(tmp_path / "slurm.yaml", cfg)
+    env = {**cluster.env, "KRYFLOW_SLURM_GPUS": "0"}
+    proc = _snakemake(tmp_path, configfile, "data/darcy.zarr", "--slurm-init-seconds-before-status-checks", "5",
+                      env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{out[-6000:]}\n{cluster.log_tail()}"
+    submitted = re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)", out)
+    rules = sorted(re.search(r"/rule_([a-z_]+)/", log).group(1) for _, _, log in submitted)
+    assert rules == ["generate_shard"] * 3 + ["merge_dataset"], out[-4000:]
+    assert len({slurm_id for _, slurm_id, _ in submitted}) == 4
+    assert verify_dataset(tmp_path / "data" / "darcy.zarr") == []
+
+
+@pytest.mark.slow
+@needs_plugin
 def test_gpu_request_on_gpu_less_cluster_names_the_setting(cluster, tmp_path):
     configfile = write_config(tmp_path / "slurm.yaml", _slurm_config())
     # KRYFLOW_SLURM_GPUS unset: one GPU per training job, which this cluster does not have

@@ -86,6 +86,14 @@ def cmd_data_verify(args) -> int:
     return 0
 
 
+def cmd_data_merge(args) -> int:
+    from kryflow.data import merge_dataset
+
+    totals = merge_dataset(args.parts, args.out, overwrite=args.overwrite)
+    print(f"merged {len(args.parts)} parts into {args.out} (digest {totals['digest'][:16]})")
+    return 0
+
+
 def cmd_data_import(args) -> int:
     from kryflow.data import import_neuraloperator_darcy
 
@@ -96,14 +104,25 @@ def cmd_data_import(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from kryflow.config import dataset_spec
-    from kryflow.pipeline import run_generate, setup_logging
+    """One dataset; a sharded one shard by shard (``--shard K``: that part only), then merged."""
+    from kryflow.config import dataset_shards, dataset_spec
+    from kryflow.pipeline import run_generate, run_merge, setup_logging
 
     cfg = _config(args.config)
+    spec = dataset_spec(cfg, args.dataset)
+    shards = dataset_shards(spec)
     out = Path(args.out or layout.dataset_path(args.dataset))
     with setup_logging(None):
-        totals = run_generate(args.dataset, dataset_spec(cfg, args.dataset), cfg["experiment"], out,
-                              _tracking_json(cfg))
+        tracking = _tracking_json(cfg)
+        if shards == 1:
+            totals = run_generate(args.dataset, spec, cfg["experiment"], out, tracking)
+        else:
+            todo = range(shards) if args.shard is None else [args.shard]
+            parts = [layout.dataset_part_path(args.dataset, k) for k in range(shards)]
+            for k in todo:
+                totals = run_generate(args.dataset, spec, cfg["experiment"], parts[k], tracking, shard=k)
+            if args.shard is None:
+                totals = run_merge(args.dataset, spec, parts, out, tracking)
     print(json.dumps(totals, indent=2, default=float))
     return 0
 
@@ -204,25 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workdir", default=".")
     s.set_defaults(func=cmd_where)
 
-    data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
-    s = data.add_parser("inspect", help="dims, variables, splits, solver statistics, provenance")
-    s.add_argument("path")
-    s.set_defaults(func=cmd_data_inspect)
-    s = data.add_parser("verify", help="recompute checksums; exit 1 naming any corrupted variable")
-    s.add_argument("path")
-    s.set_defaults(func=cmd_data_verify)
-    s = data.add_parser("import-neuraloperator", help="import neuraloperator's Darcy .pt files")
-    s.add_argument("--train", required=True)
-    s.add_argument("--test", required=True)
-    s.add_argument("--test-hi", default=None)
-    s.add_argument("--overwrite", action="store_true")
-    s.add_argument("out")
-    s.set_defaults(func=cmd_data_import)
+    _add_data_commands(sub)
 
-    s = sub.add_parser("generate", help="generate one configured dataset")
+    s = sub.add_parser("generate", help="generate one configured dataset (every shard, then the merge)")
     s.add_argument("config")
     s.add_argument("dataset")
     s.add_argument("--out", default=None)
+    s.add_argument("--shard", type=int, default=None, help="only this shard's part (data/<dataset>.parts/<k>.zarr)")
     s.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("benchmark-solvers", help="solver benchmark on one dataset's sequence")
@@ -241,6 +248,33 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("seed", type=int)
         s.set_defaults(func=func)
 
+    _add_tracking_commands(sub)
+    return p
+
+
+def _add_data_commands(sub) -> None:
+    data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
+    s = data.add_parser("inspect", help="dims, variables, splits, solver statistics, provenance")
+    s.add_argument("path")
+    s.set_defaults(func=cmd_data_inspect)
+    s = data.add_parser("verify", help="recompute checksums; exit 1 naming any corrupted variable")
+    s.add_argument("path")
+    s.set_defaults(func=cmd_data_verify)
+    s = data.add_parser("merge", help="join the shard parts of a dataset into one store")
+    s.add_argument("--out", required=True)
+    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("parts", nargs="+")
+    s.set_defaults(func=cmd_data_merge)
+    s = data.add_parser("import-neuraloperator", help="import neuraloperator's Darcy .pt files")
+    s.add_argument("--train", required=True)
+    s.add_argument("--test", required=True)
+    s.add_argument("--test-hi", default=None)
+    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("out")
+    s.set_defaults(func=cmd_data_import)
+
+
+def _add_tracking_commands(sub) -> None:
     tr = sub.add_parser("tracking", help="MLflow store").add_subparsers(dest="tracking_command", required=True)
     s = tr.add_parser("init", help="create the config's experiment once")
     s.add_argument("config")
@@ -257,7 +291,6 @@ def build_parser() -> argparse.ArgumentParser:
     s = srv.add_parser("stop", help="stop the server and PostgreSQL started with --dir")
     s.add_argument("--dir", default=".mlflow-server")
     s.set_defaults(func=cmd_server_stop)
-    return p
 
 
 def main(argv=None) -> int:

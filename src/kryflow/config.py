@@ -34,6 +34,7 @@ __all__ = [
     "imported_dataset_names",
     "transfer_dataset",
     "dataset_spec",
+    "dataset_shards",
     "cell_spec",
     "read_yaml",
 ]
@@ -154,9 +155,22 @@ def dataset_spec(config: Mapping, name: str) -> dict:
             spec["seed"] = int(ds.get("seed", 0)) + 10_000  # unseen samples
             spec["splits"] = "test"
             spec["transfer_of"] = base
-            spec.pop("transfer", None)
+            for key in ("transfer", "shards", "samples_per_shard"):
+                spec.pop(key, None)
             return spec
     raise KeyError(f"dataset '{name}' is neither configured nor a transfer set")
+
+
+def dataset_shards(spec: Mapping) -> int:
+    """How many generation jobs make a dataset: ``shards``, or enough blocks of whole chunks of
+    ``samples_per_shard`` samples (at most one shard per chunk); 1 for an imported dataset."""
+    if "source" in spec:
+        return 1
+    chunks = -(-int(spec["num_samples"]) // int(spec.get("chunk_samples", 16)))
+    if spec.get("samples_per_shard"):
+        per = -(-int(spec["samples_per_shard"]) // int(spec.get("chunk_samples", 16)))  # whole chunks
+        return min(chunks, -(-chunks // per))
+    return min(chunks, int(spec.get("shards", 1)))
 
 
 def cell_spec(config: Mapping, model: str, optimizer: str) -> dict:
@@ -212,10 +226,19 @@ def _check_splits(key: str, ds: Mapping) -> None:
                           f"{key}.num_samples")
 
 
+def _check_shards(key: str, ds: Mapping) -> None:
+    if ds.get("shards") and ds.get("samples_per_shard"):
+        raise ConfigError("give shards or samples_per_shard, not both", f"{key}.samples_per_shard")
+    chunks = -(-ds["num_samples"] // int(ds.get("chunk_samples", 16)))
+    if int(ds.get("shards", 1)) > chunks:
+        raise ConfigError(f"{ds['shards']} shards for {chunks} chunks of {ds.get('chunk_samples', 16)} samples: "
+                          "a shard is a block of whole chunks; lower shards or chunk_samples", f"{key}.shards")
+
+
 def _check_solver(key: str, solver: Mapping) -> None:
     from kryflow.solvers import check_solver_options
 
-    opts = {k: v for k, v in solver.items() if k not in ("method", "preconditioner")}
+    opts = {k: v for k, v in solver.items() if k not in ("method", "preconditioner", "order")}
     try:
         check_solver_options(solver.get("method", "auto"), solver.get("preconditioner", "none"), opts)
     except ValueError as exc:
@@ -248,6 +271,7 @@ def _check_datasets(config: Mapping) -> None:
         PDE_FAMILIES.lookup(ds["family"], f"{key}.family")
         _check_family(key, ds)
         _check_splits(key, ds)
+        _check_shards(key, ds)
         _check_solver(key, ds.get("solver") or {})
         _check_transfer(key, name, ds, config)
 

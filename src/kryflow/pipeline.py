@@ -27,6 +27,7 @@ __all__ = [
     "stage",
     "init_tracking",
     "run_generate",
+    "run_merge",
     "run_import",
     "run_solver_benchmark",
     "run_train",
@@ -131,17 +132,25 @@ def _solve_logger(tracker):
     return on_sample
 
 
-def run_generate(name: str, spec: Mapping, experiment: str, out_path: Pathish, tracking_json: Pathish) -> dict:
-    """Generate one dataset from its spec (:func:`kryflow.config.dataset_spec`); a
-    dataset-generation MLflow run records it."""
+def _generation_params(name: str, spec: Mapping) -> dict:
+    return {"dataset": name, "family": spec["family"], "num_samples": spec["num_samples"],
+            "seed": spec.get("seed", 0), "params": spec.get("params") or {}, "solver": spec.get("solver") or {}}
+
+
+def run_generate(name: str, spec: Mapping, experiment: str, out_path: Pathish, tracking_json: Pathish,
+                 shard: int | None = None) -> dict:
+    """Generate one dataset from its spec (:func:`kryflow.config.dataset_spec`), or with ``shard``
+    the part of a sharded one; a dataset-generation MLflow run records it."""
+    from kryflow.config import dataset_shards
     from kryflow.data.generate import generate_dataset
     from kryflow.tracking import git_commit
 
-    tags = {"dataset": name, "rule": "generate_dataset", "pde_family": spec["family"]}
-    with stage(tracking_json, f"generate/{name}", f"generate-{name}", tags) as tracker:
-        tracker.log_params({"dataset": name, "family": spec["family"], "num_samples": spec["num_samples"],
-                            "seed": spec.get("seed", 0), "params": spec.get("params") or {},
-                            "solver": spec.get("solver") or {}})
+    shards = dataset_shards(spec) if shard is not None else 1
+    key = f"generate/{name}" + (f"/shard{shard}" if shard is not None else "")
+    tags = {"dataset": name, "rule": "generate_dataset" if shard is None else "generate_shard",
+            "pde_family": spec["family"], **({"shard": shard} if shard is not None else {})}
+    with stage(tracking_json, key, key.replace("/", "-"), tags) as tracker:
+        tracker.log_params({**_generation_params(name, spec), "shards": shards})
         provenance = {"dataset": name, "generating_config": json.dumps(spec, sort_keys=True, default=str),
                       "workflow_experiment": experiment, "git_commit": git_commit()}
         totals = generate_dataset(
@@ -149,11 +158,34 @@ def run_generate(name: str, spec: Mapping, experiment: str, out_path: Pathish, t
             seed=int(spec.get("seed", 0)), chunk_samples=int(spec.get("chunk_samples", 16)),
             splits=spec.get("splits", (0.75, 0.125, 0.125)), split_block=int(spec.get("split_block", 1)),
             solver=spec.get("solver"), provenance=provenance, on_sample=_solve_logger(tracker),
+            shards=shards, shard=shard or 0,
         )
         tracker.log_metrics({f"total_{k}": v for k, v in totals.items() if k != "digest"})
-        tracker.log_dataset(name, out_path, totals["digest"], context="generation")
+        if shard is None:
+            tracker.log_dataset(name, out_path, totals["digest"], context="generation")
         tracker.finish("finished" if not totals["flagged"] else "finished_with_flagged_solves")
     log.info("generated %s: %s", out_path, totals)
+    return totals
+
+
+def run_merge(name: str, spec: Mapping, parts: Sequence[Pathish], out_path: Pathish, tracking_json: Pathish) -> dict:
+    """Join the shards of a dataset into its one store; the dataset's generation run records it
+    with every solve's statistics, in sample order."""
+    import zarr
+
+    from kryflow.data import merge_dataset
+
+    tags = {"dataset": name, "rule": "merge_dataset", "pde_family": spec["family"]}
+    with stage(tracking_json, f"generate/{name}", f"generate-{name}", tags) as tracker:
+        tracker.log_params({**_generation_params(name, spec), "shards": len(parts)})
+        totals = merge_dataset(parts, out_path)
+        group = zarr.open_group(out_path, mode="r", zarr_format=3)
+        for metric, var in (("solve_iterations", "solver_iterations"), ("solve_rel_residual", "solver_rel_residual"),
+                            ("solve_seconds", "solver_seconds"), ("solve_matvecs", "solver_matvecs")):
+            tracker.log_metric_series(metric, [float(v) for v in group[var][...].ravel()])
+        tracker.log_metrics({f"total_{k}": v for k, v in totals.items() if isinstance(v, (int, float))})
+        tracker.log_dataset(name, out_path, totals["digest"], context="generation")
+        tracker.finish("finished" if not totals["flagged"] else "finished_with_flagged_solves")
     return totals
 
 

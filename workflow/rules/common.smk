@@ -12,6 +12,7 @@ from kryflow import layout
 from kryflow.config import (
     cell_spec,
     check_config,
+    dataset_shards,
     dataset_spec,
     generated_dataset_names,
     imported_dataset_names,
@@ -61,6 +62,22 @@ def transfer_path(wildcards):
 
 def dataset_spec_of(wildcards):
     return dataset_spec(config, wildcards.dataset)
+
+
+def sharded_names():
+    """Generated datasets made by several shard jobs and a merge."""
+    return [d for d in generated_dataset_names(config) if dataset_shards(dataset_spec(config, d)) > 1]
+
+
+def single_job_names():
+    """Generated datasets made by one job."""
+    return [d for d in generated_dataset_names(config) if d not in sharded_names()]
+
+
+def dataset_parts(wildcards):
+    """The part stores of a sharded dataset, one per shard job."""
+    shards = dataset_shards(dataset_spec(config, wildcards.dataset))
+    return [str(layout.dataset_part_path(wildcards.dataset, k)) for k in range(shards)]
 
 
 def cell_spec_of(wildcards):

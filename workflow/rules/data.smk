@@ -21,17 +21,18 @@ rule init_tracking:
 
 
 rule generate_dataset:
-    # A PDE family's sequence solved by one recycling solver, streamed into a zarr store
-    # (written under a temporary name and moved into place only when complete).
+    # A PDE family's samples solved as one sequence (recycling where it pays), streamed into a
+    # zarr store (written under a temporary name and moved into place only when complete).
     input:
         tracking=ancient(layout.TRACKING_JSON),
     output:
         directory(layout.DATASET),
     wildcard_constraints:
-        dataset=name_pattern(generated_dataset_names(config)),
+        dataset=name_pattern(single_job_names()),
     params:
         spec=dataset_spec_of,
         experiment=config["experiment"],
+        shard=None,
     log:
         layout.rule_log("generate_dataset", "{dataset}"),
     benchmark:
@@ -44,6 +45,58 @@ rule generate_dataset:
         "../../envs/kryflow.yaml"
     script:
         "../../scripts/generate_dataset.py"
+
+
+rule generate_shard:
+    # One block of whole chunks of a sharded dataset, solved with its own solver state; each
+    # shard is its own job (a SLURM job on a cluster) and a killed one reruns alone.
+    input:
+        tracking=ancient(layout.TRACKING_JSON),
+    output:
+        directory(layout.DATASET_PART),
+    wildcard_constraints:
+        dataset=name_pattern(sharded_names()),
+        shard=r"\d+",
+    params:
+        spec=dataset_spec_of,
+        experiment=config["experiment"],
+        shard=lambda w: int(w.shard),
+    log:
+        layout.rule_log("generate_shard", "{dataset}/{shard}"),
+    benchmark:
+        layout.rule_benchmark("generate_shard", "{dataset}/{shard}")
+    threads: 1
+    resources:
+        mem_mb=generate_mem_mb,
+        runtime=generate_runtime,
+    conda:
+        "../../envs/kryflow.yaml"
+    script:
+        "../../scripts/generate_dataset.py"
+
+
+rule merge_dataset:
+    # The shards' parts in the one store: inputs value for value those of a one-job run.
+    input:
+        parts=dataset_parts,
+        tracking=ancient(layout.TRACKING_JSON),
+    output:
+        directory(layout.DATASET),
+    wildcard_constraints:
+        dataset=name_pattern(sharded_names()),
+    params:
+        spec=dataset_spec_of,
+    log:
+        layout.rule_log("merge_dataset", "{dataset}"),
+    benchmark:
+        layout.rule_benchmark("merge_dataset", "{dataset}")
+    threads: 1
+    resources:
+        mem_mb=generate_mem_mb,
+    conda:
+        "../../envs/kryflow.yaml"
+    script:
+        "../../scripts/merge_dataset.py"
 
 
 rule import_dataset:

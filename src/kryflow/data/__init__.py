@@ -9,12 +9,19 @@ Data variables, each with ``long_name``, ``units`` and ``role``:
 
 - ``role="input"`` / ``"output"``: fields such as the coefficient ``a``, forcing, initial state,
   solution ``u`` or trajectory, dims ``(sample, *per_sample_dims)``.
-- ``role="solver_stat"``: per-sample scalars ``(sample,)`` or per-solve arrays ``(sample, solve)``
-  (iterations, matvecs, true relative residual, seconds, recycle-space size).
+- ``role="solver_stat"``: how the data was made, per solve ``(sample, solve)`` (iterations,
+  matvecs, true relative residual, seconds, the one-time set-up within those seconds,
+  recycle-space size, converged) and per sample ``(sample,)`` (``solve_position`` in its
+  shard's solve order, ``shard``). Checksummed, but not part of the digest.
 - ``split`` (``role="split"``): int8 codes 0/1/2 = train/val/test (CF ``flag_values`` /
   ``flag_meanings``). Membership is random per sample, or per run of ``split_block``
   consecutive samples (provenance attribute ``split_block``): drifting sequences need blocks,
   since neighbours are near copies and per-sample splits would leak test samples into train.
+
+Provenance attributes of a generated store include ``sample_relation`` (``iid`` or ``drift``,
+with ``sample_relation_note`` saying what it means), ``solver`` (strategy and solve order), the
+one-time costs ``solver_one_time_seconds`` (= ``solver_warm_up_seconds`` + ``solve_order_seconds``
++ ``solver_setup_seconds``) and, for a merged sharded store, ``dataset_parts``.
 
 Chunks are blocks of ``kryflow_chunk_samples`` whole samples (all other dims unchunked),
 compressed with zstd and protected by a crc32c codec.
@@ -26,7 +33,7 @@ name, dtype, shape and the per-chunk ``chunk_sha256`` in order); for model input
 Group attributes: ``kryflow_schema_version``, ``kryflow_inputs`` / ``kryflow_targets`` (channel
 order), ``kryflow_nondeterministic`` (checksummed, not in the digest), ``kryflow_chunk_samples``,
 ``kryflow_num_samples``, ``kryflow_split_sizes``, ``kryflow_digest`` (sha256 over the checksums
-of the deterministic variables and coordinates: equal data, equal digest), ``kryflow_created``
+of the data variables and coordinates, not of how they were made: equal data, equal digest), ``kryflow_created``
 and ``kryflow_complete`` (written last). All other group attributes are provenance given by the
 producer (PDE family, parameters, full config, kryflow version, git commit, ...).
 
@@ -35,6 +42,7 @@ a store at ``<path>`` is always complete; readers also refuse a store without th
 """
 
 from ._loader import ChunkReader, SplitLoader, make_loader
+from ._merge import merge_dataset
 from ._neuraloperator import import_neuraloperator_darcy
 from ._order import ORDERS, input_sketch, similarity_order, solve_order
 from ._schema import SCHEMA_VERSION, SPLITS, DatasetError, VariableSpec, assign_splits
@@ -66,6 +74,7 @@ __all__ = [
     "input_sketch",
     "inspect_dataset",
     "make_loader",
+    "merge_dataset",
     "normalization_stats",
     "open_dataset",
     "similarity_order",

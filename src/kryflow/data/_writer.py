@@ -106,8 +106,11 @@ class ZarrDatasetWriter:
     - splits: ``str`` array (N,) of ``"train"``/``"val"``/``"test"`` (see ``assign_splits``).
     - inputs, targets: model input / target variables in channel order; all share the grid dims.
     - attrs: JSON-serialisable provenance (family, params, config, version, commit, ...).
-    - nondeterministic: variables (e.g. solver seconds) checksummed but left out of the digest.
+    - nondeterministic: variables checksummed but left out of the digest: how the data was made
+      (solver statistics, solve order), not what it is.
     - overwrite: replace an existing store at ``path``.
+    - first_sample: the ``sample`` coordinate of the first sample (a part of a larger dataset
+      starts at its offset; chunks then stay aligned with the whole dataset's).
     """
 
     def __init__(
@@ -124,6 +127,7 @@ class ZarrDatasetWriter:
         attrs: dict,
         nondeterministic: Iterable[str] = (),
         overwrite: bool = False,
+        first_sample: int = 0,
     ) -> None:
         self.path = Path(path)
         self.overwrite = overwrite
@@ -133,6 +137,7 @@ class ZarrDatasetWriter:
         self.inputs = list(inputs)
         self.targets = list(targets)
         self.nondeterministic = set(nondeterministic)
+        self.first_sample = int(first_sample)
         self._check_arguments(coords, splits, attrs)
         self.coords = {k: (tuple(d), np.asarray(v), dict(a)) for k, (d, v, a) in coords.items()}
         self.splits = np.asarray(splits).astype(str)
@@ -307,7 +312,7 @@ class ZarrDatasetWriter:
                 "flag_meanings": " ".join(S.SPLITS),
             },
         )
-        sample = np.arange(i0, i0 + n, dtype=np.int64)
+        sample = np.arange(self.first_sample + i0, self.first_sample + i0 + n, dtype=np.int64)
         if not self._started:
             coords = {k: (d, v, a) for k, (d, v, a) in self.coords.items()}
             coords[S.SAMPLE_DIM] = ((S.SAMPLE_DIM,), sample, {"long_name": "sample index", "units": "1"})

@@ -1,17 +1,24 @@
-"""Dataset generation: a PDE family's sequence of systems, solved with one recycling solver,
-streamed into a zarr store with per-solve statistics.
+"""Dataset generation: a PDE family's samples, solved as a sequence by one solver, streamed into
+a zarr store with per-solve statistics; and the merge of the parts of a sharded generation.
 
-The solver object lives for the whole sequence, so its recycle space (and preconditioner,
-where reuse pays) carries over from one sample to the next. A solve that misses its
-tolerance either raises (default) or, with ``on_nonconvergence: flag``, is stored with
-``solver_converged = 0`` and counted in the store's attributes — never silently.
+What a dataset holds is decided by the family, its parameters and the seed: every sample's
+random draws come from (seed, sample index) alone (see ``PDEFamily.samples``). The solver, the
+solve order (``solver.order``: as sampled, or a nearest-neighbour chain of the inputs so that
+recycling meets similar neighbours) and the split into shards only change how fast it is made;
+the store keeps sample order and records how each sample was solved (``solve_position``,
+``shard``, the per-solve statistics). A solve that misses its tolerance either raises (default)
+or, with ``on_nonconvergence: flag``, is stored with ``solver_converged = 0`` and counted.
+
+One-time costs (the compiled kernels' first load, symbolic analyses and set-ups reused by later
+solves, the solve-order computation) are kept apart from per-solve time, so that the solver's
+steady-state cost per sample is what the statistics say.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,30 +28,55 @@ import kryflow
 
 log = logging.getLogger(__name__)
 
-__all__ = ["generate_dataset", "solver_config", "SOLVER_STATS"]
+__all__ = ["generate_dataset", "merge_dataset", "shard_range", "solver_config", "SOLVER_STATS", "SAMPLE_STATS"]
 
-# per-solve statistics stored along ("sample", "solve")
+# per-solve statistics stored along ("sample", "solve"): store name -> (SolveInfo field, long name, units, dtype)
 SOLVER_STATS = {
     "solver_iterations": ("iterations", "Krylov iterations", "1", "int32"),
     "solver_matvecs": ("matvecs", "matrix-vector products incl. recycle-space rebuilds", "1", "int32"),
     "solver_rel_residual": ("rel_residual", "true relative residual ||b-Ax||/||b||", "1", "float64"),
-    "solver_seconds": ("seconds", "wall-clock seconds of the solve", "s", "float64"),
+    "solver_seconds": ("seconds", "wall-clock seconds of the solve, its one-time set-up included", "s", "float64"),
+    "solver_setup_seconds": ("setup_seconds", "one-time set-up within the solve (symbolic analysis, set-ups "
+                             "reused by later solves), part of solver_seconds", "s", "float64"),
     "solver_recycle_dim": ("recycle_dim", "recycle-space dimension", "1", "int32"),
     "solver_converged": ("converged", "1 if the solve met its tolerance", "1", "int8"),
+}
+# per-sample record of how it was solved: store name -> (long name, dtype)
+SAMPLE_STATS = {
+    "solve_position": ("position of the sample in its shard's solve order", "int32"),
+    "shard": ("generation shard that solved the sample", "int16"),
+}
+_RELATION_NOTE = {
+    "iid": "independent samples: every sample's draws come from (seed, sample index) alone",
+    "drift": "a correlated path: each sample's white noise is cos(drift_angle) x the previous one's plus "
+             "sin(drift_angle) x fresh noise, so neighbouring samples correlate at cos(drift_angle)",
 }
 
 
 def solver_config(fam: Any, solver: Mapping[str, Any] | None) -> dict[str, Any]:
     """``SequenceSolver`` arguments for family ``fam``: method ``"auto"`` (the default) becomes the
-    measured fastest strategy for the family and size (``kryflow.solvers.default_strategy``)."""
+    measured fastest strategy for the family and size (``kryflow.solvers.default_strategy``);
+    ``order`` (how samples are sequenced, not a solver option) is left out."""
     from kryflow.solvers import default_strategy
 
-    cfg = dict(solver or {})
+    cfg = {k: v for k, v in dict(solver or {}).items() if k != "order"}
     if cfg.get("method", "auto") == "auto":
         strategy = default_strategy(fam)
         cfg["method"] = strategy["method"]
         cfg.setdefault("preconditioner", strategy["preconditioner"])
     return cfg
+
+
+def shard_range(num_samples: int, chunk_samples: int, shards: int, shard: int) -> tuple[int, int]:
+    """Samples ``[start, stop)`` of shard ``shard`` of ``shards``: contiguous blocks of whole
+    chunks, as even as the chunks allow, so no two shards write one chunk."""
+    chunks = -(-num_samples // chunk_samples)
+    if not 1 <= shards <= chunks:
+        raise ValueError(f"shards must be between 1 and the number of chunks ({chunks}), got {shards}")
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard must be in [0, {shards}), got {shard}")
+    bounds = [round(i * chunks / shards) * chunk_samples for i in range(shards + 1)]
+    return min(bounds[shard], num_samples), min(bounds[shard + 1], num_samples)
 
 
 def _variables(fam: Any) -> dict:
@@ -58,6 +90,8 @@ def _variables(fam: Any) -> dict:
     for var, (_, long_name, units, dtype) in SOLVER_STATS.items():
         variables[var] = VariableSpec(dims=("solve",), long_name=long_name, units=units, role="solver_stat",
                                       dtype=dtype)
+    for var, (long_name, dtype) in SAMPLE_STATS.items():
+        variables[var] = VariableSpec(dims=(), long_name=long_name, units="1", role="solver_stat", dtype=dtype)
     return variables
 
 
@@ -70,17 +104,64 @@ def _coords(fam: Any) -> dict:
 
 
 class _Totals(dict):
-    """Running totals of the solves of a dataset."""
+    """Running totals of the solves of a dataset (or of one shard)."""
 
     def __init__(self) -> None:
-        super().__init__(iterations=0, matvecs=0, seconds=0.0, flagged=0, max_rel_residual=0.0)
+        super().__init__(iterations=0, matvecs=0, seconds=0.0, setup_seconds=0.0, flagged=0, max_rel_residual=0.0)
 
     def add(self, records: list) -> None:
         self["iterations"] += sum(r.iterations for r in records)
         self["matvecs"] += sum(r.matvecs for r in records)
         self["seconds"] += sum(r.seconds for r in records)
+        self["setup_seconds"] += sum(getattr(r, "setup_seconds", 0.0) for r in records)
         self["flagged"] += sum(0 if r.converged else 1 for r in records)
         self["max_rel_residual"] = max(self["max_rel_residual"], max(r.rel_residual for r in records))
+
+
+def _warm_up_seconds() -> float:
+    """Load (first time on a machine: compile) the solvers' compiled kernels; a one-time cost."""
+    from kryflow.solvers._kernels import warm_up
+
+    t0 = time.perf_counter()
+    warm_up()
+    return time.perf_counter() - t0
+
+
+def _in_order(kind: str, samples: Iterable) -> tuple[Iterable, float]:
+    """The samples in solve order, and the seconds it took to find it. ``as_sampled`` streams them;
+    ``similarity`` holds the block's inputs to chain them by nearest neighbours."""
+    from kryflow.data import input_sketch, solve_order
+
+    if kind == "as_sampled":
+        return samples, 0.0
+    samples = list(samples)
+    t0 = time.perf_counter()
+    order = solve_order(kind, [input_sketch(s.fields) for s in samples])
+    return [samples[int(j)] for j in order], time.perf_counter() - t0
+
+
+def _solved(fam: Any, seq_solver: Any, samples: Iterable, start: int, shard: int, on_sample, totals: _Totals):
+    """Solve ``samples`` (in solve order); yield each sample's values in storage order as soon as
+    the samples before it are done (memory: the samples solved ahead of the next one to store)."""
+    nsolve = int(fam.solves_per_sample)
+    pending: dict[int, dict] = {}
+    next_index = start
+    for position, sample in enumerate(samples):
+        outputs = sample.solve(seq_solver)
+        records = seq_solver.pop_records()
+        if len(records) != nsolve:
+            raise RuntimeError(f"family '{fam.name}' made {len(records)} solves for sample {sample.index}, "
+                               f"expected solves_per_sample={nsolve}")
+        values = {**sample.fields, **outputs, "solve_position": position, "shard": shard}
+        for var, (attr, *_rest) in SOLVER_STATS.items():
+            values[var] = np.array([getattr(r, attr, 0.0) for r in records])
+        pending[sample.index] = values
+        totals.add(records)
+        if on_sample is not None:
+            on_sample(sample.index, records)
+        while next_index in pending:
+            yield pending.pop(next_index)
+            next_index += 1
 
 
 def generate_dataset(
@@ -98,67 +179,79 @@ def generate_dataset(
     on_sample: Callable[[int, list], None] | None = None,
     overwrite: bool = True,
     progress: bool = True,
+    shards: int = 1,
+    shard: int = 0,
 ) -> dict:
-    """Generate one dataset and write it to ``out_path`` (a zarr store).
+    """Generate a dataset (or, with ``shards > 1``, the part ``shard`` of it) into ``out_path``.
 
     Arguments:
         family, params: PDE family name and parameters (see ``kryflow.pdes``).
-        num_samples, seed: sequence length and its seed.
+        num_samples, seed: dataset size and seed (sample k is the same whatever the shard).
         splits: train/val/test fractions, or a string ``"test"`` to put every sample in test.
         split_block: assign runs of this many consecutive samples to one split (see
             ``kryflow.data.assign_splits``); 1 = per sample.
-        solver: ``SequenceSolver`` options (method, preconditioner, rtol, ...); method
-            ``"auto"`` (the default) takes ``kryflow.solvers.default_strategy(family)``.
-        on_sample: called as ``on_sample(index, records)`` after each sample (MLflow logging).
+        solver: ``SequenceSolver`` options (method, preconditioner, rtol, ...) and ``order``
+            (``"as_sampled"`` or ``"similarity"``); method ``"auto"`` (the default) takes
+            ``kryflow.solvers.default_strategy(family)``.
+        shards, shard: write the chunk-aligned block ``shard_range(...)`` as a part store (its
+            ``sample`` coordinate keeps the dataset's indices); :func:`merge_dataset` joins them.
+        on_sample: called as ``on_sample(index, records)`` after each sample, in solve order.
 
     Returns:
-        a summary dict: totals of iterations/matvecs/seconds, flagged solves, digest.
+        a summary dict: totals of iterations/matvecs/seconds (one-time set-up included) and
+        ``one_time_seconds``, flagged solves, digest.
     """
     from tqdm.auto import tqdm
 
-    from kryflow.data import ZarrDatasetWriter, assign_splits, dataset_digest
+    from kryflow.data import ORDERS, ZarrDatasetWriter, assign_splits, dataset_digest
     from kryflow.pdes import build_family
     from kryflow.solvers import SequenceSolver
 
     fam = build_family(family, **dict(params or {}))
     solver_cfg = solver_config(fam, solver)
-    seq_solver = SequenceSolver(**solver_cfg)
-    nsolve = int(fam.solves_per_sample)
+    order_kind = dict(solver or {}).get("order", "as_sampled")
+    if order_kind not in ORDERS:
+        raise ValueError(f"solver.order must be one of {ORDERS}, got {order_kind!r}")
+    start, stop = shard_range(num_samples, chunk_samples, shards, shard)
     if isinstance(splits, str):
         split_arr = np.array([splits] * num_samples)
     else:
         split_arr = assign_splits(num_samples, tuple(splits), seed=seed, block=split_block)
+    totals = _Totals()
+    t0 = time.perf_counter()
+    warm = _warm_up_seconds()
+    samples, order_seconds = _in_order(order_kind, fam.samples(num_samples, seed, start, stop))
+    relation = fam.params["relation"]
     attrs = {
         "title": f"kryflow {family} dataset", "pde_family": family, "pde_params": dict(fam.params),
-        "solver": {**solver_cfg, "matrix_kind": fam.matrix_kind}, "num_samples": int(num_samples),
+        "sample_relation": relation, "sample_relation_note": _RELATION_NOTE[relation],
+        "solver": {**solver_cfg, "order": order_kind, "matrix_kind": fam.matrix_kind}, "num_samples": int(num_samples),
         "seed": int(seed), "split_block": int(split_block), "code_version": f"kryflow {kryflow.__version__}",
         **dict(provenance or {}),
     }
-    totals = _Totals()
-    t0 = time.perf_counter()
-    with ZarrDatasetWriter(out_path, coords=_coords(fam), variables=_variables(fam), num_samples=num_samples,
-                           chunk_samples=chunk_samples, splits=split_arr, inputs=list(fam.inputs),
-                           targets=list(fam.targets), attrs=attrs, nondeterministic=["solver_seconds"],
-                           overwrite=overwrite) as writer:
-        for sample in tqdm(fam.samples(num_samples, seed), total=num_samples, desc=f"generate {Path(out_path).stem}",
-                           disable=not progress, mininterval=2.0):
-            outputs = sample.solve(seq_solver)
-            records = seq_solver.pop_records()
-            if len(records) != nsolve:
-                raise RuntimeError(f"family '{family}' made {len(records)} solves for sample {sample.index}, "
-                                   f"expected solves_per_sample={nsolve}")
-            values = {**sample.fields, **outputs}
-            for var, (attr, *_rest) in SOLVER_STATS.items():
-                values[var] = np.array([getattr(r, attr) for r in records])
+    if shards > 1:
+        attrs["dataset_part"] = {"shard": shard, "shards": shards, "start": start, "stop": stop,
+                                 "num_samples": int(num_samples)}
+    seq_solver = SequenceSolver(**solver_cfg)
+    variables = _variables(fam)
+    with ZarrDatasetWriter(out_path, coords=_coords(fam), variables=variables, num_samples=stop - start,
+                           chunk_samples=chunk_samples, splits=split_arr[start:stop], inputs=list(fam.inputs),
+                           targets=list(fam.targets), attrs=attrs, overwrite=overwrite, first_sample=start,
+                           nondeterministic=[v for v, spec in variables.items() if spec.role == "solver_stat"],
+                           ) as writer:
+        for values in tqdm(_solved(fam, seq_solver, samples, start, shard, on_sample, totals), total=stop - start,
+                           desc=f"generate {Path(out_path).stem}", disable=not progress, mininterval=2.0):
             writer.append(values)
-            totals.add(records)
-            if on_sample is not None:
-                on_sample(sample.index, records)
-    totals["wall_seconds"] = time.perf_counter() - t0
-    totals["num_samples"] = int(num_samples)
-    totals["num_solves"] = int(num_samples * nsolve)
-    totals["digest"] = dataset_digest(out_path)
+        writer.attrs.update(_one_time(warm, order_seconds, totals["setup_seconds"]))
+    totals.update(_one_time(warm, order_seconds, totals["setup_seconds"]), wall_seconds=time.perf_counter() - t0,
+                  num_samples=stop - start, num_solves=(stop - start) * int(fam.solves_per_sample),
+                  digest=dataset_digest(out_path))
     if totals["flagged"]:
         log.warning("%s: %d solves missed the tolerance and are flagged (solver_converged=0)",
                     out_path, totals["flagged"])
     return dict(totals)
+
+
+def _one_time(warm_up: float, order: float, setup: float) -> dict[str, float]:
+    return {"solver_warm_up_seconds": warm_up, "solve_order_seconds": order, "solver_setup_seconds": setup,
+            "solver_one_time_seconds": warm_up + order + setup}
