@@ -11,8 +11,10 @@ from kryflow.pipeline import run_figures, setup_logging
 
 def main(smk):
     with setup_logging(smk.log[0]):
+        tuning = list(smk.input.tuning)  # the tuning report, when the protocol ran
         run_figures(smk.input.summary, smk.params.runs_root, list(smk.input.solvers), Path(smk.output.png[0]).parent,
-                    smk.output.tables, smk.input.tracking, datasets=smk.params.datasets, models=smk.params.models)
+                    smk.output.tables, smk.input.tracking, datasets=smk.params.datasets, models=smk.params.models,
+                    tuning_report=tuning[0] if tuning else None)
 
 
 if "snakemake" in globals():

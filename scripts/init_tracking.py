@@ -11,7 +11,7 @@ from kryflow.pipeline import init_tracking, setup_logging
 
 def main(smk):
     with setup_logging(smk.log[0]):
-        init_tracking(smk.params.experiment, smk.params.tracking, smk.output[0])
+        init_tracking(smk.params.experiment, smk.params.tracking, smk.output[0], parents=smk.params.parents)
 
 
 if "snakemake" in globals():

@@ -17,7 +17,8 @@ def main(smk):
         w = smk.wildcards
         cell = {"dataset": w.dataset, "model": w.model, "optimizer": w.optimizer, "seed": int(w.seed)}
         run_train(cell, smk.params.spec, smk.params.training, smk.input.dataset, Path(smk.output.run).parent,
-                  smk.input.tracking, system_metrics=smk.params.system_metrics)
+                  smk.input.tracking, system_metrics=smk.params.system_metrics,
+                  selected_json=smk.input.selected or None, budget_json=smk.input.budget or None)
 
 
 if "snakemake" in globals():

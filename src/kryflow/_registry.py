@@ -94,7 +94,7 @@ class Registry(Mapping[str, T], Generic[T]):
             return
         self._discovered = True  # set first: entries register while their modules import
         pkg = importlib.import_module(self._package)
-        for info in pkgutil.iter_modules(pkg.__path__):
+        for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):  # the same order anywhere
             if info.name.startswith("_") and not info.name.startswith("__"):
                 importlib.import_module(f"{self._package}.{info.name}")
 

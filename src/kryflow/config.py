@@ -36,6 +36,8 @@ __all__ = [
     "dataset_spec",
     "dataset_shards",
     "cell_spec",
+    "parent_runs",
+    "trial_cells",
     "read_yaml",
 ]
 
@@ -53,7 +55,10 @@ def schema() -> dict:
 
 
 def _resolve(sub: Mapping, root: Mapping) -> Mapping:
-    return root["$defs"][sub["$ref"].split("/")[-1]] if "$ref" in sub else sub
+    """A ``$ref`` replaced by its definition; keys beside the ``$ref`` (a ``default``) are kept."""
+    if "$ref" not in sub:
+        return sub
+    return {**root["$defs"][sub["$ref"].split("/")[-1]], **{k: v for k, v in sub.items() if k != "$ref"}}
 
 
 def _fill_defaults(instance: Any, schema_: Mapping, root: Mapping) -> None:
@@ -178,6 +183,31 @@ def cell_spec(config: Mapping, model: str, optimizer: str) -> dict:
     names resolved from the section labels (``name:`` or the label itself)."""
     m, o = dict(config["models"][model]), dict(config["optimizers"][optimizer])
     return {"model": {**m, "name": m.get("name", model)}, "optimizer": {**o, "name": o.get("name", optimizer)}}
+
+
+def trial_cells(config: Mapping) -> list[tuple[str, str, str, int]]:
+    """Every tuning trial: (dataset, model, optimizer, trial); none without a ``tuning`` section."""
+    tuning = config.get("tuning")
+    if not tuning:
+        return []
+    return [(d, m, o, t) for d, m, o in itertools.product(config["datasets"], config["models"], config["optimizers"])
+            for t in range(int(tuning["trials"]))]
+
+
+def parent_runs(config: Mapping) -> list[tuple[str, str, str | None]]:
+    """The MLflow runs that group the tuning protocol's runs in the UI, parents first:
+    ``(key, run name, parent key)`` for every workload, its optimizers and their studies."""
+    tuning = config.get("tuning")
+    if not tuning:
+        return []
+    out = []
+    for d, m in itertools.product(config["datasets"], config["models"]):
+        out.append((f"workload/{d}/{m}", f"{d}-{m}", None))
+        for o in config["optimizers"]:
+            out.append((f"tune/{d}/{m}/{o}", f"{d}-{m}-{o}", f"workload/{d}/{m}"))
+            out += [(f"tune/{d}/{m}/{o}/study{s}", f"{d}-{m}-{o}-study{s}", f"tune/{d}/{m}/{o}")
+                    for s in range(int(tuning.get("studies", 1)))]
+    return out
 
 
 # ------------------------------------------------------------------------ section checks
@@ -308,8 +338,32 @@ def _check_optimizers(config: Mapping) -> None:
             raise ConfigError.from_parameter(exc, f"optimizers.{label}") from None
 
 
+def _check_tuning(config: Mapping) -> None:
+    from kryflow.optim import OPTIMIZERS, space_from_config
+
+    tuning = config.get("tuning")
+    if not tuning:
+        return
+    if tuning["trials"] % tuning["studies"]:
+        raise ConfigError(f"{tuning['trials']} trials do not split into {tuning['studies']} studies of equal size",
+                          "tuning.studies")
+    if tuning["reference"] not in config["optimizers"]:
+        raise ConfigError(f"reference optimizer '{tuning['reference']}' is not in the optimizers section; add it "
+                          "(it sets every workload's target and budget) or name another", "tuning.reference")
+    unknown = sorted(set(tuning.get("space") or {}) - set(config["optimizers"]))
+    if unknown:
+        raise ConfigError(f"no optimizer labelled {unknown[0]!r}; space keys are optimizer labels: "
+                          f"{', '.join(config['optimizers'])}", f"tuning.space.{unknown[0]}")
+    for label, hp in config["optimizers"].items():
+        try:
+            space_from_config(OPTIMIZERS[hp.get("name", label)], (tuning.get("space") or {}).get(label))
+        except ValueError as exc:
+            raise ConfigError.from_parameter(exc, f"tuning.space.{label}") from None
+
+
 #: One check per config section, run in this order after the schema.
-SECTION_CHECKS = (("datasets", _check_datasets), ("models", _check_models), ("optimizers", _check_optimizers))
+SECTION_CHECKS = (("datasets", _check_datasets), ("models", _check_models), ("optimizers", _check_optimizers),
+                  ("tuning", _check_tuning))
 
 
 def check_config(config: dict) -> dict:

@@ -13,7 +13,8 @@ from pathlib import Path
 __all__ = [
     "DATA_DIR", "RESULTS_DIR", "RUNS_DIR", "FIGURES_DIR", "TABLES_DIR", "TRACKING_JSON", "SUMMARY_CSV",
     "SUMMARY_AGGREGATE_CSV", "DATASET", "DATASET_PART", "IMPORTED_HI", "CELL", "RUN_DIR", "SOLVER_BENCHMARK",
-    "dataset_part_path", "dataset_path", "rule_benchmark", "rule_log", "run_dir", "run_file", "runs_root_of", "solver_benchmark_path",
+    "TUNING_DIR", "TRIAL_DIR", "SELECTED", "BUDGET", "TUNING_REPORT",
+    "dataset_part_path", "dataset_path", "rule_benchmark", "trial_dir", "tuning_root_of", "rule_log", "run_dir", "run_file", "runs_root_of", "solver_benchmark_path",
 ]
 
 DATA_DIR = "data"
@@ -33,6 +34,13 @@ DATASET_PART = f"{DATA_DIR}/{{dataset}}.parts/{{shard}}.zarr"
 #: One training cell's folder (``model.pt``, ``history.csv``, ``train.json``, ``metrics.json``, ...).
 CELL = "{dataset}/{model}/{optimizer}/{seed}"
 RUN_DIR = f"{RUNS_DIR}/{CELL}"
+#: The tuning protocol: trials, the selected setting per optimizer, the budget per workload, the report.
+TUNING_DIR = f"{RESULTS_DIR}/tuning"
+TRIAL = "{dataset}/{model}/{optimizer}/trial{trial}"
+TRIAL_DIR = f"{TUNING_DIR}/{TRIAL}"
+SELECTED = f"{TUNING_DIR}/{{dataset}}/{{model}}/{{optimizer}}/selected.json"
+BUDGET = f"{TUNING_DIR}/{{dataset}}/{{model}}/budget.json"
+TUNING_REPORT = f"{TUNING_DIR}/report.json"
 #: One dataset's solver benchmark.
 SOLVER_BENCHMARK = f"{RESULTS_DIR}/solvers/{{dataset}}.json"
 
@@ -59,9 +67,19 @@ def run_file(cell, filename: str, runs_root: Root = RUNS_DIR) -> Path:
     return run_dir(*cell, runs_root=runs_root) / filename
 
 
+def trial_dir(dataset: str, model: str, optimizer: str, trial: int, tuning_root: Root = TUNING_DIR) -> Path:
+    """A tuning trial's folder under ``tuning_root`` (default ``results/tuning``)."""
+    return Path(tuning_root) / TRIAL.format(dataset=dataset, model=model, optimizer=optimizer, trial=trial)
+
+
 def runs_root_of(run_file: Root) -> Path:
     """The runs root of a file inside a cell's folder (the inverse of :func:`run_file`)."""
     return Path(run_file).parents[CELL.count("/") + 1]
+
+
+def tuning_root_of(trial_file: Root) -> Path:
+    """The tuning root of a file inside a trial's folder (the inverse of :func:`trial_dir`)."""
+    return Path(trial_file).parents[TRIAL.count("/") + 1]
 
 
 def solver_benchmark_path(name: str, root: Root = ".") -> Path:

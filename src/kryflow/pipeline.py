@@ -31,6 +31,10 @@ __all__ = [
     "run_import",
     "run_solver_benchmark",
     "run_train",
+    "run_trial",
+    "run_select",
+    "run_budget",
+    "run_tuning_report",
     "run_evaluate",
     "run_aggregate",
     "run_figures",
@@ -73,7 +77,7 @@ def _tracking(tracking_json: Pathish) -> dict:
 
 @contextlib.contextmanager
 def stage(tracking_json: Pathish, key: str, run_name: str, tags: Mapping[str, Any], *,
-          run_id: str | None = None) -> Iterator:
+          run_id: str | None = None, parent_key: str | None = None) -> Iterator:
     """The stage kernel: a stage's MLflow run for the duration of the block.
 
     **Arguments:**
@@ -81,6 +85,7 @@ def stage(tracking_json: Pathish, key: str, run_name: str, tags: Mapping[str, An
         key, run_name, tags: the run's identity (see :class:`kryflow.tracking.Tracker`).
         run_id: log into this existing run instead (evaluation logs into its training run);
             a normal exit then leaves the run's status as the stage that created it set it.
+        parent_key: the run nests under this one in the UI (a study, an optimizer's tuning).
 
     **Yields:** the :class:`~kryflow.tracking.Tracker`. An exception in the block marks the run
     FAILED with ``"<type>: <message>"`` and propagates; a block that did not close its run
@@ -92,7 +97,7 @@ def stage(tracking_json: Pathish, key: str, run_name: str, tags: Mapping[str, An
     if run_id is not None:
         tracker = Tracker.reopen(tr["uri"], run_id)
     else:
-        tracker = Tracker(tr["uri"], tr["experiment"], key=key, run_name=run_name, tags=tags)
+        tracker = Tracker(tr["uri"], tr["experiment"], key=key, run_name=run_name, tags=tags, parent_key=parent_key)
     try:
         yield tracker
     except BaseException as exc:
@@ -102,16 +107,21 @@ def stage(tracking_json: Pathish, key: str, run_name: str, tags: Mapping[str, An
         tracker.finish("finished")
 
 
-def init_tracking(experiment: str, tracking_cfg: Mapping | None, out_json: Pathish, workdir: Pathish = ".") -> dict:
-    """Create the experiment once, before jobs fan out (sqlite creation races otherwise)."""
+def init_tracking(experiment: str, tracking_cfg: Mapping | None, out_json: Pathish, workdir: Pathish = ".",
+                  parents: Sequence[tuple[str, str, str | None]] = ()) -> dict:
+    """Create the experiment once, before jobs fan out (sqlite creation races otherwise), and the
+    runs that group others in the UI (``parents``: :func:`kryflow.config.parent_runs`)."""
     from kryflow.tracking import (
-        artifact_root_uri, check_tracking_reachable, ensure_experiment, resolve_tracking_uri, ui_command,
+        artifact_root_uri, check_tracking_reachable, ensure_experiment, ensure_parent_runs, resolve_tracking_uri,
+        ui_command,
     )
 
     tcfg = tracking_cfg or {}
     uri = resolve_tracking_uri(tcfg, workdir)
     check_tracking_reachable(uri)
     exp_id = ensure_experiment(uri, experiment, artifact_root_uri(tcfg, workdir))
+    if parents:
+        ensure_parent_runs(uri, experiment, [tuple(p) for p in parents])
     info = {"uri": uri, "experiment": experiment, "experiment_id": exp_id, "ui": ui_command(uri)}
     Path(out_json).parent.mkdir(parents=True, exist_ok=True)
     Path(out_json).touch(mode=0o600)  # the URI may carry credentials the jobs need
@@ -246,11 +256,18 @@ def _cell_tags(cell: Mapping) -> dict:
             "seed": cell["seed"]}
 
 
+def _json(path: Pathish | None) -> dict | None:
+    return json.loads(Path(path).read_text()) if path else None
+
+
 def run_train(cell: Mapping, spec: Mapping, training: Mapping, dataset_path: Pathish, out_dir: Pathish,
-              tracking_json: Pathish, *, system_metrics: bool = False, progress: bool = True) -> dict:
+              tracking_json: Pathish, *, system_metrics: bool = False, progress: bool = True,
+              selected_json: Pathish | None = None, budget_json: Pathish | None = None) -> dict:
     """Train one grid cell; writes run.json with the MLflow run id and the status.
 
     ``spec`` is :func:`kryflow.config.cell_spec`: ``{"model": {"name", ...}, "optimizer": {"name", ...}}``.
+    Under the tuning protocol the cell reruns the setting in ``selected_json`` under the workload
+    budget in ``budget_json`` (none for the reference optimizer), nested under its tuning run.
     """
     import torch
 
@@ -258,14 +275,19 @@ def run_train(cell: Mapping, spec: Mapping, training: Mapping, dataset_path: Pat
     from kryflow.optim import OPTIMIZERS
     from kryflow.tracking import redact
     from kryflow.training import load_surrogate, train_cell
+    from kryflow.tuning import tuned_cell
 
     d, m, o, s = cell["dataset"], cell["model"], cell["optimizer"], int(cell["seed"])
+    parent = None
+    if selected_json is not None:
+        spec, training = tuned_cell(spec, training, _json(selected_json), _json(budget_json))
+        parent = f"tune/{d}/{m}/{o}"
     model_cfg, opt_cfg = dict(spec["model"]), dict(spec["optimizer"])
     model_name, opt_name = model_cfg.pop("name"), opt_cfg.pop("name")
     tags = {**_cell_tags(cell), "rule": "train", "model_name": model_name, "optimizer_name": opt_name,
             "optimizer_family": OPTIMIZERS[opt_name].family}
     # the store is reached here, before any training: an unreachable one fails at once
-    with stage(tracking_json, f"train/{d}/{m}/{o}/{s}", f"{d}-{m}-{o}-s{s}", tags) as tracker:
+    with stage(tracking_json, f"train/{d}/{m}/{o}/{s}", f"{d}-{m}-{o}-s{s}", tags, parent_key=parent) as tracker:
         tracker.log_params({"dataset": d, "model": dict(spec["model"]), "optimizer": dict(spec["optimizer"]),
                             "seed": s, "training": dict(training)})
         tracker.log_dataset(d, dataset_path, dataset_digest(dataset_path), context="training")
@@ -290,6 +312,112 @@ def run_train(cell: Mapping, spec: Mapping, training: Mapping, dataset_path: Pat
             **result, "torch": torch.__version__}
     (out / "run.json").write_text(json.dumps(info, indent=2, default=float))
     return info
+
+
+def run_trial(cell: Mapping, trial: int, spec: Mapping, training: Mapping, tuning: Mapping, dataset_path: Pathish,
+              out_dir: Pathish, tracking_json: Pathish, budget_json: Pathish | None = None) -> dict:
+    """One tuning trial: the cell's optimizer with the trial's point of its search space, trained
+    with the tuning seed (under the workload budget, except for the reference) and judged on the
+    validation split; writes ``trial.json``. A trial that diverges or fails is recorded as such
+    (its best validation error is inf) and the study goes on."""
+    from kryflow.config import ConfigError
+    from kryflow.optim import OPTIMIZERS, apply_setting
+    from kryflow.training import train_cell
+    from kryflow.tuning import budgeted_training, trial_record
+    from kryflow.tuning._plan import _plan_of
+
+    d, m, o = cell["dataset"], cell["model"], cell["optimizer"]
+    plan = _plan_of(tuning, spec["optimizer"]["name"], o, d, m)
+    if not 0 <= trial < len(plan.settings):
+        raise ConfigError(f"trial {trial} of {o} on {d}/{m} is not planned (tuning.trials is {len(plan.settings)})",
+                          "tuning.trials")
+    setting, study = plan.settings[trial], plan.study_of(trial)
+    opt_spec = OPTIMIZERS[spec["optimizer"]["name"]]
+    hp, train = apply_setting(opt_spec, spec["optimizer"], setting, training)
+    budget = _json(budget_json)
+    train = budgeted_training(train, budget)
+    out = Path(out_dir)
+    tags = {"dataset": d, "model": m, "optimizer": o, "trial": trial, "study": study, "rule": "tune_trial"}
+    key = f"tune/{d}/{m}/{o}/trial{trial}"
+    with stage(tracking_json, key, f"{d}-{m}-{o}-trial{trial}", tags, parent_key=f"tune/{d}/{m}/{o}/study{study}") as tr:
+        tr.log_params({"setting": setting, "optimizer": {"name": opt_spec.name, **hp}, "training": train})
+        try:
+            train_cell(dataset_path, out, model_name=spec["model"]["name"],
+                       model_kwargs={k: v for k, v in spec["model"].items() if k != "name"},
+                       optimizer_name=opt_spec.name, optimizer_kwargs=hp, seed=plan.seed, train_cfg=train,
+                       tracker=tr, progress=False)
+        except (ValueError, RuntimeError, FloatingPointError) as exc:  # a setting that cannot train
+            log.warning("trial %s failed: %s", key, exc)
+            _record_failed_trial(out, exc)
+        record = trial_record(out, budget["target_val_rel_l2"] if budget else None)
+        info = {"trial": trial, "study": study, "setting": setting, "hyperparameters": hp,
+                "training": {k: train[k] for k in ("max_steps", "max_seconds", "scheduler") if k in train},
+                "budget_kind": budget["kind"] if budget else "steps", **record}
+        (out / "trial.json").write_text(json.dumps(info, indent=2, default=float))
+        tr.log_metrics({"best_val_rel_l2": record["best_val_rel_l2"]})
+        tr.finish(record["status"], json.loads((out / "train.json").read_text()).get("reason"))
+    return info
+
+
+def _record_failed_trial(out: Path, exc: BaseException) -> None:
+    """A trial that could not train: train.json says so, history.csv has no rows."""
+    from kryflow.training import HISTORY_COLUMNS
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train.json").write_text(json.dumps({"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}))
+    if not (out / "history.csv").exists():
+        (out / "history.csv").write_text(",".join(HISTORY_COLUMNS) + "\n")
+
+
+def run_select(workload: Mapping, trial_jsons: Sequence[Pathish], studies: int, out_json: Pathish,
+               tracking_json: Pathish) -> dict:
+    """The setting an optimizer reruns: the trial with the lowest validation error (per study
+    too, for the protocol's median over studies); logged into the optimizer's tuning run."""
+    from kryflow.tuning import select_trials
+
+    d, m, o = workload["dataset"], workload["model"], workload["optimizer"]
+    trials = sorted((json.loads(Path(p).read_text()) for p in trial_jsons), key=lambda t: t["trial"])
+    chosen = select_trials(trials, studies)
+    best = trials[chosen["selected"]]
+    out = {**workload, **chosen, "setting": best["setting"], "hyperparameters": best["hyperparameters"],
+           "training": best["training"], "trials": trials}
+    Path(out_json).write_text(json.dumps(out, indent=2, default=float))
+    tags = {"dataset": d, "model": m, "optimizer": o, "rule": "select_setting"}
+    with stage(tracking_json, f"tune/{d}/{m}/{o}", f"{d}-{m}-{o}", tags, parent_key=f"workload/{d}/{m}") as tr:
+        tr.log_params({"selected_trial": chosen["selected"], "selected": best["setting"]})
+        tr.log_metrics({"best_val_rel_l2": best["best_val_rel_l2"]})
+        tr.log_artifact(out_json, "tuning")
+    return out
+
+
+def run_budget(workload: Mapping, reference_runs: Sequence[Pathish], max_steps: int, factor: float,
+               out_json: Pathish, tracking_json: Pathish) -> dict:
+    """A workload's target and budget from the reference's reruns, logged into the workload's run."""
+    from kryflow.tuning import workload_budget
+
+    d, m = workload["dataset"], workload["model"]
+    budget = {**workload, **workload_budget(reference_runs, max_steps, factor)}
+    Path(out_json).write_text(json.dumps(budget, indent=2, default=float))
+    with stage(tracking_json, f"workload/{d}/{m}", f"{d}-{m}", {"dataset": d, "model": m, "rule": "workload_budget"}) as tr:
+        tr.log_metrics({k: budget[k] for k in ("target_val_rel_l2", "max_steps", "max_seconds") if budget.get(k)})
+        tr.set_tags({"budget_kind": budget["kind"]})
+        tr.log_artifact(out_json, "tuning")
+    return budget
+
+
+def run_tuning_report(reference: str, seeds: Sequence[int], budgets: Sequence[Pathish], selections: Sequence[Pathish],
+                      trial_root: Pathish, runs_root: Pathish, out_json: Pathish, tracking_json: Pathish) -> dict:
+    """The comparison's report (``results/tuning/report.json``): times to target, profiles,
+    scores, speed-ups, test errors with intervals; the scores are logged to a report run."""
+    from kryflow.tuning import build_report
+
+    with stage(tracking_json, "tuning/report", "tuning-report", {"rule": "tuning_report"}) as tr:
+        report = build_report(reference, budgets, selections, trial_root, runs_root, seeds)
+        Path(out_json).write_text(json.dumps(report, indent=2, default=float))
+        for unit, scores in report["scores"].items():
+            tr.log_metrics({f"score_{unit}.{o}": v for o, v in scores.items()})
+        tr.log_artifact(out_json, "tuning")
+    return report
 
 
 def run_evaluate(cell: Mapping, evaluation: Mapping, device: str, dataset_path: Pathish, run_dir: Pathish,
@@ -333,14 +461,17 @@ def run_aggregate(metrics_files: Sequence[Pathish], summary_csv: Pathish, aggreg
 
 def run_figures(summary_csv: Pathish, runs_root: Pathish, solver_jsons: Sequence[Pathish], fig_dir: Pathish,
                 table_dir: Pathish, tracking_json: Pathish | None = None, datasets: Sequence[str] | None = None,
-                models: Sequence[str] | None = None) -> list[Path]:
+                models: Sequence[str] | None = None, tuning_report: Pathish | None = None) -> list[Path]:
     """Paper figures and tables; each is logged to the report run, and every training cell's run
     gets the figures whose scope is its dataset and model (from the figure registry)."""
     from kryflow.figures import make_figures, make_tables
 
+    reports = [tuning_report] if tuning_report else []
+
     def draw() -> tuple[list, list]:
-        figs = make_figures(summary_csv, runs_root, list(solver_jsons), fig_dir, datasets=datasets, models=models)
-        return figs, make_tables(summary_csv, table_dir, solver_benchmarks=list(solver_jsons))
+        figs = make_figures(summary_csv, runs_root, list(solver_jsons), fig_dir, datasets=datasets, models=models,
+                            tuning_reports=reports)
+        return figs, make_tables(summary_csv, table_dir, solver_benchmarks=list(solver_jsons), tuning_report=tuning_report)
 
     if tracking_json is None:
         figs, tables = draw()

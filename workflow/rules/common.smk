@@ -11,12 +11,14 @@ from pathlib import Path
 from kryflow import layout
 from kryflow.config import (
     cell_spec,
+    parent_runs,
     check_config,
     dataset_shards,
     dataset_spec,
     generated_dataset_names,
     imported_dataset_names,
     read_yaml,
+    trial_cells,
     training_cells,
     transfer_dataset,
 )
@@ -37,6 +39,7 @@ wildcard_constraints:
     model=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     optimizer=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     seed=r"\d+",
+    trial=r"\d+",
 
 
 RUN = layout.RUN_DIR  # results/runs/{dataset}/{model}/{optimizer}/{seed}
@@ -78,6 +81,32 @@ def dataset_parts(wildcards):
     """The part stores of a sharded dataset, one per shard job."""
     shards = dataset_shards(dataset_spec(config, wildcards.dataset))
     return [str(layout.dataset_part_path(wildcards.dataset, k)) for k in range(shards)]
+
+
+TUNING = config.get("tuning")
+
+
+def selected_setting(wildcards):
+    """Under the tuning protocol a cell reruns its optimizer's selected setting."""
+    return layout.SELECTED.format(**wildcards) if TUNING else []
+
+
+def workload_budget_of(wildcards):
+    """The workload budget every optimizer but the reference trains under (reference: none)."""
+    if not TUNING or wildcards.optimizer == TUNING["reference"]:
+        return []
+    return layout.BUDGET.format(dataset=wildcards.dataset, model=wildcards.model)
+
+
+def trials_of(wildcards):
+    """Every trial.json of one (dataset, model, optimizer)."""
+    return [f"{layout.TRIAL_DIR}/trial.json".format(trial=t, **wildcards) for t in range(int(TUNING["trials"]))]
+
+
+def reference_reruns(wildcards):
+    """The reference optimizer's reruns on a workload, one folder per seed (their train.json)."""
+    return [str(layout.run_file((wildcards.dataset, wildcards.model, TUNING["reference"], s), "train.json"))
+            for s in config["seeds"]]
 
 
 def cell_spec_of(wildcards):
@@ -134,11 +163,13 @@ def figure_stems_of_config():
     """The figure files the figures rule writes for this config."""
     from kryflow.figures import figure_stems
 
-    return figure_stems(config["datasets"], config["models"], solver_benchmark_outputs())
+    return figure_stems(config["datasets"], config["models"], solver_benchmark_outputs(),
+                        [layout.TUNING_REPORT] if TUNING else [])
 
 
 def final_outputs():
-    return [
+    tuning = [layout.TUNING_REPORT] if TUNING else []
+    return tuning + [
         layout.SUMMARY_CSV,
         layout.SUMMARY_AGGREGATE_CSV,
         *[f"{layout.FIGURES_DIR}/{stem}.{ext}" for stem in figure_stems_of_config() for ext in ("png", "pdf")],

@@ -8,6 +8,7 @@ rule init_tracking:
     params:
         experiment=config["experiment"],
         tracking=config.get("tracking") or {},
+        parents=parent_runs(config),
         uri=tracking_uri(),  # not read by the script: a changed store reruns this rule
     log:
         layout.rule_log("init_tracking"),

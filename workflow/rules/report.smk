@@ -9,6 +9,7 @@ rule figures:
         histories=cell_outputs("history.csv"),
         predictions=cell_outputs("predictions.npz"),
         solvers=solver_benchmark_outputs(),
+        tuning=[layout.TUNING_REPORT] if TUNING else [],
         tracking=ancient(layout.TRACKING_JSON),
     output:
         png=report(

@@ -7,6 +7,8 @@ rule train:
     input:
         dataset=layout.DATASET,
         tracking=ancient(layout.TRACKING_JSON),
+        selected=selected_setting,
+        budget=workload_budget_of,
     output:
         run=f"{RUN}/run.json",
         model=f"{RUN}/model.pt",

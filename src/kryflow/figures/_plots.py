@@ -43,7 +43,7 @@ from kryflow.figures._style import (
     solver_styles,
 )
 
-__all__ = ["FIGURES", "FigureInputs", "FigureInstance", "FigureSpec", "figure_instances", "figure_stems",
+__all__ = ["FILE_SCOPES", "FIGURES", "FigureInputs", "FigureInstance", "FigureSpec", "figure_instances", "figure_stems",
            "make_figures", "register_figure", "safe_name"]
 
 log = logging.getLogger(__name__)
@@ -69,14 +69,18 @@ class FigureInputs:
 class FigureSpec:
     """A registered figure: ``draw(inputs, **scope) -> Figure`` once per value of its scope.
 
-    ``scope`` is what one file is about, in stem order: ``("dataset", "model")``, ``("dataset",)``
-    or ``("solver_benchmark",)`` (a benchmark JSON path; its stem names the file).
+    ``scope`` is what one file is about, in stem order: ``("dataset", "model")``, ``("dataset",)``,
+    or one input file: ``("solver_benchmark",)`` (a benchmark JSON path; its stem names the file)
+    or ``("tuning",)`` (the tuning protocol's report; one figure).
     """
 
     name: str
     scope: tuple[str, ...]
     draw: Callable[..., Figure]
 
+
+#: Scopes that are one input file each, and what of the file's path goes into the stem.
+FILE_SCOPES = {"solver_benchmark": lambda path: Path(path).stem, "tuning": lambda path: ""}
 
 #: Every paper figure; the workflow's declared outputs, :func:`make_figures` and the figures
 #: attached to MLflow runs all come from here. A new figure is one decorated draw function.
@@ -85,7 +89,7 @@ FIGURES: Registry[FigureSpec] = Registry("figure", package="kryflow.figures")
 
 def register_figure(name: str, *scope: str) -> Callable:
     """Decorator: register ``draw(inputs, **scope)`` as figure ``name``."""
-    unknown = set(scope) - {"dataset", "model", "solver_benchmark"}
+    unknown = set(scope) - {"dataset", "model", *FILE_SCOPES}
     if unknown:
         raise ValueError(f"figure {name!r}: unknown scope {sorted(unknown)}")
 
@@ -105,8 +109,8 @@ class FigureInstance:
 
     @property
     def stem(self) -> str:
-        parts = [Path(v).stem if k == "solver_benchmark" else v for k, v in self.values]
-        return "_".join([self.spec.name, *(safe_name(p) for p in parts)])
+        parts = [FILE_SCOPES[k](v) if k in FILE_SCOPES else v for k, v in self.values]
+        return "_".join([self.spec.name, *(safe_name(p) for p in parts if p)])
 
     def concerns(self, *, dataset: str, model: str) -> bool:
         """Whether this file is about ``dataset`` (and ``model``, where the figure is per model)."""
@@ -118,9 +122,10 @@ class FigureInstance:
 
 
 def figure_instances(
-    datasets: Iterable[str], models: Iterable[str], solver_benchmarks: Iterable[str | Path] = ()
+    datasets: Iterable[str], models: Iterable[str], solver_benchmarks: Iterable[str | Path] = (),
+    tuning_reports: Iterable[str | Path] = (),
 ) -> list[FigureInstance]:
-    """Every file :func:`make_figures` writes for these names, in a stable order."""
+    """Every file :func:`make_figures` writes for these names and input files, in a stable order."""
     ds = sorted({str(d) for d in datasets})
     ms = sorted({str(m) for m in models})
     out: list[FigureInstance] = []
@@ -128,19 +133,21 @@ def figure_instances(
         for spec in (f for f in FIGURES.values() if f.scope[:1] == ("dataset",)):
             for m in (ms if "model" in spec.scope else [None]):
                 out.append(FigureInstance(spec, (("dataset", d),) + ((("model", m),) if m is not None else ())))
-    for spec in (f for f in FIGURES.values() if f.scope == ("solver_benchmark",)):
-        out += [FigureInstance(spec, (("solver_benchmark", str(p)),)) for p in solver_benchmarks]
+    files = {"solver_benchmark": list(solver_benchmarks), "tuning": list(tuning_reports)}
+    for spec in (f for f in FIGURES.values() if len(f.scope) == 1 and f.scope[0] in FILE_SCOPES):
+        out += [FigureInstance(spec, ((spec.scope[0], str(p)),)) for p in files[spec.scope[0]]]
     return out
 
 
 def figure_stems(
-    datasets: Iterable[str], models: Iterable[str], solver_benchmarks: Iterable[str | Path] = ()
+    datasets: Iterable[str], models: Iterable[str], solver_benchmarks: Iterable[str | Path] = (),
+    tuning_reports: Iterable[str | Path] = (),
 ) -> list[str]:
     """File stems :func:`make_figures` writes (each as ``.png`` and ``.pdf``).
 
     Lets a workflow declare the outputs before any result exists.
     """
-    return [inst.stem for inst in figure_instances(datasets, models, solver_benchmarks)]
+    return [inst.stem for inst in figure_instances(datasets, models, solver_benchmarks, tuning_reports)]
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -689,6 +696,7 @@ def make_figures(
     *,
     datasets: Sequence[str] | None = None,
     models: Sequence[str] | None = None,
+    tuning_reports: Sequence[str | Path] = (),
 ) -> list[Path]:
     """Write every paper figure as PNG and PDF; byte-identical when rerun on the same inputs.
 
@@ -698,6 +706,7 @@ def make_figures(
             ``history.csv`` and ``predictions.npz``.
         solver_benchmarks: solver benchmark JSON files (one figure per file).
         out_dir: output folder, created if missing.
+        tuning_reports: the tuning protocol's ``report.json`` (its figures), if it ran.
         datasets, models: names to draw; default those in the summary. Passing the
             configured names guarantees every file in :func:`figure_stems` is written,
             with a note where there are no results yet.
@@ -715,6 +724,6 @@ def make_figures(
     inputs = FigureInputs(summary, runs_root)
     paths: list[Path] = []
     with deterministic_style():
-        for inst in figure_instances(ds, ms, solver_benchmarks):
+        for inst in figure_instances(ds, ms, solver_benchmarks, tuning_reports):
             paths += save_figure(inst.draw(inputs), out_dir, inst.stem)
     return paths

@@ -7,6 +7,7 @@ or failed say so instead of showing a number.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -19,7 +20,7 @@ import pandas as pd
 
 from kryflow.evaluation import Column, column, numeric_columns
 from kryflow.figures._results import aggregate, load_solver_benchmark, read_summary
-from kryflow.figures._style import optimizer_style, solver_label
+from kryflow.figures._style import OPTIMIZER_ORDER, optimizer_style, solver_label
 
 __all__ = ["make_tables"]
 
@@ -253,17 +254,68 @@ def _solver_columns() -> list[_Column]:
     ]
 
 
+def _tuning_frame(path: str | Path) -> tuple[pd.DataFrame, str | None]:
+    """One row per workload and optimizer of the tuning report; its scores and speed-ups as columns."""
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return pd.DataFrame(), f"unreadable tuning report ({type(exc).__name__})"
+    scores, speed = report.get("scores", {}).get("seconds", {}), report.get("speedup", {}).get("seconds", {})
+    rows = []
+    for name in sorted(report["workloads"]):
+        w = report["workloads"][name]
+        for opt, o in w["optimizers"].items():
+            t = o["time_to_target"]
+            ci = o.get("test_rel_l2_ci95") or [math.nan, math.nan]
+            rows.append({"workload": name, "optimizer": opt, "target": w["target_val_rel_l2"],
+                         "steps": _num(t["steps"]), "seconds": _num(t["seconds"]), "grad_evals": _num(t["grad_evals"]),
+                         "test": _num(o["test_rel_l2_mean"]), "ci_lo": _num(ci[0]), "ci_hi": _num(ci[1]),
+                         "failed": o["diverged_or_failed_trials"], "score": _num(scores.get(opt)),
+                         "speedup": _num((speed.get(opt) or {}).get("geometric_mean"))})
+    frame = pd.DataFrame(rows)
+    if not frame.empty:  # workloads alphabetically, optimizers in registry order
+        rank = {o: i for i, o in enumerate(OPTIMIZER_ORDER)}
+        frame = (frame.assign(_r=frame["optimizer"].map(lambda o: rank.get(o, len(rank))))
+                 .sort_values(["workload", "_r", "optimizer"], kind="stable").drop(columns="_r").reset_index(drop=True))
+    return frame, None
+
+
+def _tuning_columns() -> list[_Column]:
+    nan: Callable[[pd.Series], float] = lambda _row: math.nan  # noqa: E731
+
+    def col(header: str, key: str, best: str | None, integer: bool = False) -> _Column:
+        fmt = _fmt_int if integer else _fmt
+        return _Column(header, lambda r: float(r[key]), lambda r: fmt(float(r[key])) if math.isfinite(r[key])
+                       else "not reached", best)
+
+    return [
+        _Column("Workload", nan, lambda r: str(r["workload"]), align="l"),
+        _Column("Optimizer", nan, lambda r: optimizer_style(r["optimizer"])["label"], align="l"),
+        _Column("Target", nan, lambda r: _fmt(float(r["target"]))),
+        col("Steps to target", "steps", "min", integer=True),
+        col("s to target", "seconds", "min"),
+        col("Grad. evals to target", "grad_evals", "min", integer=True),
+        _Column("Test rel. L2 [95% CI]", lambda r: float(r["test"]),
+                lambda r: f"{_fmt(r['test'])} [{_fmt(r['ci_lo'])}, {_fmt(r['ci_hi'])}]", "min"),
+        _Column("Failed trials", nan, lambda r: _fmt_int(float(r["failed"]))),
+        _Column("Score", nan, lambda r: _fmt(float(r["score"]))),
+        _Column("Speed-up vs ref.", nan, lambda r: _fmt(float(r["speedup"]))),
+    ]
+
+
 def make_tables(
     summary_csv: str | Path,
     out_dir: str | Path,
     solver_benchmarks: Sequence[str | Path] = (),
+    tuning_report: str | Path | None = None,
 ) -> list[Path]:
     """Write the paper tables; byte-identical when rerun on the same inputs.
 
     Files (each ``.tex`` with booktabs rules and ``.md``): ``test_error`` (accuracy per
     cell, mean ± std over finished seeds), ``cost`` (time, memory, speed-up),
     ``transfer`` (resolution transfer; a note when there are no results) and, when
-    ``solver_benchmarks`` is given, ``solver_times`` (the benchmark's time table). Also
+    ``solver_benchmarks`` is given, ``solver_times`` (the benchmark's time table); with a
+    ``tuning_report``, ``tuning`` (the tuned comparison per workload and optimizer). Also
     ``aggregate.csv``: the full output of :func:`kryflow.figures.aggregate`.
 
     Returns:
@@ -304,4 +356,10 @@ def make_tables(
         table = _build(solver, _solver_columns(), ["sequence"])
         paths += _write(table, out_dir, "solver_times", "Solver benchmark",
                         "; ".join(notes) if notes else None)  # fmt: skip
+    if tuning_report is not None:
+        frame, why = _tuning_frame(tuning_report)
+        paths += _write(_build(frame, _tuning_columns(), ["workload"]), out_dir, "tuning",
+                        "Tuned comparison: time to target (median over studies), test error of the reruns",
+                        why or "score: area under the wall-clock performance profile on [1, 4] / 3; speed-up: "
+                        "geometric mean over workloads of reference time / time")  # fmt: skip
     return paths

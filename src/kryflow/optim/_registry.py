@@ -27,6 +27,7 @@ from kryflow._registry import ParameterError, Registry, unknown_names
 
 from ._adahessian import AdaHessian
 from ._kfac import KFAC
+from ._space import Dim
 from ._mfac import MFAC
 from ._mkor import MKOR
 from ._zo import ZerothOrderSPSA
@@ -53,6 +54,8 @@ class OptimizerSpec:
         label: the name figures and tables print.
         style: ``(colour, marker, line style)`` in figures; marker and line style pairs are unique
             per entry so greyscale prints tell optimizers apart. Registry order is figure order.
+        space: what the tuning protocol searches (name -> :class:`~kryflow.optim.Dim`), beside
+            the shared warm-up fraction; names as :func:`~kryflow.optim.apply_setting` reads them.
     """
 
     name: str
@@ -65,6 +68,7 @@ class OptimizerSpec:
     description: str = ""
     label: str = ""
     style: tuple[str, str, str] = ("#777777", "o", "-")
+    space: dict = field(default_factory=dict, repr=False)
 
 
 def _po(cls_name: str):
@@ -124,63 +128,84 @@ def _lbfgs(model, lr, weight_decay, **extras):
 _SPECS = [
     OptimizerSpec("sgd", "backward", "first_order", {"momentum": 0.9, "nesterov": False}, _torch(torch.optim.SGD),
                   lr_scaling="linear", description="SGD with (Nesterov) momentum",
-                  label="SGD", style=("#000000", "o", "-")),
+                  label="SGD", style=("#000000", "o", "-"),
+                  space={"lr": Dim(1e-3, 1.0, log=True)}),
     OptimizerSpec("adam", "backward", "first_order", {"betas": (0.9, 0.999), "eps": 1e-8}, _torch(torch.optim.Adam),
                   description="Adam (L2 weight decay)",
-                  label="Adam", style=("#0072B2", "s", "-")),
+                  label="Adam", style=("#0072B2", "s", "-"),
+                  space={"lr": Dim(1e-4, 3e-2, log=True), "one_minus_beta1": Dim(0.01, 0.5, log=True), "one_minus_beta2": Dim(1e-3, 0.1, log=True), "weight_decay": Dim(1e-6, 1e-2, log=True)}),
     OptimizerSpec("adamw", "backward", "first_order", {"betas": (0.9, 0.999), "eps": 1e-8},
                   _torch(torch.optim.AdamW), description="AdamW (decoupled weight decay)",
-                  label="AdamW", style=("#56B4E9", "D", "--")),
+                  label="AdamW", style=("#56B4E9", "D", "--"),
+                  space={"lr": Dim(1e-4, 3e-2, log=True), "one_minus_beta1": Dim(0.01, 0.5, log=True), "one_minus_beta2": Dim(1e-3, 0.1, log=True), "weight_decay": Dim(1e-6, 1e-2, log=True)}),
     OptimizerSpec("lbfgs", "closure", "curvature",
                   {"max_iter": 1, "max_eval": 10, "history_size": 10, "line_search_fn": "strong_wolfe"}, _lbfgs,
                   lr_scaling="none",
                   description="L-BFGS, one iteration per batch with a strong-Wolfe line search of up to max_eval losses",
-                  label="L-BFGS", style=("#D55E00", "^", "-.")),
+                  label="L-BFGS", style=("#D55E00", "^", "-."),
+                  space={"lr": Dim(0.05, 1.0, log=True)}),
     OptimizerSpec("adahessian", "create_graph", "curvature",
                   {"betas": (0.9, 0.999), "eps": 1e-4, "hessian_power": 1.0, "update_period": 5, "num_samples": 1,
                    "hessian_warmup": 20, "seed": 0},
                   lambda model, lr, weight_decay, **e: AdaHessian(model, lr=lr, weight_decay=weight_decay, **e),
                   description="AdaHessian, Hessian diagonal every update_period steps (delayed update)",
-                  label="AdaHessian", style=("#009E73", "v", "-")),
+                  label="AdaHessian", style=("#009E73", "v", "-"),
+                  space={"lr": Dim(1e-3, 0.5, log=True), "update_period": Dim(1, 20, log=True, integer=True)}),
     OptimizerSpec("sophiah", "create_graph", "curvature",
                   {"betas": (0.96, 0.99), "p": 0.01, "update_period": 10, "num_samples": 1},
                   _po("SophiaH"), global_rng=True, description="Sophia-H (pytorch-optimizer)",
-                  label="Sophia-H", style=("#E69F00", "<", "--")),
-    OptimizerSpec("shampoo", "backward", "curvature", {"momentum": 0.0, "preconditioning_compute_steps": 1},
+                  label="Sophia-H", style=("#E69F00", "<", "--"),
+                  space={"lr": Dim(1e-4, 0.1, log=True), "update_period": Dim(1, 20, log=True, integer=True)}),
+    OptimizerSpec("shampoo", "backward", "curvature",
+                  {"momentum": 0.0, "preconditioning_compute_steps": 1, "matrix_eps": 1e-6},
                   _po("Shampoo"), description="Shampoo (pytorch-optimizer)",
-                  label="Shampoo", style=("#CC79A7", ">", "-.")),
-    OptimizerSpec("soap", "backward", "curvature", {"betas": (0.95, 0.95), "precondition_frequency": 10},
+                  label="Shampoo", style=("#CC79A7", ">", "-."),
+                  space={"lr": Dim(1e-4, 0.1, log=True), "preconditioning_compute_steps": Dim(1, 50, log=True, integer=True),
+                         "matrix_eps": Dim(1e-8, 1e-4, log=True)}),
+    OptimizerSpec("soap", "backward", "curvature", {"betas": (0.95, 0.95), "precondition_frequency": 10, "eps": 1e-8},
                   _po("SOAP"), description="SOAP (pytorch-optimizer)",
-                  label="SOAP", style=("#882255", "p", ":")),
-    OptimizerSpec("kron", "backward", "curvature", {"momentum": 0.9}, _kron, global_rng=True,
+                  label="SOAP", style=("#882255", "p", ":"),
+                  space={"lr": Dim(1e-4, 0.1, log=True), "precondition_frequency": Dim(1, 50, log=True, integer=True),
+                         "eps": Dim(1e-10, 1e-6, log=True)}),
+    OptimizerSpec("kron", "backward", "curvature", {"momentum": 0.9, "pre_conditioner_update_probability": None},
+                  _kron, global_rng=True,
                   description="PSGD Kron (pytorch-optimizer)",
-                  label="Kron (PSGD)", style=("#44AA99", "h", ":")),
+                  label="Kron (PSGD)", style=("#44AA99", "h", ":"),
+                  space={"lr": Dim(1e-4, 0.1, log=True), "pre_conditioner_update_probability": Dim(0.02, 1.0, log=True)}),
     OptimizerSpec("kfac", "hooks", "curvature",
                   {"damping": 1e-2, "factor_decay": 0.95, "factor_every": 20, "inverse_every": 100, "momentum": 0.5,
                    "kl_clip": 1e-4, "fisher": "empirical", "approx": "expand", "seed": 0, "stats_rows": 8192},
                   lambda model, lr, weight_decay, **e: KFAC(model, lr=lr, weight_decay=weight_decay, **e),
                   description="K-FAC on Linear/Conv/spectral layers",
-                  label="K-FAC", style=("#332288", "*", "--")),
+                  label="K-FAC", style=("#332288", "*", "--"),
+                  space={"lr": Dim(1e-3, 0.5, log=True), "damping": Dim(1e-4, 0.1, log=True),
+                         "inverse_every": Dim(10, 200, log=True, integer=True)}),
     OptimizerSpec("mfac", "backward", "curvature", {"window": 16, "damping": 1e-4, "momentum": 0.0},
                   _torch(MFAC), lr_scaling="linear",
                   description="M-FAC: windowed empirical Fisher inverse (Woodbury), step normalised to |grad|",
-                  label="M-FAC", style=("#661100", "P", "-")),
+                  label="M-FAC", style=("#661100", "P", "-"),
+                  space={"lr": Dim(1e-3, 1.0, log=True), "window": Dim(4, 32, log=True, integer=True)}),
     OptimizerSpec("mkor", "hooks", "curvature",
                   {"factor_decay": 0.95, "damping": 1e-2, "refresh_every": 100, "momentum": 0.9},
                   lambda model, lr, weight_decay, **e: MKOR(model, lr=lr, weight_decay=weight_decay, **e),
                   lr_scaling="linear", description="MKOR: rank-1 Sherman-Morrison Kronecker inverses",
-                  label="MKOR", style=("#AA4499", "X", "-.")),
+                  label="MKOR", style=("#AA4499", "X", "-."),
+                  space={"lr": Dim(1e-2, 1.0, log=True), "damping": Dim(1e-4, 0.1, log=True),
+                         "refresh_every": Dim(10, 200, log=True, integer=True)}),
     OptimizerSpec("mkor_h", "hooks", "curvature",
                   {"factor_decay": 0.95, "damping": 1e-2, "refresh_every": 100, "momentum": 0.9, "check_every": 20,
                    "switch_threshold": 1e-3},
                   lambda model, lr, weight_decay, **e: MKOR(model, lr=lr, weight_decay=weight_decay, hybrid=True, **e),
                   lr_scaling="linear",
                   description="MKOR-H: MKOR that switches to momentum SGD when second-order steps stop helping",
-                  label="MKOR-H", style=("#997700", "d", "--")),
+                  label="MKOR-H", style=("#997700", "d", "--"),
+                  space={"lr": Dim(1e-2, 1.0, log=True), "damping": Dim(1e-4, 0.1, log=True),
+                         "refresh_every": Dim(10, 200, log=True, integer=True)}),
     OptimizerSpec("zo_spsa", "forward_only", "zeroth_order", {"eps": 1e-3, "q": 1, "seed": 0, "directions": "regenerate"},
                   _torch(ZerothOrderSPSA),
                   lr_scaling="linear", description="MeZO-style two-point SPSA, q seeded Gaussian directions",
-                  label="ZO-SPSA", style=("#777777", "8", ":")),
+                  label="ZO-SPSA", style=("#777777", "8", ":"),
+                  space={"lr": Dim(1e-5, 1e-2, log=True), "eps": Dim(1e-4, 1e-2, log=True), "q": Dim(1, 8, log=True, integer=True)}),
 ]
 #: The optimizers by name, in figure order (first order, quasi-Newton, Hutchinson curvature,
 #: Kronecker/Shampoo-type preconditioners, layer-hook second order, zeroth order).
@@ -203,7 +228,9 @@ _CHECKS = {
     "inverse_every": _POSINT, "max_eval": _POSINT, "refresh_every": _POSINT, "window": _POSINT, "q": _POSINT,
     "max_iter": _POSINT,
     "history_size": _POSINT, "update_period": _POSINT, "hessian_warmup": _NONNEG_INT, "num_samples": _POSINT,
-    "check_every": _POSINT,
+    "check_every": _POSINT, "matrix_eps": _POS,
+    "pre_conditioner_update_probability": (lambda v: v is None or (isinstance(v, (int, float)) and 0 < v <= 1),
+                                           "null (the default schedule) or a number in (0, 1]"),
     "precondition_frequency": _POSINT, "preconditioning_compute_steps": _POSINT, "betas": _BETAS,
     "hessian_power": (lambda v: isinstance(v, (int, float)) and 0 < v <= 1, "a number in (0, 1]"),
     "p": _POS, "switch_threshold": _NONNEG, "seed": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
@@ -270,47 +297,71 @@ class StepRunner:
                 returning the scalar loss (no backward).
 
         Returns:
-            The loss at the current batch (detached, 0-dim).
+            The loss at the current batch (detached, 0-dim). ``last_grad_evals`` then holds the
+            step's cost in gradient evaluations: (forward passes + 2 x backward passes) / 3, a
+            backward pass costing about two forward ones.
         """
-        kind = self.spec.kind
-        opt = self.optimizer
-        if kind == "forward_only":
-            return torch.as_tensor(opt.step(loss_fn))
-        if kind == "closure":
-            first: list[torch.Tensor] = []
+        forwards = [0]
 
-            def closure():
-                self._zero_grad()
-                with torch.enable_grad():
-                    loss = loss_fn()
-                    total = loss
-                    if self._weight_decay:
-                        total = loss + 0.5 * self._weight_decay * sum(p.pow(2).sum() for p in self.model.parameters())
-                    total.backward()
-                if not first:
-                    first.append(loss.detach())
-                return total
+        def counted() -> torch.Tensor:
+            forwards[0] += 1
+            return loss_fn()
 
-            opt.step(closure)
-            return first[0]
-        self._zero_grad()
-        if kind == "hooks":
-            cap = opt.capture
-            cap.enabled = opt.capture_enabled()
-            try:
+        loss, backwards = getattr(self, f"_step_{self.spec.kind}")(counted)
+        self.last_grad_evals = (forwards[0] + 2 * backwards) / 3.0
+        return loss
+
+    def _step_forward_only(self, loss_fn) -> tuple[torch.Tensor, int]:
+        return torch.as_tensor(self.optimizer.step(loss_fn)), 0
+
+    def _step_closure(self, loss_fn) -> tuple[torch.Tensor, int]:
+        first: list[torch.Tensor] = []
+
+        def closure():
+            self._zero_grad()
+            with torch.enable_grad():
                 loss = loss_fn()
-            finally:
-                cap.enabled = False
-            try:
-                opt.backward(loss)
-            finally:
-                cap.clear()
-            if hasattr(opt, "observe_loss"):
-                opt.observe_loss(loss.detach())
-            opt.step()
-            return loss.detach()
+                total = loss
+                if self._weight_decay:
+                    total = loss + 0.5 * self._weight_decay * sum(p.pow(2).sum() for p in self.model.parameters())
+                total.backward()
+            first.append(loss.detach())
+            return total
+
+        self.optimizer.step(closure)
+        return first[0], len(first)  # one backward per loss evaluation of the line search
+
+    def _step_hooks(self, loss_fn) -> tuple[torch.Tensor, int]:
+        opt = self.optimizer
+        self._zero_grad()
+        cap = opt.capture
+        cap.enabled = opt.capture_enabled()
+        try:
+            loss = loss_fn()
+        finally:
+            cap.enabled = False
+        try:
+            opt.backward(loss)
+        finally:
+            cap.clear()
+        if hasattr(opt, "observe_loss"):
+            opt.observe_loss(loss.detach())
+        opt.step()
+        return loss.detach(), 1
+
+    def _step_backward(self, loss_fn) -> tuple[torch.Tensor, int]:
+        self._zero_grad()
         loss = loss_fn()
-        if kind == "create_graph" and self._hessian_due():
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach(), 1
+
+    def _step_create_graph(self, loss_fn) -> tuple[torch.Tensor, int]:
+        opt = self.optimizer
+        self._zero_grad()
+        loss = loss_fn()
+        due = self._hessian_due()
+        if due:
             # autograd.grad instead of backward(create_graph=True): same graph-carrying gradients
             # for the Hutchinson estimator, without the parameter↔grad reference cycle
             params = [p for g in opt.param_groups for p in g["params"] if p.requires_grad]
@@ -320,10 +371,10 @@ class StepRunner:
         else:
             loss.backward()
         opt.step()
-        if kind == "create_graph":
-            # drop the graph held by .grad so memory does not grow across steps
-            self._zero_grad()
-        return loss.detach()
+        # drop the graph held by .grad so memory does not grow across steps
+        self._zero_grad()
+        # a Hessian step adds one Hessian-vector product (a backward through the gradient) per sample
+        return loss.detach(), 1 + (int(opt.defaults.get("num_samples", 1)) if due else 0)
 
     def _hessian_due(self) -> bool:
         """Whether the Hutchinson optimizer estimates the Hessian diagonal in this step.

@@ -7,7 +7,10 @@ runs an MLflow server on PostgreSQL for a cluster.
 """
 
 from ._server import ServerError, start_server, stop_server
-from ._tracker import SECRET_MARKERS, Tracker, ensure_experiment, flatten, git_commit, quiet_mlflow_environment
+from ._tracker import (
+    EXPERIMENT_TAGS, SECRET_MARKERS, Tracker, ensure_experiment, ensure_parent_runs, flatten, git_commit,
+    quiet_mlflow_environment,
+)
 from ._uri import (
     TrackingUnavailable,
     artifact_root_uri,
@@ -18,6 +21,7 @@ from ._uri import (
 )
 
 __all__ = [
+    "EXPERIMENT_TAGS",
     "SECRET_MARKERS",
     "ServerError",
     "Tracker",
@@ -25,6 +29,7 @@ __all__ = [
     "artifact_root_uri",
     "check_tracking_reachable",
     "ensure_experiment",
+    "ensure_parent_runs",
     "flatten",
     "git_commit",
     "quiet_mlflow_environment",

@@ -20,13 +20,16 @@ from typing import Any
 
 import kryflow
 
-from ._uri import TrackingUnavailable, check_tracking_reachable
+from ._uri import TrackingUnavailable, check_tracking_reachable, redact
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SECRET_MARKERS", "Tracker", "ensure_experiment", "flatten", "git_commit", "quiet_mlflow_environment"]
+__all__ = ["EXPERIMENT_TAGS", "SECRET_MARKERS", "Tracker", "ensure_experiment", "ensure_parent_runs", "flatten",
+           "git_commit", "quiet_mlflow_environment"]
 
 SECRET_MARKERS = ("password", "secret", "token", "api_key", "apikey", "credential", "passwd")
+#: Tags of every kryflow experiment: MLflow's UI shows a model-development experiment's runs.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def _retry(fn):
@@ -82,15 +85,47 @@ def ensure_experiment(uri: str, name: str, artifact_location: str | None = None)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
+        for tag, value in EXPERIMENT_TAGS.items():
+            if exp.tags.get(tag) != value:
+                client.set_experiment_tag(exp.experiment_id, tag, value)
         return exp.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=artifact_location)
+        # model training, not a GenAI app: the UI opens such an experiment on its runs
+        return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_TAGS)
     except mlflow.exceptions.MlflowException:
         # another process created it in between
         exp = client.get_experiment_by_name(name)
         if exp is None:
             raise
         return exp.experiment_id
+
+
+@_retry
+def ensure_parent_runs(uri: str, experiment: str, parents: list[tuple[str, str, str | None]]) -> dict[str, str]:
+    """Create the runs that group others in the UI (workloads, optimizers, studies), once.
+
+    **Arguments:**
+        parents: ``(key, run name, parent key or None)``, a parent before its children.
+
+    **Returns:** key -> run id. Existing runs (a rerun of the workflow) are kept.
+    """
+    from mlflow.entities import RunTag
+
+    client = _client(uri)
+    exp_id = client.get_experiment_by_name(experiment).experiment_id
+    found = client.search_runs([exp_id], filter_string="tags.`kryflow.parent` = 'true'", max_results=50_000)
+    ids = {r.data.tags["kryflow.key"]: r.info.run_id for r in found}
+    for key, name, parent in parents:
+        if key in ids:
+            continue
+        run = client.create_run(exp_id, run_name=name)
+        tags = {"kryflow.key": key, "kryflow.parent": "true", "mlflow.runName": name, "status": "finished"}
+        if parent is not None:
+            tags["mlflow.parentRunId"] = ids[parent]
+        client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        client.set_terminated(run.info.run_id, status="FINISHED")
+        ids[key] = run.info.run_id
+    return ids
 
 
 def git_commit(cwd: str | os.PathLike | None = None) -> str:
@@ -135,9 +170,12 @@ class Tracker:
         key: deterministic identity of the job, e.g. ``train/darcy2d/fno/adam/0``.
         run_name: the name shown in the UI.
         tags: extra tags (dataset, model, optimizer, seed, rule, ...).
+        parent_key: key of the run this one nests under in the UI (a study, a workload); it must
+            exist already (see :func:`ensure_parent_runs`).
     """
 
-    def __init__(self, uri: str, experiment: str, key: str, run_name: str, tags: Mapping[str, Any]):
+    def __init__(self, uri: str, experiment: str, key: str, run_name: str, tags: Mapping[str, Any],
+                 parent_key: str | None = None):
         check_tracking_reachable(uri)
         self.uri = uri
         self.client = _client(uri)
@@ -160,6 +198,12 @@ class Tracker:
         if inv:
             base_tags["invocation_id"] = inv
         base_tags.update({k: str(v) for k, v in tags.items()})
+        if parent_key is not None:
+            parent = self._find(parent_key)
+            if parent is None:
+                raise TrackingUnavailable(f"parent run '{parent_key}' of '{key}' does not exist in {redact(uri)}; "
+                                          "the workflow's init_tracking rule creates it")
+            base_tags["mlflow.parentRunId"] = parent
         existing = self._find(key)
         if existing is not None:
             self.run_id = existing

@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["train_cell", "Checkpoint", "TrainResult", "select_device", "loss_function", "LOSSES", "HISTORY_COLUMNS"]
 
-HISTORY_COLUMNS = ["step", "epoch", "seconds", "train_loss", "val_rel_l2", "lr", "step_seconds", "memory_mb"]
+HISTORY_COLUMNS = ["step", "epoch", "seconds", "train_loss", "val_rel_l2", "lr", "step_seconds", "memory_mb",
+                   "grad_evals"]
 
 
 def select_device(kind: str = "auto") -> torch.device:
@@ -187,7 +188,7 @@ def _build(dataset_path, model_name: str, model_kwargs: Mapping, optimizer_name:
 
 def _fresh_state() -> dict:
     return {"step": 0, "epoch": 0, "batch_in_epoch": 0, "train_seconds": 0.0, "initial_loss": None,
-            "history": [], "window": []}
+            "history": [], "window": [], "grad_evals": 0.0}
 
 
 class Checkpoint:
@@ -269,6 +270,7 @@ def _step(cell: _Cell, state: dict, b_idx: int, x: torch.Tensor, y: torch.Tensor
     state["step"] += 1
     state["batch_in_epoch"] = b_idx + 1
     state["train_seconds"] += dt
+    state["grad_evals"] = state.get("grad_evals", 0.0) + cell.runner.last_grad_evals
     state["window"].append(loss)
     if state["initial_loss"] is None and math.isfinite(loss):
         state["initial_loss"] = loss
@@ -287,6 +289,7 @@ def _record(cell: _Cell, state: dict, diverged: bool, tracker) -> None:
         "lr": cell.runner.optimizer.param_groups[0]["lr"],
         "step_seconds": state["train_seconds"] / step,
         "memory_mb": _peak_memory_mb(cell.device),
+        "grad_evals": state.get("grad_evals", 0.0),
     }
     state["window"] = []
     state["history"].append(row)
@@ -352,6 +355,7 @@ def _finish(cell: _Cell, state: dict, status: str, reason: str | None, out: Path
         seconds_per_step=state["train_seconds"] / max(state["step"], 1),
         peak_memory_mb=_peak_memory_mb(cell.device),
         device=str(cell.device),
+        grad_evals=state.get("grad_evals", 0.0),
         final_val_rel_l2=next((r["val_rel_l2"] for r in reversed(state["history"])
                                if not math.isnan(r["val_rel_l2"])), float("nan")),
     )

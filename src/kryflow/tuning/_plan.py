@@ -1,0 +1,51 @@
+"""Which trials a workload and optimizer get: known from the config alone, before any job runs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["TrialPlan", "trial_plan"]
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """The trials of one (dataset, model, optimizer).
+
+    **Attributes:**
+        settings: one point of the optimizer's search space per trial, in trial order.
+        studies: how many studies the trials split into (trial t belongs to study
+            ``t // trials_per_study``).
+        seed: the training seed every trial uses (the tuning seed).
+    """
+
+    settings: tuple[dict[str, Any], ...]
+    studies: int
+    seed: int
+
+    @property
+    def trials_per_study(self) -> int:
+        return len(self.settings) // self.studies
+
+    def study_of(self, trial: int) -> int:
+        return trial // self.trials_per_study
+
+
+def trial_plan(config: Mapping, dataset: str, model: str, optimizer: str) -> TrialPlan:
+    """The trials of ``optimizer`` (a config label) on the workload ``(dataset, model)``.
+
+    The sequence is scrambled with a seed from ``tuning.seed`` and the three names, so the same
+    config and seed give the same settings on any machine and in any job.
+    """
+    name = config["optimizers"][optimizer].get("name", optimizer)
+    return _plan_of(config["tuning"], name, optimizer, dataset, model)
+
+
+def _plan_of(tuning: Mapping, name: str, label: str, dataset: str, model: str) -> TrialPlan:
+    """:func:`trial_plan` from the ``tuning`` section alone (what a trial job is handed)."""
+    from kryflow.optim import OPTIMIZERS, draw_settings, space_from_config
+
+    space = space_from_config(OPTIMIZERS[name], (tuning.get("space") or {}).get(label))
+    settings = draw_settings(space, int(tuning["trials"]), int(tuning.get("seed", 0)), f"{dataset}/{model}/{label}")
+    return TrialPlan(tuple(settings), int(tuning.get("studies", 1)), int(tuning.get("seed", 0)))

@@ -1,0 +1,104 @@
+"""Trial outcomes on the validation split, the selection of a setting, and a workload's target
+and budget from the reference's reruns. Nothing here reads a test split."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._report import time_to_target
+
+__all__ = ["budgeted_training", "select_trials", "trial_record", "tuned_cell", "workload_budget"]
+
+
+def _history(path: Path):
+    import pandas as pd
+
+    return pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame()
+
+
+def trial_record(run_dir: str | Path, target: float | None = None) -> dict[str, Any]:
+    """What a finished (or failed) trial or rerun reached, from its ``history.csv`` and ``train.json``.
+
+    **Returns:** ``status``, ``best_val_rel_l2`` (lowest validation error seen; inf when the run
+    diverged, failed or never validated), ``steps``, ``train_seconds`` and, with ``target``, its
+    ``time_to_target`` (``{"step", "seconds", "grad_evals"}`` or None when not reached).
+    """
+    run_dir = Path(run_dir)
+    info = json.loads((run_dir / "train.json").read_text()) if (run_dir / "train.json").exists() else {}
+    status = info.get("status", "failed")
+    hist = _history(run_dir / "history.csv")
+    val = hist["val_rel_l2"].to_numpy(dtype=float) if "val_rel_l2" in hist else np.array([])
+    val = val[np.isfinite(val)]
+    best = float(val.min()) if val.size and status == "finished" else math.inf
+    rec = {"status": status, "best_val_rel_l2": best, "steps": info.get("steps"), "train_seconds": info.get("train_seconds")}
+    if target is not None:
+        rec["time_to_target"] = time_to_target(hist, target) if status == "finished" else None
+    return rec
+
+
+def select_trials(records: Sequence[Mapping[str, Any]], studies: int) -> dict[str, Any]:
+    """The best trial of every study and of all trials, by best validation error.
+
+    **Arguments:**
+        records: :func:`trial_record` of every trial, in trial order.
+        studies: consecutive groups of equal size the trials form.
+
+    **Returns:** ``{"selected": trial index, "studies": [{"study", "trial", "best_val_rel_l2"}]}``;
+    ties go to the lower trial index, a trial that diverged or failed never wins unless all did.
+    """
+    best = [float(r["best_val_rel_l2"]) for r in records]
+    per = len(records) // studies
+    out = []
+    for s in range(studies):
+        idx = range(s * per, (s + 1) * per)
+        t = min(idx, key=lambda i: (best[i], i))
+        out.append({"study": s, "trial": t, "best_val_rel_l2": best[t]})
+    return {"selected": min(range(len(best)), key=lambda i: (best[i], i)), "studies": out}
+
+
+def workload_budget(reference_runs: Sequence[str | Path], max_steps: int, factor: float) -> dict[str, Any]:
+    """A workload's target and budget from the reference optimizer's reruns (one per seed).
+
+    Target: the median over reruns of the best validation error. Wall budget: ``factor`` x the
+    median over reruns of the seconds to reach that target (a rerun that never does counts as
+    infinitely slow). The step budget is ``max_steps`` for every optimizer.
+    """
+    best = [trial_record(r)["best_val_rel_l2"] for r in reference_runs]
+    finite = [b for b in best if math.isfinite(b)]
+    if not finite:
+        raise ValueError(f"no reference rerun finished ({[str(r) for r in reference_runs]}): no target can be set; "
+                         "check the reference optimizer's search space and budget")
+    target = float(np.median(best))
+    times = []
+    for r in reference_runs:
+        hit = trial_record(r, target)["time_to_target"]
+        times.append(hit["seconds"] if hit else math.inf)
+    reached = float(np.median(times))
+    return {"target_val_rel_l2": target, "reference_best_val_rel_l2": best, "reference_seconds_to_target": times,
+            "max_steps": int(max_steps), "max_seconds": factor * reached if math.isfinite(reached) else None,
+            "budget_factor": factor, "kind": "steps+seconds" if math.isfinite(reached) else "steps"}
+
+
+def budgeted_training(training: Mapping[str, Any], budget: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``training`` under a workload budget: its steps, and its wall seconds where the budget has them."""
+    train = dict(training)
+    if budget:
+        train["max_steps"] = int(budget["max_steps"])
+        if budget.get("max_seconds"):
+            train["max_seconds"] = float(budget["max_seconds"])
+    return train
+
+
+def tuned_cell(spec: Mapping[str, Any], training: Mapping[str, Any], selected: Mapping[str, Any],
+               budget: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A rerun of the selected setting: ``(cell spec, training)`` with the selected trial's
+    hyperparameters and schedule, under the workload budget (None for the reference itself)."""
+    opt = {"name": spec["optimizer"]["name"], **selected["hyperparameters"]}
+    train = {**training, "scheduler": dict(selected["training"].get("scheduler") or training.get("scheduler") or {})}
+    return {**spec, "optimizer": opt}, budgeted_training(train, budget)

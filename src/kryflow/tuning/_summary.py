@@ -1,0 +1,106 @@
+"""The comparison's report: every workload's target and budget, every optimizer's time to target
+(the median over studies of its best trial's, as AlgoPerf scores external tuning), its reruns'
+test errors with bootstrap intervals, its dependence on the tuning budget, and across workloads
+the performance profiles, their scores and the speed-up over the reference."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._report import (bootstrap_interval, expected_best_of_k, geometric_mean_speedup, performance_profile,
+                      profile_score, time_to_target)
+
+__all__ = ["TAUS", "UNITS", "build_report"]
+
+#: Time is measured in these units; profiles and scores are given for each.
+UNITS = ("seconds", "steps", "grad_evals")
+TAUS = np.linspace(1.0, 4.0, 301)
+
+
+def _history(run_dir: Path):
+    import pandas as pd
+
+    path = run_dir / "history.csv"
+    return pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame()
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def _times(run_dir: Path, target: float, status: str) -> dict[str, float]:
+    hit = time_to_target(_history(run_dir), target) if status == "finished" else None
+    key = {"seconds": "seconds", "steps": "step", "grad_evals": "grad_evals"}
+    return {u: (float(hit[key[u]]) if hit else math.inf) for u in UNITS}
+
+
+def _optimizer(selected: Mapping, trial_dirs: Sequence[Path], reruns: Sequence[Path], target: float) -> dict:
+    trials = selected["trials"]
+    per_trial = [_times(trial_dirs[t["trial"]], target, t["status"]) for t in trials]
+    studies = [{**s, "time_to_target": {u: _finite(per_trial[s["trial"]][u]) for u in UNITS}} for s in selected["studies"]]
+    median = {u: float(np.median([per_trial[s["trial"]][u] for s in selected["studies"]])) for u in UNITS}
+    runs = []
+    for r in reruns:
+        metrics = json.loads((r / "metrics.json").read_text()) if (r / "metrics.json").exists() else {}
+        train = json.loads((r / "train.json").read_text()) if (r / "train.json").exists() else {}
+        runs.append({"run": str(r), "status": train.get("status", "failed"),
+                     "test_rel_l2": metrics.get("test_rel_l2_mean"),
+                     "time_to_target": {u: _finite(v) for u, v in _times(r, target, train.get("status")).items()},
+                     "seconds_per_step": train.get("seconds_per_step"), "peak_memory_mb": train.get("peak_memory_mb")})
+    errs = [x["test_rel_l2"] for x in runs if x["status"] == "finished" and x["test_rel_l2"] is not None]
+    return {"time_to_target": {u: _finite(v) for u, v in median.items()}, "studies": studies,
+            "selected_trial": selected["selected"], "setting": selected["setting"], "reruns": runs,
+            "test_rel_l2_mean": float(np.mean(errs)) if errs else None,
+            "test_rel_l2_ci95": list(bootstrap_interval(errs)) if errs else None,
+            "best_of_k_val_rel_l2": [_finite(v) for v in expected_best_of_k([t["best_val_rel_l2"] for t in trials])],
+            "diverged_or_failed_trials": sum(t["status"] != "finished" for t in trials)}
+
+
+def build_report(reference: str, budgets: Sequence[str | Path], selections: Sequence[str | Path],
+                 trial_root: str | Path, runs_root: str | Path, seeds: Sequence[int]) -> dict[str, Any]:
+    """The report from the protocol's files.
+
+    **Arguments:**
+        reference: the reference optimizer's label.
+        budgets: every workload's ``budget.json``. selections: every ``selected.json``.
+        trial_root, runs_root: ``results/tuning`` and ``results/runs``.
+        seeds: the reruns' seeds.
+
+    **Returns:** a JSON-ready dict (``workloads``, ``profiles``, ``scores``, ``speedup``).
+    """
+    from kryflow import layout
+
+    budget = {(b["dataset"], b["model"]): b for b in (json.loads(Path(p).read_text()) for p in budgets)}
+    workloads: dict[str, dict] = {}
+    for p in selections:
+        sel = json.loads(Path(p).read_text())
+        d, m, o = sel["dataset"], sel["model"], sel["optimizer"]
+        b = budget[(d, m)]
+        trial_dirs = [layout.trial_dir(d, m, o, t, tuning_root=trial_root) for t in range(len(sel["trials"]))]
+        reruns = [layout.run_dir(d, m, o, s, runs_root=runs_root) for s in seeds]
+        w = workloads.setdefault(f"{d}/{m}", {"dataset": d, "model": m, "target_val_rel_l2": b["target_val_rel_l2"],
+                                              "budget": {k: b[k] for k in ("max_steps", "max_seconds", "kind")},
+                                              "optimizers": {}})
+        w["optimizers"][o] = _optimizer(sel, trial_dirs, reruns, b["target_val_rel_l2"])
+    return {"reference": reference, "taus": TAUS.tolist(), "workloads": workloads, **_across(workloads, reference)}
+
+
+def _across(workloads: Mapping[str, Mapping], reference: str) -> dict[str, Any]:
+    opts = sorted({o for w in workloads.values() for o in w["optimizers"]})
+    out: dict[str, Any] = {"profiles": {}, "scores": {}, "speedup": {}}
+    for u in UNITS:
+        times = {o: {k: (w["optimizers"][o]["time_to_target"][u] if o in w["optimizers"] else None) or math.inf
+                     for k, w in workloads.items()} for o in opts}
+        rho = performance_profile(times, TAUS)
+        out["profiles"][u] = {o: r.tolist() for o, r in rho.items()}
+        out["scores"][u] = {o: profile_score(r, TAUS) for o, r in rho.items()}
+        if reference in times:
+            out["speedup"][u] = {o: {"geometric_mean": _finite(g), "workloads": n}
+                                 for o, (g, n) in geometric_mean_speedup(times, reference).items()}
+    return out

@@ -1,0 +1,104 @@
+# The optimizer comparison protocol (config key `tuning`): quasi-random trials per (dataset,
+# model, optimizer), the setting selected on the validation split, and each workload's target
+# and budget from the reference optimizer's reruns. The trials are known from the config, so the
+# DAG is static; the reference's trials come first, every other optimizer trains under its budget.
+
+WORKLOADS = [(d, m) for d in config["datasets"] for m in config["models"]]
+TUNED = [(d, m, o) for d, m in WORKLOADS for o in config["optimizers"]]
+
+
+rule tune_trial:
+    input:
+        dataset=layout.DATASET,
+        tracking=ancient(layout.TRACKING_JSON),
+        budget=workload_budget_of,
+    output:
+        trial=f"{layout.TRIAL_DIR}/trial.json",
+        history=f"{layout.TRIAL_DIR}/history.csv",
+        train=f"{layout.TRIAL_DIR}/train.json",
+    params:
+        spec=cell_spec_of,
+        training=config["training"],
+        tuning=TUNING,
+        trial=lambda w: int(w.trial),
+    log:
+        layout.rule_log("tune_trial", "{dataset}/{model}/{optimizer}/{trial}"),
+    benchmark:
+        layout.rule_benchmark("tune_trial", "{dataset}/{model}/{optimizer}/{trial}")
+    threads: 1
+    resources:
+        mem_mb=train_mem_mb,
+        runtime=train_runtime,
+        gpu=use_gpu(),
+    conda:
+        "../../envs/kryflow.yaml"
+    script:
+        "../../scripts/tune_trial.py"
+
+
+rule select_setting:
+    input:
+        trials=trials_of,
+        tracking=ancient(layout.TRACKING_JSON),
+    output:
+        layout.SELECTED,
+    params:
+        studies=TUNING["studies"] if TUNING else 1,
+        workload=lambda w: {"dataset": w.dataset, "model": w.model, "optimizer": w.optimizer},
+    log:
+        layout.rule_log("select_setting", "{dataset}/{model}/{optimizer}"),
+    benchmark:
+        layout.rule_benchmark("select_setting", "{dataset}/{model}/{optimizer}")
+    localrule: True
+    conda:
+        "../../envs/kryflow.yaml"
+    script:
+        "../../scripts/select_setting.py"
+
+
+rule workload_budget:
+    input:
+        runs=reference_reruns,
+        tracking=ancient(layout.TRACKING_JSON),
+    output:
+        layout.BUDGET,
+    params:
+        max_steps=config["training"]["max_steps"],
+        factor=TUNING["budget_factor"] if TUNING else 4 / 3,
+        workload=lambda w: {"dataset": w.dataset, "model": w.model},
+    log:
+        layout.rule_log("workload_budget", "{dataset}/{model}"),
+    benchmark:
+        layout.rule_benchmark("workload_budget", "{dataset}/{model}")
+    localrule: True
+    conda:
+        "../../envs/kryflow.yaml"
+    script:
+        "../../scripts/workload_budget.py"
+
+
+rule tuning_report:
+    input:
+        budgets=expand(layout.BUDGET, zip, dataset=[d for d, _ in WORKLOADS], model=[m for _, m in WORKLOADS]),
+        selected=expand(layout.SELECTED, zip, dataset=[d for d, _, _ in TUNED], model=[m for _, m, _ in TUNED],
+                        optimizer=[o for _, _, o in TUNED]),
+        trials=[f"{layout.TRIAL_DIR}/history.csv".format(dataset=d, model=m, optimizer=o, trial=t)
+                for d, m, o, t in trial_cells(config)],
+        reruns=cell_outputs("metrics.json"),
+        tracking=ancient(layout.TRACKING_JSON),
+    output:
+        layout.TUNING_REPORT,
+    params:
+        reference=TUNING["reference"] if TUNING else None,
+        seeds=config["seeds"],
+        trial_root=lambda w, input: layout.tuning_root_of(input.trials[0]),
+        runs_root=lambda w, input: layout.runs_root_of(input.reruns[0]),
+    log:
+        layout.rule_log("tuning_report"),
+    benchmark:
+        layout.rule_benchmark("tuning_report")
+    localrule: True
+    conda:
+        "../../envs/kryflow.yaml"
+    script:
+        "../../scripts/tuning_report.py"
