@@ -82,6 +82,9 @@ def check_space(spec: Any, space: Mapping[str, Dim]) -> None:
 def space_from_config(spec: Any, override: Mapping[str, Any] | None) -> dict[str, Dim]:
     """The optimizer's declared space plus the shared one, with config ``override``
     (``{name: {low, high, log, integer}}``; a name set to null is not tuned)."""
+    if override is not None and not override:
+        raise ParameterError(f"an empty search space for optimizer {spec.name!r}: give ranges to change, or leave "
+                             "the optimizer out of tuning.space to search its declared space", None)
     space = {**spec.space, **SHARED_SPACE}
     for name, value in (override or {}).items():
         if value is None:

@@ -1,0 +1,222 @@
+"""The tuning protocol: search spaces, trial plans, selection on validation, budgets, scores."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+
+from conftest import TINY_CONFIG
+from kryflow.config import ConfigError, check_config
+from kryflow.optim import OPTIMIZERS, SHARED_SPACE, Dim, apply_setting, space_from_config
+from kryflow.tuning import (
+    expected_best_of_k,
+    geometric_mean_speedup,
+    performance_profile,
+    profile_score,
+    select_trials,
+    trial_plan,
+)
+
+
+def _config(**tuning):
+    cfg = copy.deepcopy(TINY_CONFIG)
+    cfg["optimizers"] = {"adamw": {"lr": 1e-3}, "adam": {"lr": 3e-3}, "zo_spsa": {"lr": 1e-4}}
+    cfg["tuning"] = {"trials": 4, **tuning}
+    return check_config(cfg)
+
+
+def test_every_optimizer_declares_its_search_space():
+    for name, spec in OPTIMIZERS.items():
+        space = space_from_config(spec, None)
+        assert space["lr"].log and 0 < space["lr"].low < space["lr"].high, name
+        assert set(SHARED_SPACE) <= set(space)
+    for name in ("adam", "adamw"):
+        assert {"one_minus_beta1", "one_minus_beta2", "weight_decay"} <= set(OPTIMIZERS[name].space)
+    assert {"preconditioning_compute_steps", "matrix_eps"} <= set(OPTIMIZERS["shampoo"].space)
+    assert {"precondition_frequency", "eps"} <= set(OPTIMIZERS["soap"].space)
+    assert {"damping", "inverse_every"} <= set(OPTIMIZERS["kfac"].space)
+    assert {"damping", "refresh_every"} <= set(OPTIMIZERS["mkor"].space)
+    assert "window" in OPTIMIZERS["mfac"].space
+    assert "update_period" in OPTIMIZERS["adahessian"].space and "update_period" in OPTIMIZERS["sophiah"].space
+    assert {"eps", "q"} <= set(OPTIMIZERS["zo_spsa"].space)
+
+
+def test_a_setting_becomes_hyperparameters_every_optimizer_accepts():
+    from kryflow.optim import check_hyperparameters
+
+    for name, spec in OPTIMIZERS.items():
+        space = space_from_config(spec, None)
+        for u in (0.0, 0.999):
+            setting = {k: d.at(u) for k, d in space.items()}
+            hp, training = apply_setting(spec, {"lr": 1.0}, setting, {"max_steps": 100, "scheduler": {}})
+            check_hyperparameters(name, **hp)  # raises if a drawn value is out of the entry's own range
+            assert 0 <= training["scheduler"]["warmup_steps"] < 100
+    hp, _ = apply_setting(OPTIMIZERS["adam"], {"lr": 1.0}, {"one_minus_beta1": 0.1, "one_minus_beta2": 0.01},
+                          {"max_steps": 10})
+    assert hp["betas"] == [0.9, 0.99]
+
+
+def test_same_config_and_seed_give_the_same_trials():
+    a, b = _config(seed=3), _config(seed=3)
+    pa, pb = trial_plan(a, "darcy", "fno", "adam"), trial_plan(b, "darcy", "fno", "adam")
+    assert pa.settings == pb.settings and len(pa.settings) == 4
+    assert trial_plan(_config(seed=4), "darcy", "fno", "adam").settings != pa.settings
+    assert trial_plan(a, "heat", "fno", "adam").settings != pa.settings  # another workload, other draws
+    lrs = [s["lr"] for s in pa.settings]
+    assert len(set(lrs)) == 4 and all(1e-4 <= lr <= 3e-2 for lr in lrs)
+
+
+BAD = [
+    ({"space": {"adam": {}}}, "tuning.space.adam"),
+    ({"space": {"adam": {"lr": {"low": 1e-2, "high": 1e-4, "log": True}}}}, "tuning.space.adam.lr"),
+    ({"space": {"adam": {"lr": {"low": 0.0, "high": 1e-2, "log": True}}}}, "tuning.space.adam.lr"),
+    ({"space": {"adam": {"lr": {"low": -1e-3, "high": 1e-2, "log": True}}}}, "tuning.space.adam.lr"),
+    ({"space": {"adam": {"momentun": {"low": 0.1, "high": 0.9}}}}, "tuning.space.adam.momentun"),
+    ({"space": {"adamx": {"lr": {"low": 1e-4, "high": 1e-2}}}}, "tuning.space.adamx"),
+    ({"trials": 0}, "tuning.trials"),
+    ({"trials": 4, "studies": 3}, "tuning.studies"),
+    ({"reference": "sgd"}, "tuning.reference"),
+]
+
+
+@pytest.mark.parametrize("tuning,key", BAD, ids=[k for _, k in BAD])
+def test_bad_tuning_config_names_the_key(tuning, key):
+    with pytest.raises(ConfigError) as err:
+        _config(**tuning)
+    assert key in str(err.value)
+
+
+def test_selection_uses_validation_and_never_picks_a_failed_trial():
+    records = [{"best_val_rel_l2": v, "status": s} for v, s in
+               [(0.3, "finished"), (math.inf, "diverged"), (0.2, "finished"), (math.inf, "failed"),
+                (0.25, "finished"), (0.25, "finished")]]
+    got = select_trials(records, studies=2)
+    assert got["selected"] == 2
+    assert [s["trial"] for s in got["studies"]] == [2, 4]  # ties go to the lower index
+    all_failed = select_trials([{"best_val_rel_l2": math.inf}] * 3, studies=1)
+    assert all_failed["selected"] == 0
+
+
+def test_expected_best_of_k_is_the_mean_minimum_over_k_subsets():
+    rng = np.random.default_rng(0)
+    values = list(rng.random(6)) + [math.inf]
+    curve = expected_best_of_k(values)
+    for k in range(1, 8):
+        brute = np.mean([min(c) for c in itertools.combinations(values, k)])
+        assert curve[k - 1] == pytest.approx(brute) or (math.isinf(brute) and math.isinf(curve[k - 1]))
+    assert curve[-1] == min(values)
+
+
+def test_performance_profiles_scores_and_speedups():
+    taus = np.linspace(1, 4, 301)
+    times = {"ref": {"a": 2.0, "b": 4.0, "c": 1.0}, "fast": {"a": 1.0, "b": 2.0, "c": math.inf},
+             "never": {"a": math.inf, "b": math.inf, "c": math.inf}}
+    rho = performance_profile(times, taus)
+    assert rho["fast"][0] == pytest.approx(2 / 3) and rho["ref"][0] == pytest.approx(1 / 3)
+    assert rho["ref"][-1] == 1.0 and rho["never"].max() == 0.0
+    assert profile_score(rho["never"], taus) == 0.0
+    assert profile_score(np.ones_like(taus), taus) == pytest.approx(1.0)
+    assert 0 < profile_score(rho["fast"], taus) < 1
+    speed = geometric_mean_speedup(times, "ref")
+    assert speed["fast"] == (pytest.approx(2.0), 2) and speed["ref"] == (pytest.approx(1.0), 3)
+    assert math.isnan(speed["never"][0]) and speed["never"][1] == 0
+
+
+def test_dims_check_their_ranges():
+    assert Dim(1, 20, log=True, integer=True).at(0.999) == 20 and Dim(1, 20, log=True, integer=True).at(0.0) == 1
+    assert Dim(0.0, 0.2).at(0.5) == pytest.approx(0.1)
+    for bad in (Dim(2.0, 1.0), Dim(0.0, 1.0, log=True), Dim(0.2, 0.8, integer=True), Dim(math.nan, 1.0)):
+        with pytest.raises(ValueError):
+            bad.check("x")
+
+
+def test_a_trial_never_reads_the_test_split(tmp_path, monkeypatch):
+    """Trials are judged on validation; the test split is read only by the reruns' evaluation."""
+    import kryflow.data._loader as loader
+    import kryflow.data._store as store
+    from kryflow.data import write_synthetic_dataset
+    from kryflow.pipeline import init_tracking, run_trial
+
+    data = write_synthetic_dataset(tmp_path / "syn.zarr", num_samples=24, grid=(8, 8), chunk_samples=8)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = _config(trials=2)
+    init_tracking(cfg["experiment"], {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}, tmp_path / "tracking.json",
+                  tmp_path, parents=[("tune/syn/fno/adam", "p", None), ("tune/syn/fno/adam/study0", "s", "tune/syn/fno/adam")])
+    real = store.split_indices
+
+    def guarded(path, split):
+        assert split != "test", "a tuning trial read the test split"
+        return real(path, split)
+
+    monkeypatch.setattr(store, "split_indices", guarded)
+    monkeypatch.setattr(loader, "split_indices", guarded)
+    spec = {"model": {"name": "fno", "width": 4, "modes": 2, "layers": 1}, "optimizer": {"name": "adam", "lr": 3e-3}}
+    training = {"batch_size": 4, "max_steps": 4, "eval_every": 2, "checkpoint_every": 2, "device": "cpu"}
+    info = run_trial({"dataset": "syn", "model": "fno", "optimizer": "adam"}, 1, spec, training, cfg["tuning"], data,
+                     tmp_path / "trial1", tmp_path / "tracking.json")
+    assert info["status"] == "finished" and math.isfinite(info["best_val_rel_l2"])
+    assert info["setting"] == dict(trial_plan(cfg, "syn", "fno", "adam").settings[1])
+    assert json.loads((tmp_path / "trial1" / "trial.json").read_text())["trial"] == 1
+
+
+@pytest.mark.slow
+def test_a_real_tuning_study_end_to_end(tmp_path):
+    """Snakemake runs 2 optimizers x 3 trials: trials nested under studies in MLflow, selection on
+    validation, reruns of the selected setting, diverged trials recorded, the profile figure made;
+    a second run keeps every finished trial."""
+    import matplotlib.image as mpimg
+    from mlflow.tracking import MlflowClient
+
+    from conftest import run_snakemake, write_config
+
+    cfg = copy.deepcopy(TINY_CONFIG)
+    cfg["experiment"] = "kryflow-tuning"
+    cfg["datasets"] = {"darcy": {**cfg["datasets"]["darcy"], "solver": {"method": "auto"}}}
+    cfg["datasets"]["darcy"].pop("transfer")
+    cfg["models"] = {"fno": cfg["models"]["fno"]}
+    cfg["optimizers"] = {"adamw": {"lr": 3e-3}, "sgdwild": {"name": "sgd", "lr": 0.1}}
+    cfg["tuning"] = {"trials": 3, "seed": 0, "space": {"sgdwild": {"lr": {"low": 1e5, "high": 1e6, "log": True}}}}
+    cfg["solver_benchmark"] = {"enabled": False}
+    proc = run_snakemake(tmp_path, write_config(tmp_path / "tune.yaml", cfg), timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    tuning = tmp_path / "results" / "tuning" / "darcy" / "fno"
+    trials = [json.loads((tuning / "adamw" / f"trial{t}" / "trial.json").read_text()) for t in range(3)]
+    selected = json.loads((tuning / "adamw" / "selected.json").read_text())
+    assert selected["selected"] == min(range(3), key=lambda t: trials[t]["best_val_rel_l2"])  # on validation
+    rerun = json.loads((tmp_path / "results" / "runs" / "darcy" / "fno" / "adamw" / "0" / "effective_config.json")
+                       .read_text())
+    assert rerun["optimizer"] == {"name": "adamw", **selected["hyperparameters"]}
+    wild = [json.loads((tuning / "sgdwild" / f"trial{t}" / "trial.json").read_text()) for t in range(3)]
+    assert {t["status"] for t in wild} <= {"diverged", "failed"} and all(math.isinf(t["best_val_rel_l2"]) for t in wild)
+    budget = json.loads((tuning / "budget.json").read_text())
+    assert budget["kind"] == "steps+seconds" and budget["max_seconds"] > 0
+    assert all(t["budget_kind"] == "steps+seconds" and t["training"]["max_seconds"] == budget["max_seconds"]
+               for t in wild)
+    report = json.loads((tmp_path / "results" / "tuning" / "report.json").read_text())
+    w = report["workloads"]["darcy/fno"]
+    assert w["optimizers"]["sgdwild"]["time_to_target"]["seconds"] is None  # never reached: counts as inf
+    assert report["scores"]["seconds"]["adamw"] == pytest.approx(1.0) and report["scores"]["seconds"]["sgdwild"] == 0.0
+    image = mpimg.imread(tmp_path / "results" / "figures" / "tuning_profiles.png")
+    assert image.shape[0] > 100 and (tmp_path / "results" / "tables" / "tuning.md").exists()
+    # MLflow: trials under their study, studies and reruns under the optimizer, optimizers under the workload
+    info = json.loads((tmp_path / "results" / "tracking.json").read_text())
+    client = MlflowClient(tracking_uri=info["uri"])
+    exp = client.get_experiment_by_name(cfg["experiment"])
+    assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    key = {r.info.run_id: r.data.tags.get("kryflow.key") for r in runs}
+    parent = {r.data.tags.get("kryflow.key"): key.get(r.data.tags.get("mlflow.parentRunId")) for r in runs}
+    for o in ("adamw", "sgdwild"):
+        assert parent[f"tune/darcy/fno/{o}"] == "workload/darcy/fno"
+        assert parent[f"tune/darcy/fno/{o}/study0"] == f"tune/darcy/fno/{o}"
+        assert all(parent[f"tune/darcy/fno/{o}/trial{t}"] == f"tune/darcy/fno/{o}/study0" for t in range(3))
+        assert parent[f"train/darcy/fno/{o}/0"] == f"tune/darcy/fno/{o}"
+    statuses = {r.data.tags["kryflow.key"]: r.data.tags.get("status") for r in runs}
+    assert {statuses[f"tune/darcy/fno/sgdwild/trial{t}"] for t in range(3)} <= {"diverged", "failed"}
+    again = run_snakemake(tmp_path, tmp_path / "tune.yaml", "-n", timeout=600)
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
