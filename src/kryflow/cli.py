@@ -145,13 +145,13 @@ def _cell(args) -> dict:
 
 
 def cmd_train(args) -> int:
-    from kryflow.config import cell_spec
+    from kryflow.config import cell_spec, cell_training
     from kryflow.pipeline import run_train, setup_logging
 
     cfg = _config(args.config)
     out = layout.run_dir(args.dataset, args.model, args.optimizer, args.seed)
     with setup_logging(None):
-        info = run_train(_cell(args), cell_spec(cfg, args.model, args.optimizer), cfg["training"],
+        info = run_train(_cell(args), cell_spec(cfg, args.model, args.optimizer), cell_training(cfg, args.dataset),
                          layout.dataset_path(args.dataset), out, _tracking_json(cfg),
                          system_metrics=bool((cfg.get("tracking") or {}).get("system_metrics")))
     print(json.dumps(info, indent=2, default=float))

@@ -36,6 +36,7 @@ __all__ = [
     "dataset_spec",
     "dataset_shards",
     "cell_spec",
+    "cell_training",
     "parent_runs",
     "trial_cells",
     "read_yaml",
@@ -176,6 +177,13 @@ def dataset_shards(spec: Mapping) -> int:
         per = -(-int(spec["samples_per_shard"]) // int(spec.get("chunk_samples", 16)))  # whole chunks
         return min(chunks, -(-chunks // per))
     return min(chunks, int(spec.get("shards", 1)))
+
+
+def cell_training(config: Mapping, dataset: str) -> dict:
+    """The ``training`` section as a dataset's cells use it: the dataset's own ``training`` keys
+    (its step budget, cadence, batch size) over the shared ones, the same for every optimizer."""
+    base = config["datasets"].get(dataset, {})
+    return {**config["training"], **(base.get("training") or {})}
 
 
 def cell_spec(config: Mapping, model: str, optimizer: str) -> dict:

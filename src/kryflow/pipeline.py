@@ -275,7 +275,7 @@ def run_train(cell: Mapping, spec: Mapping, training: Mapping, dataset_path: Pat
     from kryflow.optim import OPTIMIZERS
     from kryflow.tracking import redact
     from kryflow.training import load_surrogate, train_cell
-    from kryflow.tuning import tuned_cell
+    from kryflow.tuning import budget_kind, tuned_cell
 
     d, m, o, s = cell["dataset"], cell["model"], cell["optimizer"], int(cell["seed"])
     parent = None
@@ -286,6 +286,8 @@ def run_train(cell: Mapping, spec: Mapping, training: Mapping, dataset_path: Pat
     model_name, opt_name = model_cfg.pop("name"), opt_cfg.pop("name")
     tags = {**_cell_tags(cell), "rule": "train", "model_name": model_name, "optimizer_name": opt_name,
             "optimizer_family": OPTIMIZERS[opt_name].family}
+    if selected_json is not None:
+        tags["budget_kind"] = budget_kind(_json(budget_json), OPTIMIZERS[opt_name].family == "zeroth_order")
     # the store is reached here, before any training: an unreachable one fails at once
     with stage(tracking_json, f"train/{d}/{m}/{o}/{s}", f"{d}-{m}-{o}-s{s}", tags, parent_key=parent) as tracker:
         tracker.log_params({"dataset": d, "model": dict(spec["model"]), "optimizer": dict(spec["optimizer"]),
@@ -323,7 +325,7 @@ def run_trial(cell: Mapping, trial: int, spec: Mapping, training: Mapping, tunin
     from kryflow.config import ConfigError
     from kryflow.optim import OPTIMIZERS, apply_setting
     from kryflow.training import train_cell
-    from kryflow.tuning import budgeted_training, trial_record
+    from kryflow.tuning import budget_kind, budgeted_training, trial_record
     from kryflow.tuning._plan import _plan_of
 
     d, m, o = cell["dataset"], cell["model"], cell["optimizer"]
@@ -335,7 +337,8 @@ def run_trial(cell: Mapping, trial: int, spec: Mapping, training: Mapping, tunin
     opt_spec = OPTIMIZERS[spec["optimizer"]["name"]]
     hp, train = apply_setting(opt_spec, spec["optimizer"], setting, training)
     budget = _json(budget_json)
-    train = budgeted_training(train, budget)
+    zeroth = opt_spec.family == "zeroth_order"
+    train = budgeted_training(train, budget, zeroth)
     out = Path(out_dir)
     tags = {"dataset": d, "model": m, "optimizer": o, "trial": trial, "study": study, "rule": "tune_trial"}
     key = f"tune/{d}/{m}/{o}/trial{trial}"
@@ -351,8 +354,9 @@ def run_trial(cell: Mapping, trial: int, spec: Mapping, training: Mapping, tunin
             _record_failed_trial(out, exc)
         record = trial_record(out, budget["target_val_rel_l2"] if budget else None)
         info = {"trial": trial, "study": study, "setting": setting, "hyperparameters": hp,
-                "training": {k: train[k] for k in ("max_steps", "max_seconds", "scheduler") if k in train},
-                "budget_kind": budget["kind"] if budget else "steps", **record}
+                "training": {k: train[k] for k in ("max_steps", "max_seconds", "max_grad_evals", "scheduler")
+                             if k in train},
+                "budget_kind": budget_kind(budget, zeroth), **record}
         (out / "trial.json").write_text(json.dumps(info, indent=2, default=float))
         tr.log_metrics({"best_val_rel_l2": record["best_val_rel_l2"]})
         tr.finish(record["status"], json.loads((out / "train.json").read_text()).get("reason"))

@@ -11,6 +11,7 @@ from pathlib import Path
 from kryflow import layout
 from kryflow.config import (
     cell_spec,
+    cell_training,
     parent_runs,
     check_config,
     dataset_shards,
@@ -134,12 +135,17 @@ def generate_runtime(wildcards, attempt):
 
 def train_mem_mb(wildcards, attempt):
     spec = config["datasets"][wildcards.dataset]
-    return int((2048 + _unknowns(spec) * config["training"]["batch_size"] * 4 * 200 / 2**20) * attempt)
+    batch = cell_training(config, wildcards.dataset)["batch_size"]
+    return int((2048 + _unknowns(spec) * batch * 4 * 200 / 2**20) * attempt)
+
+
+def training_of(wildcards):
+    return cell_training(config, wildcards.dataset)
 
 
 def train_runtime(wildcards, attempt):
     """Minutes: the wall-clock budget if one is set, else a bound from the step budget."""
-    tcfg = config["training"]
+    tcfg = cell_training(config, wildcards.dataset)
     if tcfg.get("max_seconds"):
         return int((tcfg["max_seconds"] / 60 + 15) * attempt)
     return int((30 + tcfg["max_steps"] * 0.05) * attempt)

@@ -16,7 +16,7 @@ rule train:
         train=f"{RUN}/train.json",
     params:
         spec=cell_spec_of,
-        training=config["training"],
+        training=training_of,
         system_metrics=bool((config.get("tracking") or {}).get("system_metrics")),
     log:
         layout.rule_log("train", layout.CELL),

@@ -18,7 +18,7 @@ rule tune_trial:
         train=f"{layout.TRIAL_DIR}/train.json",
     params:
         spec=cell_spec_of,
-        training=config["training"],
+        training=training_of,
         tuning=TUNING,
         trial=lambda w: int(w.trial),
     log:
@@ -63,7 +63,7 @@ rule workload_budget:
     output:
         layout.BUDGET,
     params:
-        max_steps=config["training"]["max_steps"],
+        max_steps=lambda w: cell_training(config, w.dataset)["max_steps"],
         factor=TUNING["budget_factor"] if TUNING else 4 / 3,
         workload=lambda w: {"dataset": w.dataset, "model": w.model},
     log:

@@ -5,9 +5,11 @@ perturbations, layer hooks) is the optimizer registry's business: the loop hands
 ``loss_fn`` to ``StepRunner.step`` and never asks which optimizer it runs.
 
 Budgets are equal across optimizers: ``max_steps`` and/or ``max_seconds`` (training time,
-excluding validation). Checkpoints every ``checkpoint_every`` steps hold everything needed to
-continue exactly as an uninterrupted run would on CPU: weights, optimizer and scheduler state,
-RNG states, the position in the epoch, the history and the elapsed time.
+excluding validation) and/or ``max_grad_evals`` (gradient-equivalent evaluations: a forward pass
+counts a third, a backward pass two thirds; what a zeroth-order method is matched on).
+Checkpoints every ``checkpoint_every`` steps hold everything needed to continue exactly as an
+uninterrupted run would on CPU: weights, optimizer and scheduler state, RNG states, the position
+in the epoch, the history and the elapsed time.
 """
 
 from __future__ import annotations
@@ -143,6 +145,7 @@ class _Cell:
     loss: Loss
     max_steps: int
     max_seconds: float | None
+    max_grad_evals: float | None
     eval_every: int
     checkpoint_every: int
     divergence_factor: float
@@ -182,6 +185,7 @@ def _build(dataset_path, model_name: str, model_kwargs: Mapping, optimizer_name:
                                 warmup_steps=int(sched_cfg.get("warmup_steps", 0)))
     return _Cell(device, surrogate, runner, scheduler, train_loader, val_loader,
                  loss_function(train_cfg.get("loss", "rel_l2")), max_steps, train_cfg.get("max_seconds"),
+                 train_cfg.get("max_grad_evals"),
                  int(train_cfg.get("eval_every", 25)), int(train_cfg.get("checkpoint_every", 50)),
                  float(train_cfg.get("divergence_factor", 1e3)), f"{model_name}/{optimizer_name}/{seed}")
 
@@ -203,7 +207,8 @@ class Checkpoint:
     """
 
     # budgets and logging cadence may change between runs (a longer max_steps continues)
-    FREE_KEYS = ("max_steps", "max_seconds", "eval_every", "checkpoint_every", "device", "num_workers")
+    FREE_KEYS = ("max_steps", "max_seconds", "max_grad_evals", "eval_every", "checkpoint_every", "device",
+                 "num_workers")
 
     def __init__(self, path: Path, fingerprint: str):
         self.path = Path(path)
@@ -319,8 +324,9 @@ def _loop(cell: _Cell, state: dict, checkpoint: Checkpoint, tracker, progress: b
             diverged = not math.isfinite(loss) or (initial is not None
                                                    and loss > cell.divergence_factor * max(initial, 1e-12))
             step = state["step"]
-            last = step >= cell.max_steps or (cell.max_seconds is not None
-                                              and state["train_seconds"] >= cell.max_seconds)
+            last = (step >= cell.max_steps
+                    or (cell.max_seconds is not None and state["train_seconds"] >= cell.max_seconds)
+                    or (cell.max_grad_evals is not None and state["grad_evals"] >= cell.max_grad_evals))
             if diverged or step % cell.eval_every == 0 or last:
                 _record(cell, state, diverged, tracker)
             if diverged:

@@ -21,10 +21,11 @@ from ._report import (
     time_to_target,
 )
 from ._summary import build_report
-from ._select import budgeted_training, select_trials, trial_record, tuned_cell, workload_budget
+from ._select import budget_kind, budgeted_training, select_trials, trial_record, tuned_cell, workload_budget
 
 __all__ = [
     "TrialPlan",
+    "budget_kind",
     "budgeted_training",
     "bootstrap_interval",
     "build_report",

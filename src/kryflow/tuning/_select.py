@@ -13,7 +13,7 @@ import numpy as np
 
 from ._report import time_to_target
 
-__all__ = ["budgeted_training", "select_trials", "trial_record", "tuned_cell", "workload_budget"]
+__all__ = ["budget_kind", "budgeted_training", "select_trials", "trial_record", "tuned_cell", "workload_budget"]
 
 
 def _history(path: Path):
@@ -80,25 +80,50 @@ def workload_budget(reference_runs: Sequence[str | Path], max_steps: int, factor
         hit = trial_record(r, target)["time_to_target"]
         times.append(hit["seconds"] if hit else math.inf)
     reached = float(np.median(times))
+    per_step = []
+    for r in reference_runs:
+        info = json.loads((Path(r) / "train.json").read_text())
+        if info.get("steps") and info.get("grad_evals"):
+            per_step.append(info["grad_evals"] / info["steps"])
     return {"target_val_rel_l2": target, "reference_best_val_rel_l2": best, "reference_seconds_to_target": times,
             "max_steps": int(max_steps), "max_seconds": factor * reached if math.isfinite(reached) else None,
+            "max_grad_evals": float(np.median(per_step)) * max_steps if per_step else None,
             "budget_factor": factor, "kind": "steps+seconds" if math.isfinite(reached) else "steps"}
 
 
-def budgeted_training(training: Mapping[str, Any], budget: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``training`` under a workload budget: its steps, and its wall seconds where the budget has them."""
+def budgeted_training(training: Mapping[str, Any], budget: Mapping[str, Any] | None,
+                      zeroth_order: bool = False) -> dict[str, Any]:
+    """``training`` under a workload budget: its steps, and its wall seconds where the budget has
+    them. A zeroth-order optimizer is judged where it can work: on the budget's gradient-equivalent
+    evaluations (what the reference spends in its step budget), with as many steps as that buys."""
     train = dict(training)
-    if budget:
-        train["max_steps"] = int(budget["max_steps"])
-        if budget.get("max_seconds"):
-            train["max_seconds"] = float(budget["max_seconds"])
+    if not budget:
+        return train
+    if zeroth_order and budget.get("max_grad_evals"):
+        train["max_grad_evals"] = float(budget["max_grad_evals"])
+        train["max_steps"] = int(math.ceil(1.5 * budget["max_grad_evals"]))  # two forward passes a step: 2/3 each
+        train["max_seconds"] = None
+        return train
+    train["max_steps"] = int(budget["max_steps"])
+    if budget.get("max_seconds"):
+        train["max_seconds"] = float(budget["max_seconds"])
     return train
+
+
+def budget_kind(budget: Mapping[str, Any] | None, zeroth_order: bool = False) -> str:
+    """What a run's budget limits: ``steps``, ``steps+seconds`` or (zeroth order) ``grad_evals``."""
+    if not budget:
+        return "steps"
+    return "grad_evals" if zeroth_order and budget.get("max_grad_evals") else budget["kind"]
 
 
 def tuned_cell(spec: Mapping[str, Any], training: Mapping[str, Any], selected: Mapping[str, Any],
                budget: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """A rerun of the selected setting: ``(cell spec, training)`` with the selected trial's
     hyperparameters and schedule, under the workload budget (None for the reference itself)."""
+    from kryflow.optim import OPTIMIZERS
+
     opt = {"name": spec["optimizer"]["name"], **selected["hyperparameters"]}
     train = {**training, "scheduler": dict(selected["training"].get("scheduler") or training.get("scheduler") or {})}
-    return {**spec, "optimizer": opt}, budgeted_training(train, budget)
+    zeroth = OPTIMIZERS[opt["name"]].family == "zeroth_order"
+    return {**spec, "optimizer": opt}, budgeted_training(train, budget, zeroth)
