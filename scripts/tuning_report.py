@@ -12,7 +12,8 @@ from kryflow.pipeline import run_tuning_report, setup_logging
 def main(smk):
     with setup_logging(smk.log[0]):
         run_tuning_report(smk.params.reference, smk.params.seeds, list(smk.input.budgets), list(smk.input.selected),
-                          smk.params.trial_root, smk.params.runs_root, smk.output[0], smk.input.tracking)
+                          smk.params.trial_root, smk.params.runs_root, smk.output[0], smk.input.tracking,
+                          finetune=list(smk.input.finetune))
 
 
 if "snakemake" in globals():

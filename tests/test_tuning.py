@@ -180,7 +180,10 @@ def test_a_real_tuning_study_end_to_end(tmp_path):
     cfg["datasets"]["darcy"].pop("transfer")
     cfg["models"] = {"fno": cfg["models"]["fno"]}
     cfg["optimizers"] = {"adamw": {"lr": 3e-3}, "sgdwild": {"name": "sgd", "lr": 0.1}}
-    cfg["tuning"] = {"trials": 3, "seed": 0, "space": {"sgdwild": {"lr": {"low": 1e5, "high": 1e6, "log": True}}}}
+    cfg["datasets"]["darcy_shift"] = {**cfg["datasets"]["darcy"], "seed": 9,
+                                      "params": {**cfg["datasets"]["darcy"]["params"], "contrast_high": 30.0}}
+    cfg["tuning"] = {"trials": 3, "seed": 0, "space": {"sgdwild": {"lr": {"low": 1e5, "high": 1e6, "log": True}}},
+                     "finetune": [{"dataset": "darcy_shift", "from": "darcy", "max_steps": 6}]}
     cfg["solver_benchmark"] = {"enabled": False}
     proc = run_snakemake(tmp_path, write_config(tmp_path / "tune.yaml", cfg), timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -218,5 +221,22 @@ def test_a_real_tuning_study_end_to_end(tmp_path):
         assert parent[f"train/darcy/fno/{o}/0"] == f"tune/darcy/fno/{o}"
     statuses = {r.data.tags["kryflow.key"]: r.data.tags.get("status") for r in runs}
     assert {statuses[f"tune/darcy/fno/sgdwild/trial{t}"] for t in range(3)} <= {"diverged", "failed"}
+    # fine-tuning: the reference's model of darcy adapted to darcy_shift (not a training workload)
+    ft = report["finetune"]["darcy_shift/fno"]
+    assert set(ft["optimizers"]) == {"adamw", "sgdwild"} and ft["before_test_rel_l2"] > 0
+    assert ft["optimizers"]["adamw"]["reached_reference"]
+    assert not (tmp_path / "results" / "runs" / "darcy_shift").exists()
+    assert "| darcy_shift/fno | AdamW |" in (tmp_path / "results" / "tables" / "finetune.md").read_text()
     again = run_snakemake(tmp_path, tmp_path / "tune.yaml", "-n", timeout=600)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_zeroth_order_gets_the_reference_gradient_evaluations():
+    from kryflow.tuning import budget_kind, budgeted_training
+
+    budget = {"max_steps": 100, "max_seconds": 12.0, "max_grad_evals": 100.0, "kind": "steps+seconds"}
+    first = budgeted_training({"max_steps": 5}, budget)
+    assert first["max_steps"] == 100 and first["max_seconds"] == 12.0 and "max_grad_evals" not in first
+    zo = budgeted_training({"max_steps": 5}, budget, zeroth_order=True)
+    assert zo["max_grad_evals"] == 100.0 and zo["max_seconds"] is None and zo["max_steps"] >= 150
+    assert budget_kind(budget) == "steps+seconds" and budget_kind(budget, True) == "grad_evals"

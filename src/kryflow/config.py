@@ -31,12 +31,15 @@ __all__ = [
     "transfer_name",
     "dataset_names",
     "generated_dataset_names",
+    "grid_datasets",
     "imported_dataset_names",
     "transfer_dataset",
     "dataset_spec",
     "dataset_shards",
     "cell_spec",
     "cell_training",
+    "finetune_cells",
+    "finetune_source",
     "parent_runs",
     "trial_cells",
     "read_yaml",
@@ -139,12 +142,19 @@ def dataset_names(config: Mapping) -> list[str]:
     return list(config["datasets"]) + [t for t in (transfer_dataset(config, d) for d in config["datasets"]) if t]
 
 
+def grid_datasets(config: Mapping) -> list[str]:
+    """The datasets surrogates are trained on: every configured one but the targets of
+    fine-tuning workloads (``tuning.finetune``), which are made only to be adapted to."""
+    targets = {ft["dataset"] for ft in (config.get("tuning") or {}).get("finetune") or []}
+    return [d for d in config["datasets"] if d not in targets]
+
+
 def training_cells(config: Mapping) -> list[tuple[str, str, str, int]]:
     """The grid: (dataset, model, optimizer, seed) for every combination."""
     return [
         (d, m, o, int(s))
         for d, m, o, s in itertools.product(
-            config["datasets"], config["models"], config["optimizers"], config["seeds"]
+            grid_datasets(config), config["models"], config["optimizers"], config["seeds"]
         )
     ]
 
@@ -198,8 +208,23 @@ def trial_cells(config: Mapping) -> list[tuple[str, str, str, int]]:
     tuning = config.get("tuning")
     if not tuning:
         return []
-    return [(d, m, o, t) for d, m, o in itertools.product(config["datasets"], config["models"], config["optimizers"])
+    return [(d, m, o, t) for d, m, o in itertools.product(grid_datasets(config), config["models"], config["optimizers"])
             for t in range(int(tuning["trials"]))]
+
+
+def finetune_cells(config: Mapping) -> list[tuple[str, str, str, int]]:
+    """Every fine-tuning run: (shifted dataset, model, optimizer, seed)."""
+    tuning = config.get("tuning") or {}
+    return [(ft["dataset"], m, o, int(s)) for ft in tuning.get("finetune") or []
+            for m, o, s in itertools.product(config["models"], config["optimizers"], config["seeds"])]
+
+
+def finetune_source(config: Mapping, dataset: str) -> dict:
+    """The fine-tuning entry whose shifted dataset is ``dataset``."""
+    for ft in (config.get("tuning") or {}).get("finetune") or []:
+        if ft["dataset"] == dataset:
+            return dict(ft)
+    raise KeyError(f"dataset '{dataset}' is not a fine-tuning target")
 
 
 def parent_runs(config: Mapping) -> list[tuple[str, str, str | None]]:
@@ -209,7 +234,7 @@ def parent_runs(config: Mapping) -> list[tuple[str, str, str | None]]:
     if not tuning:
         return []
     out = []
-    for d, m in itertools.product(config["datasets"], config["models"]):
+    for d, m in itertools.product(grid_datasets(config), config["models"]):
         out.append((f"workload/{d}/{m}", f"{d}-{m}", None))
         for o in config["optimizers"]:
             out.append((f"tune/{d}/{m}/{o}", f"{d}-{m}-{o}", f"workload/{d}/{m}"))
@@ -358,6 +383,15 @@ def _check_tuning(config: Mapping) -> None:
     if tuning["reference"] not in config["optimizers"]:
         raise ConfigError(f"reference optimizer '{tuning['reference']}' is not in the optimizers section; add it "
                           "(it sets every workload's target and budget) or name another", "tuning.reference")
+    for i, ft in enumerate(tuning.get("finetune") or []):
+        key = f"tuning.finetune.{i}"
+        for role in ("dataset", "from"):
+            if ft[role] not in config["datasets"]:
+                raise ConfigError(f"'{ft[role]}' is not a configured dataset", f"{key}.{role}")
+        src, dst = config["datasets"][ft["from"]], config["datasets"][ft["dataset"]]
+        if ft["dataset"] == ft["from"] or src.get("family") != dst.get("family"):
+            raise ConfigError(f"fine-tuning adapts a model to another dataset of its family: '{ft['from']}' "
+                              f"({src.get('family')}) -> '{ft['dataset']}' ({dst.get('family')})", f"{key}.dataset")
     unknown = sorted(set(tuning.get("space") or {}) - set(config["optimizers"]))
     if unknown:
         raise ConfigError(f"no optimizer labelled {unknown[0]!r}; space keys are optimizer labels: "

@@ -34,6 +34,7 @@ __all__ = [
     "run_trial",
     "run_select",
     "run_budget",
+    "run_finetune",
     "run_tuning_report",
     "run_evaluate",
     "run_aggregate",
@@ -409,14 +410,71 @@ def run_budget(workload: Mapping, reference_runs: Sequence[Pathish], max_steps: 
     return budget
 
 
+def _test_rel_l2(model_pt: Pathish, dataset_path: Pathish) -> float:
+    """Mean relative L2 of a saved surrogate on a dataset's test split."""
+    import numpy as np
+    import torch
+
+    from kryflow.data import make_loader
+    from kryflow.evaluation.metrics import relative_l2
+    from kryflow.training import load_surrogate
+
+    surrogate = load_surrogate(model_pt).eval()
+    errs = []
+    with torch.no_grad():
+        for x, y in make_loader(dataset_path, "test", batch_size=32, shuffle=False):
+            errs.append(np.asarray(relative_l2(surrogate(x), y)))
+    return float(np.concatenate(errs).mean())
+
+
+def run_finetune(cell: Mapping, spec: Mapping, training: Mapping, steps: int, pretrained: Pathish,
+                 selected_json: Pathish, budget_json: Pathish | None, dataset_path: Pathish, out_dir: Pathish,
+                 tracking_json: Pathish) -> dict:
+    """The fine-tuning workload (where zeroth order is known to work): the reference's trained
+    model of the source dataset adapted to the shifted ``dataset_path`` by the cell's optimizer,
+    with its setting selected on the source workload, for ``steps`` steps (zeroth order: the
+    gradient evaluations those steps cost the reference); writes ``metrics.json`` with the test
+    error before and after."""
+    from kryflow.optim import OPTIMIZERS
+    from kryflow.training import train_cell
+    from kryflow.tuning import budget_kind, trial_record, tuned_cell
+
+    d, m, o, s = cell["dataset"], cell["model"], cell["optimizer"], int(cell["seed"])
+    source = _json(budget_json)
+    budget = {"max_steps": int(steps), "kind": "steps",
+              "max_grad_evals": (source["max_grad_evals"] / source["max_steps"] * steps
+                                 if source and source.get("max_grad_evals") else None)}
+    spec, train = tuned_cell(spec, training, _json(selected_json), budget)
+    opt = dict(spec["optimizer"])
+    name = opt.pop("name")
+    zeroth = OPTIMIZERS[name].family == "zeroth_order"
+    out = Path(out_dir)
+    tags = {**_cell_tags(cell), "rule": "finetune", "budget_kind": budget_kind(budget, zeroth)}
+    with stage(tracking_json, f"finetune/{d}/{m}/{o}/{s}", f"finetune-{d}-{m}-{o}-s{s}", tags) as tr:
+        before = _test_rel_l2(pretrained, dataset_path)
+        result = train_cell(dataset_path, out, model_name=spec["model"]["name"],
+                            model_kwargs={k: v for k, v in spec["model"].items() if k != "name"},
+                            optimizer_name=name, optimizer_kwargs=opt, seed=s, train_cfg=train, tracker=tr,
+                            progress=False, init_from=pretrained)
+        after = _test_rel_l2(out / "model.pt", dataset_path) if result["status"] == "finished" else float("nan")
+        metrics = {**dict(cell), "before_test_rel_l2": before, "test_rel_l2": after, "budget_kind": tags["budget_kind"],
+                   **{k: result[k] for k in ("status", "steps", "train_seconds", "grad_evals")},
+                   "best_val_rel_l2": trial_record(out)["best_val_rel_l2"]}
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+        tr.log_metrics({"before_test_rel_l2": before, "test_rel_l2": after})
+        tr.finish(result["status"], result.get("reason"))
+    return metrics
+
+
 def run_tuning_report(reference: str, seeds: Sequence[int], budgets: Sequence[Pathish], selections: Sequence[Pathish],
-                      trial_root: Pathish, runs_root: Pathish, out_json: Pathish, tracking_json: Pathish) -> dict:
+                      trial_root: Pathish, runs_root: Pathish, out_json: Pathish, tracking_json: Pathish,
+                      finetune: Sequence[Pathish] = ()) -> dict:
     """The comparison's report (``results/tuning/report.json``): times to target, profiles,
     scores, speed-ups, test errors with intervals; the scores are logged to a report run."""
     from kryflow.tuning import build_report
 
     with stage(tracking_json, "tuning/report", "tuning-report", {"rule": "tuning_report"}) as tr:
-        report = build_report(reference, budgets, selections, trial_root, runs_root, seeds)
+        report = build_report(reference, budgets, selections, trial_root, runs_root, seeds, finetune)
         Path(out_json).write_text(json.dumps(report, indent=2, default=float))
         for unit, scores in report["scores"].items():
             tr.log_metrics({f"score_{unit}.{o}": v for o, v in scores.items()})

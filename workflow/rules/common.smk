@@ -12,11 +12,14 @@ from kryflow import layout
 from kryflow.config import (
     cell_spec,
     cell_training,
+    finetune_cells,
+    finetune_source,
     parent_runs,
     check_config,
     dataset_shards,
     dataset_spec,
     generated_dataset_names,
+    grid_datasets,
     imported_dataset_names,
     read_yaml,
     trial_cells,
@@ -110,6 +113,22 @@ def reference_reruns(wildcards):
             for s in config["seeds"]]
 
 
+def finetune_inputs(wildcards):
+    """What a fine-tuning run starts from: the reference's trained model on the source dataset,
+    the optimizer's setting selected there, and the source workload's budget."""
+    src = finetune_source(config, wildcards.dataset)["from"]
+    return {
+        "pretrained": str(layout.run_file((src, wildcards.model, TUNING["reference"], wildcards.seed), "model.pt")),
+        "selected": layout.SELECTED.format(dataset=src, model=wildcards.model, optimizer=wildcards.optimizer),
+        "budget": layout.BUDGET.format(dataset=src, model=wildcards.model),
+    }
+
+
+def finetune_outputs():
+    return [f"{layout.FINETUNE_DIR}/metrics.json".format(dataset=d, model=m, optimizer=o, seed=s)
+            for d, m, o, s in finetune_cells(config)]
+
+
 def cell_spec_of(wildcards):
     return cell_spec(config, wildcards.model, wildcards.optimizer)
 
@@ -169,7 +188,7 @@ def figure_stems_of_config():
     """The figure files the figures rule writes for this config."""
     from kryflow.figures import figure_stems
 
-    return figure_stems(config["datasets"], config["models"], solver_benchmark_outputs(),
+    return figure_stems(grid_datasets(config), config["models"], solver_benchmark_outputs(),
                         [layout.TUNING_REPORT] if TUNING else [])
 
 

@@ -26,7 +26,7 @@ rule figures:
         ),
     params:
         runs_root=lambda w, input: layout.runs_root_of(input.histories[0]),
-        datasets=list(config["datasets"]),
+        datasets=grid_datasets(config),
         models=list(config["models"]),
     log:
         layout.rule_log("figures"),

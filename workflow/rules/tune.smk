@@ -3,7 +3,7 @@
 # and budget from the reference optimizer's reruns. The trials are known from the config, so the
 # DAG is static; the reference's trials come first, every other optimizer trains under its budget.
 
-WORKLOADS = [(d, m) for d in config["datasets"] for m in config["models"]]
+WORKLOADS = [(d, m) for d in grid_datasets(config) for m in config["models"]]
 TUNED = [(d, m, o) for d, m in WORKLOADS for o in config["optimizers"]]
 
 
@@ -77,6 +77,36 @@ rule workload_budget:
         "../../scripts/workload_budget.py"
 
 
+rule finetune:
+    # the fine-tuning workload (tuning.finetune): a trained model adapted to a shifted dataset
+    input:
+        unpack(finetune_inputs),
+        dataset=layout.DATASET,
+        tracking=ancient(layout.TRACKING_JSON),
+    output:
+        metrics=f"{layout.FINETUNE_DIR}/metrics.json",
+        history=f"{layout.FINETUNE_DIR}/history.csv",
+    wildcard_constraints:
+        dataset=name_pattern([ft["dataset"] for ft in (TUNING or {}).get("finetune") or []]),
+    params:
+        spec=cell_spec_of,
+        training=training_of,
+        steps=lambda w: finetune_source(config, w.dataset)["max_steps"],
+    log:
+        layout.rule_log("finetune", layout.CELL),
+    benchmark:
+        layout.rule_benchmark("finetune", layout.CELL)
+    threads: 1
+    resources:
+        mem_mb=train_mem_mb,
+        runtime=train_runtime,
+        gpu=use_gpu(),
+    conda:
+        "../../envs/kryflow.yaml"
+    script:
+        "../../scripts/finetune.py"
+
+
 rule tuning_report:
     input:
         budgets=expand(layout.BUDGET, zip, dataset=[d for d, _ in WORKLOADS], model=[m for _, m in WORKLOADS]),
@@ -85,6 +115,7 @@ rule tuning_report:
         trials=[f"{layout.TRIAL_DIR}/history.csv".format(dataset=d, model=m, optimizer=o, trial=t)
                 for d, m, o, t in trial_cells(config)],
         reruns=cell_outputs("metrics.json"),
+        finetune=finetune_outputs(),
         tracking=ancient(layout.TRACKING_JSON),
     output:
         layout.TUNING_REPORT,

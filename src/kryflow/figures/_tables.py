@@ -20,7 +20,7 @@ import pandas as pd
 
 from kryflow.evaluation import Column, column, numeric_columns
 from kryflow.figures._results import aggregate, load_solver_benchmark, read_summary
-from kryflow.figures._style import OPTIMIZER_ORDER, optimizer_style, solver_label
+from kryflow.figures._style import OPTIMIZER_ORDER, optimizer_style, order_optimizers, solver_label
 
 __all__ = ["make_tables"]
 
@@ -280,6 +280,38 @@ def _tuning_frame(path: str | Path) -> tuple[pd.DataFrame, str | None]:
     return frame, None
 
 
+def _finetune_table(path: str | Path, out_dir: Path) -> list[Path]:
+    """``finetune``: per shifted workload, the pretrained error and each optimizer's after fine-tuning."""
+    try:
+        ft = json.loads(Path(path).read_text(encoding="utf-8")).get("finetune") or {}
+    except (OSError, ValueError):
+        return []
+    if not ft:
+        return []
+    rows = []
+    for name in sorted(ft):
+        w = ft[name]
+        for o in order_optimizers(w["optimizers"]):
+            r = w["optimizers"][o]
+            ci = r["test_rel_l2_ci95"] or [math.nan, math.nan]
+            rows.append({"workload": name, "optimizer": o, "before": w["before_test_rel_l2"],
+                         "after": _num(r["test_rel_l2_mean"]), "lo": _num(ci[0]), "hi": _num(ci[1]),
+                         "kind": r["budget_kind"], "reached": r["reached_reference"]})
+    nan: Callable[[pd.Series], float] = lambda _row: math.nan  # noqa: E731
+    columns = [
+        _Column("Workload", nan, lambda r: str(r["workload"]), align="l"),
+        _Column("Optimizer", nan, lambda r: optimizer_style(r["optimizer"])["label"], align="l"),
+        _Column("Before", nan, lambda r: _fmt(float(r["before"]))),
+        _Column("After [95% CI]", lambda r: float(r["after"]),
+                lambda r: f"{_fmt(r['after'])} [{_fmt(r['lo'])}, {_fmt(r['hi'])}]", "min"),
+        _Column("Budget", nan, lambda r: str(r["kind"]), align="l"),
+        _Column("Reaches reference", nan, lambda r: "yes" if r["reached"] else "no", align="l"),
+    ]
+    return _write(_build(pd.DataFrame(rows), columns, ["workload"]), out_dir, "finetune",
+                  "Fine-tuning a trained model to a shifted dataset (test rel. L2)",
+                  "zeroth order on the gradient evaluations the reference's steps cost (budget grad_evals)")
+
+
 def _tuning_columns() -> list[_Column]:
     nan: Callable[[pd.Series], float] = lambda _row: math.nan  # noqa: E731
 
@@ -357,6 +389,7 @@ def make_tables(
         paths += _write(table, out_dir, "solver_times", "Solver benchmark",
                         "; ".join(notes) if notes else None)  # fmt: skip
     if tuning_report is not None:
+        paths += _finetune_table(tuning_report, out_dir)
         frame, why = _tuning_frame(tuning_report)
         paths += _write(_build(frame, _tuning_columns(), ["workload"]), out_dir, "tuning",
                         "Tuned comparison: time to target (median over studies), test error of the reruns",

@@ -15,6 +15,7 @@ in the epoch, the history and the elapsed time.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -152,11 +153,32 @@ class _Cell:
     label: str
 
 
-def _build(dataset_path, model_name: str, model_kwargs: Mapping, optimizer_name: str, optimizer_kwargs: Mapping,
-           seed: int, train_cfg: Mapping) -> _Cell:
-    """Seeds, data loaders, the surrogate with the train split's normalisation, optimizer, schedule."""
-    from kryflow.data import grid_shape, make_loader, normalization_stats
+def _surrogate(dataset_path, model_name: str, model_kwargs: Mapping, init_from) -> Surrogate:
+    """A new surrogate with the train split's normalisation, or (fine-tuning) the trained one in
+    ``init_from`` with the normalisation it was trained with."""
+    from kryflow.data import grid_shape, normalization_stats
     from kryflow.models import build_model
+
+    if init_from is not None:
+        from kryflow.training.surrogate import load_surrogate
+
+        surrogate = load_surrogate(init_from)
+        got = surrogate.net.config
+        if got["name"] != model_name or any(got.get(k) != v for k, v in model_kwargs.items()):
+            raise ValueError(f"{init_from} holds model {got}, not {model_name} {dict(model_kwargs)}; fine-tune the "
+                             "model that was trained on the source dataset")
+        return surrogate
+    stats = normalization_stats(dataset_path)
+    dim = len(grid_shape(dataset_path))
+    net = build_model(model_name, in_channels=len(stats["x_mean"]), out_channels=len(stats["y_mean"]), dim=dim,
+                      **dict(model_kwargs))
+    return Surrogate(net, stats, dim)
+
+
+def _build(dataset_path, model_name: str, model_kwargs: Mapping, optimizer_name: str, optimizer_kwargs: Mapping,
+           seed: int, train_cfg: Mapping, init_from=None) -> _Cell:
+    """Seeds, data loaders, the surrogate (:func:`_surrogate`), optimizer, schedule."""
+    from kryflow.data import make_loader
     from kryflow.optim import build_optimizer, build_scheduler, scale_lr
 
     device = select_device(train_cfg.get("device", "auto"))
@@ -164,16 +186,12 @@ def _build(dataset_path, model_name: str, model_kwargs: Mapping, optimizer_name:
     np.random.seed(seed)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
-    stats = normalization_stats(dataset_path)
+    surrogate = _surrogate(dataset_path, model_name, model_kwargs, init_from).to(device)
     batch_size = int(train_cfg.get("batch_size", 8))
     train_loader = make_loader(dataset_path, "train", batch_size=batch_size, shuffle=True, seed=seed,
                                num_workers=int(train_cfg.get("num_workers", 0)), device=device)
     val_loader = make_loader(dataset_path, "val", batch_size=max(batch_size, 16), shuffle=False,
                              seed=seed, num_workers=0, device=device)
-    dim = len(grid_shape(dataset_path))
-    net = build_model(model_name, in_channels=len(stats["x_mean"]), out_channels=len(stats["y_mean"]), dim=dim,
-                      **dict(model_kwargs))
-    surrogate = Surrogate(net, stats, dim).to(device)
     hp = {k: v for k, v in optimizer_kwargs.items() if k != "name"}
     lr = float(hp.pop("lr"))
     if train_cfg.get("base_batch_size"):
@@ -382,19 +400,25 @@ def train_cell(
     train_cfg: Mapping[str, Any],
     tracker=None,
     progress: bool = True,
+    init_from: str | Path | None = None,
 ) -> TrainResult:
     """Train one grid cell; write checkpoint.pt, model.pt, history.csv and train.json to out_dir.
 
     A checkpoint of the same configuration already in ``out_dir`` is resumed from (after a kill
     the rerun continues); one of another configuration is set aside and training starts afresh.
+    ``init_from``: a trained ``model.pt`` to fine-tune (its weights and normalisation) instead of a
+    freshly initialised model.
     """
     from kryflow.data import dataset_digest
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cell = _build(dataset_path, model_name, model_kwargs, optimizer_name, optimizer_kwargs, seed, train_cfg)
+    cell = _build(dataset_path, model_name, model_kwargs, optimizer_name, optimizer_kwargs, seed, train_cfg, init_from)
+    shaping = dict(train_cfg)
+    if init_from is not None:  # a fine-tuning run's trajectory starts from that model
+        shaping["init_from"] = hashlib.sha256(Path(init_from).read_bytes()).hexdigest()
     fingerprint = Checkpoint.fingerprint(model_name, model_kwargs, optimizer_name, optimizer_kwargs, seed,
-                                         dataset_digest(dataset_path), train_cfg)
+                                         dataset_digest(dataset_path), shaping)
     checkpoint = Checkpoint(out / "checkpoint.pt", fingerprint)
     state = checkpoint.resume(cell) or _fresh_state()
     status, reason = _loop(cell, state, checkpoint, tracker, progress, dataset_path)

@@ -63,7 +63,8 @@ def _optimizer(selected: Mapping, trial_dirs: Sequence[Path], reruns: Sequence[P
 
 
 def build_report(reference: str, budgets: Sequence[str | Path], selections: Sequence[str | Path],
-                 trial_root: str | Path, runs_root: str | Path, seeds: Sequence[int]) -> dict[str, Any]:
+                 trial_root: str | Path, runs_root: str | Path, seeds: Sequence[int],
+                 finetune: Sequence[str | Path] = ()) -> dict[str, Any]:
     """The report from the protocol's files.
 
     **Arguments:**
@@ -71,8 +72,9 @@ def build_report(reference: str, budgets: Sequence[str | Path], selections: Sequ
         budgets: every workload's ``budget.json``. selections: every ``selected.json``.
         trial_root, runs_root: ``results/tuning`` and ``results/runs``.
         seeds: the reruns' seeds.
+        finetune: every fine-tuning run's ``metrics.json``.
 
-    **Returns:** a JSON-ready dict (``workloads``, ``profiles``, ``scores``, ``speedup``).
+    **Returns:** a JSON-ready dict (``workloads``, ``profiles``, ``scores``, ``speedup``, ``finetune``).
     """
     from kryflow import layout
 
@@ -88,7 +90,37 @@ def build_report(reference: str, budgets: Sequence[str | Path], selections: Sequ
                                               "budget": {k: b[k] for k in ("max_steps", "max_seconds", "kind")},
                                               "optimizers": {}})
         w["optimizers"][o] = _optimizer(sel, trial_dirs, reruns, b["target_val_rel_l2"])
-    return {"reference": reference, "taus": TAUS.tolist(), "workloads": workloads, **_across(workloads, reference)}
+    return {"reference": reference, "taus": TAUS.tolist(), "workloads": workloads, **_across(workloads, reference),
+            "finetune": _finetune([json.loads(Path(p).read_text()) for p in finetune], reference)}
+
+
+def _finetune(runs: Sequence[Mapping], reference: str) -> dict[str, Any]:
+    """Per shifted workload: the pretrained model's test error there, and each optimizer's after
+    fine-tuning (mean and bootstrap interval over seeds), against the reference's."""
+    out: dict[str, Any] = {}
+    for r in runs:
+        w = out.setdefault(f"{r['dataset']}/{r['model']}", {"runs": []})
+        w["runs"].append(r)
+    for w in out.values():
+        runs_w = w.pop("runs")
+        w["before_test_rel_l2"] = float(np.mean([r["before_test_rel_l2"] for r in runs_w]))
+        opts: dict[str, Any] = {}
+        for r in runs_w:
+            opts.setdefault(r["optimizer"], []).append(r)
+        w["optimizers"] = {}
+        for o, rs in opts.items():
+            errs = [r["test_rel_l2"] for r in rs if r["status"] == "finished" and math.isfinite(r["test_rel_l2"])]
+            w["optimizers"][o] = {"test_rel_l2_mean": float(np.mean(errs)) if errs else None,
+                                  "test_rel_l2_ci95": list(bootstrap_interval(errs)) if errs else None,
+                                  "statuses": [r["status"] for r in rs], "budget_kind": rs[0]["budget_kind"],
+                                  "grad_evals": float(np.mean([r["grad_evals"] for r in rs]))}
+        ref = w["optimizers"].get(reference, {}).get("test_rel_l2_mean")
+        w["target_test_rel_l2"] = ref
+        for o in w["optimizers"].values():
+            o["reached_reference"] = bool(ref is not None and o["test_rel_l2_mean"] is not None
+                                          and o["test_rel_l2_mean"] <= ref * (1 + 1e-9))
+            o["improved"] = bool(o["test_rel_l2_mean"] is not None and o["test_rel_l2_mean"] < w["before_test_rel_l2"])
+    return out
 
 
 def _across(workloads: Mapping[str, Mapping], reference: str) -> dict[str, Any]:
