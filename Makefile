@@ -5,11 +5,12 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kryflow-installed
+EXTRAS := $(VENV)/.kryflow-solver-extras
 CONFIG ?= config/config.yaml
 
-.PHONY: run test test-fast test-slurm lint dryrun-paper clean-results venv system-deps
+.PHONY: run test test-fast test-slurm lint dryrun-paper clean-results venv system-deps solver-extras
 
-venv: $(STAMP)
+venv: $(STAMP) $(EXTRAS)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,16 +25,30 @@ run: $(STAMP)
 	$(BIN)/kryflow where
 
 # System packages some tests use (PostgreSQL for the MLflow server test, Chromium for the UI
-# test). Installed when missing and possible (root with apt-get); otherwise those tests skip
-# and say why.
+# test) and the solver extras build on (SuiteSparse's headers for scikit-sparse, OpenBLAS for
+# CHOLMOD's supernodal kernels). Installed when missing and possible (root with apt-get);
+# otherwise those tests skip and say why.
 system-deps:
-	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v chromium >/dev/null; then \
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v chromium >/dev/null \
+	    || [ ! -e /usr/include/suitesparse/cholmod.h ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql chromium >/dev/null; \
-	  else echo "note: postgresql/chromium missing and not root: their tests will skip"; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql chromium \
+	      libsuitesparse-dev libopenblas0-pthread >/dev/null; \
+	  else echo "note: postgresql/chromium/libsuitesparse-dev missing and not root: their tests will skip"; fi; \
 	fi
 
-test: $(STAMP) system-deps
+# The optional solver baselines (CHOLMOD through scikit-sparse, MKL PARDISO through pypardiso),
+# after the system packages so that scikit-sparse finds SuiteSparse's headers. Never fatal:
+# where they do not install, their methods report themselves absent and their tests and
+# benchmark rows skip.
+$(EXTRAS): $(STAMP) pyproject.toml | system-deps
+	$(BIN)/python -m pip install --quiet -e ".[solvers]" \
+	  || echo "note: solver extras (scikit-sparse, pypardiso) absent: their tests and benchmark rows skip"
+	touch $(EXTRAS)
+
+solver-extras: $(EXTRAS)
+
+test: $(STAMP) system-deps $(EXTRAS)
 	$(BIN)/python -m pytest
 
 test-slurm: $(STAMP)

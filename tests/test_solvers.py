@@ -41,9 +41,12 @@ def true_relres(A, x, b):
 
 def _combos(kind):
     methods = ("cg", "rcg", "direct") if kind == "spd" else ("gmres", "gcrodr", "direct")
-    pres = ("none", "jacobi", "amg") if kind == "spd" else PRECONDITIONERS
+    # the baselines from elsewhere, where installed (CHOLMOD is SPD only)
+    methods += tuple(m for m in ("cholmod", "pardiso", "pyamg") if SOLVER_METHODS[m].available()
+                     and (kind == "spd" or m != "cholmod"))
+    pres = ("none", "jacobi", "amg", "gmg") if kind == "spd" else PRECONDITIONERS
     for m in methods:
-        for p in pres if m != "direct" else ("none",):
+        for p in pres if SOLVER_METHODS[m].uses_preconditioner else ("none",):
             yield m, p, {}
             if m == "rcg":
                 yield m, p, {"recycle_mode": "spectral", "harvest_per_solve": 2}
@@ -219,7 +222,7 @@ def test_spectral_recycling_refills_when_iterations_drift_up():
 
 
 def test_recycling_reduces_matvecs_on_drift_sequence():
-    systems = darcy_systems(12, n=32)
+    systems = darcy_systems(12, n=32, relation="drift")  # i.i.d. is the families' default now
     rc = SequenceSolver("rcg", "none", recycle_dim=16)
     cold = SequenceSolver("cg", "none", warm_start=False)
     for A, b in systems:
@@ -230,7 +233,7 @@ def test_recycling_reduces_matvecs_on_drift_sequence():
     assert mv_rc < 0.65 * mv_cold
     gc = SequenceSolver("gcrodr", "none", recycle_dim=8, restart=30)
     gm = SequenceSolver("gmres", "none", warm_start=False, restart=30)
-    for A, b in advdiff_systems(6, n=24):
+    for A, b in advdiff_systems(6, n=24, relation="drift"):
         gc(A, b, matrix_changed=True)
         gm(A, b, matrix_changed=True)
     assert sum(r.matvecs for r in gc.records) < sum(r.matvecs for r in gm.records)
@@ -431,7 +434,7 @@ def test_bandwidth_floor_counts_matrix_once_and_eleven_vector_passes():
 def test_recycled_cg_halves_matvecs_on_darcy_drift():
     # recycling halves the matvecs on a Darcy drift sequence (benchmarks/solvers.py runs the full sizes):
     # k = 32 harvested Ritz vectors, A·W rebuilt (32 matvecs, counted) for every new matrix
-    systems = darcy_systems(16, n=128, coefficient="lognormal")
+    systems = darcy_systems(16, n=128, coefficient="lognormal", relation="drift")
     rc = SequenceSolver("rcg", "jacobi", recycle_dim=32)
     cold = SequenceSolver("cg", "jacobi", warm_start=False)
     for A, b in systems:
@@ -730,9 +733,12 @@ def test_solver_options_cover_every_registered_option():
 def test_registries_behave_like_the_name_tuples():
     from kryflow.solvers import BASELINE_METHODS
 
-    assert list(SOLVER_METHODS) == ["cg", "rcg", "gmres", "gcrodr", "direct", "scipy_gcrotmk"]
-    assert BASELINE_METHODS == ("scipy_gcrotmk",) and "rcg" in SOLVER_METHODS and "bicg" not in SOLVER_METHODS
-    assert list(PRECONDITIONERS) == ["none", "jacobi", "ilu", "amg"]
+    # the strong baselines (CHOLMOD, PARDISO, pyamg) joined the registry, listed after LU
+    assert list(SOLVER_METHODS) == ["cg", "rcg", "gmres", "gcrodr", "direct", "cholmod", "pardiso", "pyamg",
+                                    "scipy_gcrotmk"]
+    assert BASELINE_METHODS == ("cholmod", "pardiso", "pyamg", "scipy_gcrotmk") and "rcg" in SOLVER_METHODS
+    assert "bicg" not in SOLVER_METHODS
+    assert list(PRECONDITIONERS) == ["none", "jacobi", "ilu", "amg", "gmg"]
     for cls in SOLVER_METHODS.values():
         assert cls.cold_start is None or cls.cold_start in SOLVER_METHODS
 
@@ -740,6 +746,8 @@ def test_registries_behave_like_the_name_tuples():
 @pytest.mark.parametrize("method", list(SOLVER_METHODS))
 def test_every_registered_method_solves_a_sequence(method):
     cls = SOLVER_METHODS[method]
+    if not cls.available():
+        pytest.skip(cls.unavailable_reason())
     pre = "jacobi" if cls.uses_preconditioner else "none"
     s = SequenceSolver(method, pre, recycle_dim=4)
     systems = darcy_systems(3, n=12)

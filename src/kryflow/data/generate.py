@@ -118,15 +118,6 @@ class _Totals(dict):
         self["max_rel_residual"] = max(self["max_rel_residual"], max(r.rel_residual for r in records))
 
 
-def _warm_up_seconds() -> float:
-    """Load (first time on a machine: compile) the solvers' compiled kernels; a one-time cost."""
-    from kryflow.solvers._kernels import warm_up
-
-    t0 = time.perf_counter()
-    warm_up()
-    return time.perf_counter() - t0
-
-
 def _in_order(kind: str, samples: Iterable) -> tuple[Iterable, float]:
     """The samples in solve order, and the seconds it took to find it. ``as_sampled`` streams them;
     ``similarity`` holds the block's inputs to chain them by nearest neighbours."""
@@ -205,7 +196,7 @@ def generate_dataset(
 
     from kryflow.data import ORDERS, ZarrDatasetWriter, assign_splits, dataset_digest
     from kryflow.pdes import build_family
-    from kryflow.solvers import SequenceSolver
+    from kryflow.solvers import SequenceSolver, warm_up
 
     fam = build_family(family, **dict(params or {}))
     solver_cfg = solver_config(fam, solver)
@@ -219,7 +210,7 @@ def generate_dataset(
         split_arr = assign_splits(num_samples, tuple(splits), seed=seed, block=split_block)
     totals = _Totals()
     t0 = time.perf_counter()
-    warm = _warm_up_seconds()
+    warm = warm_up()  # the solvers' compiled kernels: a one-time cost
     samples, order_seconds = _in_order(order_kind, fam.samples(num_samples, seed, start, stop))
     relation = fam.params["relation"]
     attrs = {

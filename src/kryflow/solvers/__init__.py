@@ -1,6 +1,8 @@
 """Krylov solvers for sequences of sparse systems: plain CG/GMRES baselines, recycled CG
 (eigCG harvesting, used for deflation or an incremental spectral preconditioner), GCRO-DR,
-sparse LU, preconditioners, and the sequence driver.
+sparse LU, the strongest direct and algebraic-multigrid solvers from elsewhere as optional
+baselines (CHOLMOD, PARDISO, pyamg), preconditioners (Jacobi, ILU, AMG, and a geometric
+multigrid on the families' grids), and the sequence driver.
 
 scipy's calling convention: ``x, info = cg(A, b, x0=None, *, rtol=1e-8, atol=0.0,
 maxiter=None, M=None, callback=None)`` with ``A`` and ``M`` as matrices, dense arrays or
@@ -15,11 +17,23 @@ from ._recycled_cg import RecycledCG  # isort: skip
 from ._gmres import gmres  # isort: skip
 from ._gcrodr import GCRODR  # isort: skip
 from ._direct import SparseLU  # noqa: F401  # isort: skip
-from ._benchmark import add_targets, benchmark_sequence, default_strategies, default_strategy, sequence_label
+from ._cholmod import CholmodCholesky  # noqa: F401  # isort: skip
+from ._pardiso import Pardiso  # noqa: F401  # isort: skip
+from ._pyamg import PyAMGSolver  # noqa: F401  # isort: skip
+from ._benchmark import (
+    STRONG_BASELINES,
+    add_targets,
+    benchmark_sequence,
+    default_strategies,
+    default_strategy,
+    sequence_label,
+)
 from ._common import SolveInfo, SolverDidNotConverge
 from ._methods import SOLVER_METHODS, SequenceMethod, check_solver_options, solver_options
 from ._preconditioners import PRECONDITIONERS, make_preconditioner
+from ._gmg import GMGPreconditioner  # noqa: F401  # isort: skip
 from ._sequence import SequenceSolver
+from ._warm_up import warm_up
 
 # reference implementations from elsewhere, registered for comparison only
 BASELINE_METHODS = tuple(name for name, cls in SOLVER_METHODS.items() if cls.baseline)
@@ -44,4 +58,6 @@ __all__ = [
     "benchmark_sequence",
     "add_targets",
     "sequence_label",
+    "STRONG_BASELINES",
+    "warm_up",
 ]

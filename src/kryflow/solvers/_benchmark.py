@@ -7,51 +7,85 @@ from typing import Any
 
 import numpy as np
 
-from ._kernels import warm_up
+from ._warm_up import warm_up
 from ._methods import SOLVER_METHODS
 from ._sequence import SequenceSolver
 
 __all__ = ["default_strategy", "default_strategies", "benchmark_sequence", "add_targets", "sequence_label",
-           "RECYCLED_MATVEC_RATIO", "DEFAULT_WALL_RATIO"]
+           "RECYCLED_MATVEC_RATIO", "DEFAULT_WALL_RATIO", "STRONG_BASELINES"]
 
 RECYCLED_MATVEC_RATIO = 0.5  # a recycled strategy pays off: matvecs <= this x its cold start's
 DEFAULT_WALL_RATIO = 1.1  # the default strategy is right: wall time <= this x the fastest's
 
 
+#: the strongest solvers from elsewhere that kryflow's default is measured against
+STRONG_BASELINES = ("cholmod", "pardiso", "pyamg", "direct")
+
+
+def _available(method: str) -> bool:
+    return SOLVER_METHODS[method].available()
+
+
 def default_strategy(family: Any) -> dict[str, Any]:
-    """The ``{"method", "preconditioner"}`` the workflow uses for ``family`` by default.
+    """The ``{"method", "preconditioner"}`` the workflow uses for ``family`` by default (``auto``).
 
-    The fastest converged strategy of ``benchmarks/solvers.py`` on the built-in drift sequences
-    (one thread per solver, rtol 1e-8; the measurements are in ``benchmarks/README.md``):
+    The rule, by matrix kind, dimension, unknowns N and solves per matrix (the fastest converged
+    strategy of ``benchmarks/solvers.py`` at the measured sizes, one thread per solver, rtol
+    1e-8; the thresholds sit between measured sizes, ``benchmarks/README.md`` has the figures):
 
-    * SPD (Darcy): Jacobi-PCG up to 128² (2D) / 48³ (3D), where its cheap iterations beat AMG's
-      setup and LU's fill-in; AMG-PCG beyond, where Jacobi's iteration count grows with N.
-    * Heat: one LU per sample serves every time step (the matrix is fixed), up to 512² / 16³;
-      past that Jacobi- or AMG-PCG as for Darcy.
-    * Nonsymmetric (advection–diffusion): LU while its fill-in is small (128² / 16³), AMG-GMRES beyond.
+    * Nonsymmetric (advection–diffusion): GMRES with the geometric multigrid ``gmg`` from
+      N >= 32² (2D) / 12³ (3D), where its V-cycle beats LU's fill-in and PARDISO; sparse LU below.
+    * SPD, several solves per matrix (heat: every time step reuses one matrix): in 2D one sparse
+      Cholesky per sample (``cholmod`` where scikit-sparse is installed, else LU, up to 512²),
+      whose triangular solves are cheaper than any V-cycle; in 3D Jacobi-PCG up to 32³ (cheap
+      iterations on a well-conditioned matrix) and GMG-PCG beyond, where the factors' fill grows.
+    * SPD, one solve per matrix (Darcy): small 2D grids are solved fastest by CHOLMOD (up to
+      72², where its supernodal factorization is still cheaper than a V-cycle's set-up; without
+      it Jacobi-PCG up to 56²); small 3D grids by Jacobi-PCG (up to 32³); everything larger by
+      GMG-PCG, whose iteration count stays at 8-9 whatever N (an AMG-like convergence for a
+      set-up of a few V-cycles, no aggregation).
 
-    Recycled solvers cut matvecs where the recycle space captures the slow modes, but not wall
-    time on these sequences: deflation adds 2k vector passes per iteration, so none is a
-    wall-time default on a built-in sequence.
+    Recycling (deflated or spectral rcg, GCRO-DR) is in no default: with GMG a solve takes 8-10
+    iterations, too few for a recycle space to pay for itself (measured, benchmarks/README.md).
 
     **Arguments:**
-        family: a PDE family (``name``, ``dim``, ``shape``, ``matrix_kind``).
+        family: a PDE family (``name``, ``dim``, ``shape``, ``matrix_kind``, ``solves_per_sample``).
 
     **Returns:** ``{"method": ..., "preconditioner": ...}``.
     """
     n = int(np.prod(family.shape))
     dim = family.dim
-    if family.name == "heat":
-        if dim == 2 and n <= 512 * 512 or dim == 3 and n <= 16**3:
+    if family.matrix_kind != "spd":
+        if dim == 2 and n < 32 * 32 or dim == 3 and n < 12**3:
             return {"method": "direct", "preconditioner": "none"}
-        return {"method": "cg", "preconditioner": "jacobi" if n <= 48**3 else "amg"}
-    if family.matrix_kind == "spd":
-        if dim == 2 and n <= 128 * 128 or dim == 3 and n <= 48**3:
+        return {"method": "gmres", "preconditioner": "gmg"}
+    if getattr(family, "solves_per_sample", 1) > 1:
+        if dim == 2 and n <= 512 * 512:
+            return {"method": "cholmod" if _available("cholmod") else "direct", "preconditioner": "none"}
+        if dim == 3 and n <= 32**3:
             return {"method": "cg", "preconditioner": "jacobi"}
-        return {"method": "cg", "preconditioner": "amg"}
-    if dim == 2 and n <= 128 * 128 or dim == 3 and n <= 16**3:
-        return {"method": "direct", "preconditioner": "none"}
-    return {"method": "gmres", "preconditioner": "amg"}
+        return {"method": "cg", "preconditioner": "gmg"}
+    if dim == 2 and _available("cholmod") and n <= 72 * 72:
+        return {"method": "cholmod", "preconditioner": "none"}
+    if dim == 2 and n <= 56 * 56 or dim == 3 and n <= 32**3:
+        return {"method": "cg", "preconditioner": "jacobi"}
+    return {"method": "cg", "preconditioner": "gmg"}
+
+
+def _baselines(family: Any) -> list[dict[str, Any]]:
+    """The strong baselines that are installed and affordable for ``family``: CHOLMOD (SPD),
+    PARDISO, pyamg and LU; direct factorizations only where 3D fill-in stays affordable."""
+    n = int(np.prod(family.shape))
+    direct_ok = family.dim == 2 or n <= 24**3
+    factor_ok = family.dim == 2 or n <= 64**3  # CHOLMOD/PARDISO: seconds per 64³ system, still run
+    out = []
+    for method in STRONG_BASELINES:
+        if not _available(method) or method == "cholmod" and family.matrix_kind != "spd":
+            continue
+        if method == "direct" and not direct_ok or method in ("cholmod", "pardiso") and not factor_ok:
+            continue
+        out.append({"method": method, "preconditioner": "none"})
+    return out
 
 
 def default_strategies(family: Any) -> list[dict[str, Any]]:
@@ -62,11 +96,16 @@ def default_strategies(family: Any) -> list[dict[str, Any]]:
     (``benchmarks/README.md``): rcg with k = 32 without a strong preconditioner (past that the
     k-matvec A·W rebuild per new matrix eats what deflation saves), the spectral mode with room
     for many vectors (it never rebuilds, so it keeps improving along the sequence), GCRO-DR with
-    a larger (k, m) unpreconditioned and a moderate one with ILU; plus scipy's GCROT(m, k) as a
-    baseline, and LU where its fill-in stays affordable (not on large 3D grids).
+    a larger (k, m) unpreconditioned and a moderate one with ILU; the geometric multigrid
+    (cold, warm, recycled, and with the interpolation and the precision ``auto`` does not pick); scipy's
+    GCROT(m, k); and the
+    strong baselines that are installed (:data:`STRONG_BASELINES`: CHOLMOD, PARDISO, pyamg, LU;
+    LU not on large 3D grids). On grids of more than 50,000 unknowns the unpreconditioned and
+    spectral strategies are left out (each takes minutes there and is far from the fastest).
 
     **Returns:** a list of :class:`SequenceSolver` argument dicts.
     """
+    large = int(np.prod(family.shape)) > 50_000
     if family.matrix_kind == "spd":
         s = [
             {"method": "cg", "preconditioner": "none", "warm_start": False},
@@ -85,6 +124,11 @@ def default_strategies(family: Any) -> list[dict[str, Any]]:
             {"method": "cg", "preconditioner": "amg", "amg_reuse": "lagged"},
             {"method": "rcg", "preconditioner": "amg"},
             {"method": "rcg", "preconditioner": "amg", "adaptive": False},
+            {"method": "cg", "preconditioner": "gmg", "warm_start": False},
+            {"method": "cg", "preconditioner": "gmg"},
+            {"method": "cg", "preconditioner": "gmg", "gmg_interpolation": "operator" if family.dim == 3 else "linear"},
+            {"method": "cg", "preconditioner": "gmg", "gmg_precision": "double" if family.dim == 3 else "single"},
+            {"method": "rcg", "preconditioner": "gmg"},
             {"method": "scipy_gcrotmk", "preconditioner": "none"},
         ]
     else:
@@ -100,11 +144,18 @@ def default_strategies(family: Any) -> list[dict[str, Any]]:
             {"method": "gmres", "preconditioner": "amg", "warm_start": False},
             {"method": "gmres", "preconditioner": "amg"},
             {"method": "gcrodr", "preconditioner": "amg"},
+            {"method": "gmres", "preconditioner": "gmg", "warm_start": False},
+            {"method": "gmres", "preconditioner": "gmg"},
+            {"method": "gmres", "preconditioner": "gmg", "gmg_sweeps": 2},
+            {"method": "gcrodr", "preconditioner": "gmg"},
             {"method": "scipy_gcrotmk", "preconditioner": "none"},
         ]
-    if family.dim == 2 or int(np.prod(family.shape)) <= 24**3:
-        # 3D LU fill-in grows too fast: left out of larger 3D runs
-        s.append({"method": "direct", "preconditioner": "none"})
+    if large:
+        s = [x for x in s if x["preconditioner"] != "none" and x.get("recycle_mode") != "spectral"]
+    default = default_strategy(family)
+    s += [b for b in _baselines(family) if b not in s]
+    if default not in s:
+        s.append(default)
     return s
 
 
@@ -164,12 +215,14 @@ def benchmark_sequence(family: Any, num_samples: int, seed: int, strategies: lis
     **Returns:**
         One record per strategy: ``sequence, strategy, method, preconditioner, warm_start,
         recycle_dim, n_unknowns, n_systems, matvecs, iterations, seconds, seconds_runs,
-        max_true_relres, converged, default, per_solve`` (list of ``{iterations, matvecs,
-        rel_residual, seconds, recycle_dim}``), plus the comparisons of :func:`add_targets`
-        (with ``matvec_ratio`` and ``wall_ratio``).
+        max_true_relres, converged, default, setup_seconds`` (of the first run), ``per_solve``
+        (list of ``{iterations, matvecs, rel_residual, seconds, setup_seconds, recycle_dim}``),
+        plus the comparisons of :func:`add_targets` (with ``matvec_ratio`` and ``wall_ratio``).
     """
     strategies = default_strategies(family) if strategies is None else list(strategies)
     warm_up()  # load the compiled kernels first: the first strategy must not pay for it
+    for strat in strategies:  # nor for loading a baseline's library (MKL, CHOLMOD): one-time costs
+        SOLVER_METHODS[strat["method"]].warm_up()
     systems = _sequence_systems(family, num_samples, seed)
     default = default_strategy(family)
     runs: list[list[float]] = []
@@ -193,13 +246,23 @@ def benchmark_sequence(family: Any, num_samples: int, seed: int, strategies: lis
 
 
 def _sequence_systems(family: Any, num_samples: int, seed: int) -> list[tuple]:
-    """The ``(A, b, matrix_changed)`` of every solve of the sequence, in order (solved by LU)."""
-    capture = SequenceSolver("direct", rtol=1.0 - 1e-12, on_nonconvergence="flag")
+    """The ``(A, b, matrix_changed)`` of every solve of the sequence, in order.
+
+    With one solve per sample no solution feeds a later system, so none is computed (LU on a
+    64³ grid takes minutes); otherwise (heat) each right-hand side follows the trajectory of a
+    sparse LU (2D) or of GMG-PCG to rtol 1e-12 (3D, where LU's fill-in is prohibitive).
+    """
+    if getattr(family, "solves_per_sample", 1) == 1:
+        capture = None
+    elif family.dim == 2:
+        capture = SequenceSolver("direct", rtol=1.0 - 1e-12, on_nonconvergence="flag")
+    else:
+        capture = SequenceSolver("cg", "gmg", rtol=1e-12, on_nonconvergence="flag")
     systems: list[tuple] = []
 
     def record(A, b, *, matrix_changed):
         systems.append((A, b, matrix_changed))
-        return capture(A, b, matrix_changed=matrix_changed)
+        return np.zeros(b.shape[0]) if capture is None else capture(A, b, matrix_changed=matrix_changed)
 
     for sample in family.samples(num_samples, seed):
         sample.solve(record)
@@ -226,9 +289,10 @@ def _record(seq: str, strat: dict[str, Any], solver: SequenceSolver, secs: list[
         "max_true_relres": float(max((r.rel_residual for r in recs), default=0.0)),
         "converged": bool(all(r.converged for r in recs)),
         "default": default,
+        "setup_seconds": float(sum(r.setup_seconds for r in recs)),
         "per_solve": [
             {"iterations": r.iterations, "matvecs": r.matvecs, "rel_residual": r.rel_residual,
-             "seconds": r.seconds, "recycle_dim": r.recycle_dim}
+             "seconds": r.seconds, "setup_seconds": r.setup_seconds, "recycle_dim": r.recycle_dim}
             for r in recs
         ],
     }

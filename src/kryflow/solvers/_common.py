@@ -15,6 +15,7 @@ __all__ = [
     "SolveInfo",
     "SolverDidNotConverge",
     "MatrixFingerprint",
+    "SparsityPattern",
     "RegisteredByName",
     "RTOL",
     "ATOL",
@@ -48,6 +49,12 @@ class SolveInfo:
         seconds: wall time of the solve (including preconditioner/recycle-space updates).
         recycle_dim: size of the recycle space used by this solve (0 when none).
         converged: whether ``rel_residual`` met the tolerance.
+        setup_seconds: the part of ``seconds`` spent on one-time work that a longer sequence
+            would not repeat: loading (or compiling) the compiled kernels on a process's first
+            solve, the symbolic analysis of a sparsity pattern (CHOLMOD, PARDISO), a multigrid's
+            index tables for a grid shape. Work done again for every new matrix (a numeric
+            factorisation, a hierarchy's values) is per-solve cost and not counted here, even where
+            later solves with the same matrix reuse it: a longer sequence repeats it per matrix.
     """
 
     method: str
@@ -58,6 +65,7 @@ class SolveInfo:
     seconds: float
     recycle_dim: int
     converged: bool
+    setup_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -162,3 +170,44 @@ def stale_matrix_check(fingerprint: MatrixFingerprint, A: sp.csr_matrix | None, 
             "pass matrix_changed=True whenever the matrix changes"
         )
     return fp
+
+
+class SparsityPattern:
+    """The sparsity pattern of the last CSR matrix seen, so that a method redoes a symbolic
+    analysis only when the pattern changes (a family's matrices share one), and knows whether
+    the pattern is symmetric (then :meth:`symmetric` compares values through a gather).
+    """
+
+    def __init__(self) -> None:
+        self.indptr: np.ndarray | None = None
+        self.indices: np.ndarray | None = None
+        self._transpose: np.ndarray | None = None
+
+    def changed(self, A: sp.csr_matrix) -> bool:
+        """Whether A's pattern differs from the last one seen (which A becomes); O(nnz) at most."""
+        same = self.indptr is not None and (
+            (A.indptr is self.indptr and A.indices is self.indices)
+            or (A.shape[0] + 1 == self.indptr.shape[0] and A.nnz == self.indices.shape[0]
+                and np.array_equal(A.indptr, self.indptr) and np.array_equal(A.indices, self.indices)))
+        if not same:
+            self._transpose = self._transpose_map(A)
+        self.indptr, self.indices = A.indptr, A.indices
+        return not same
+
+    @staticmethod
+    def _transpose_map(A: sp.csr_matrix) -> np.ndarray | None:
+        """``t`` with ``A.T.data == A.data[t]`` where the pattern is symmetric, else None."""
+        ids = sp.csr_matrix((np.arange(1, A.nnz + 1, dtype=np.float64), A.indices, A.indptr), shape=A.shape)
+        T = ids.T.tocsr()
+        T.sort_indices()
+        if not (np.array_equal(T.indptr, A.indptr) and np.array_equal(T.indices, A.indices)):
+            return None
+        return T.data.astype(np.int64) - 1
+
+    def symmetric(self, A: sp.csr_matrix, tol: float = 1e-12) -> bool:
+        """Whether A (whose pattern :meth:`changed` has seen) equals its transpose to ``tol``
+        relative to its largest entry; one gather over the values."""
+        if self._transpose is None or not A.has_sorted_indices:
+            return False
+        scale = float(np.abs(A.data).max()) if A.nnz else 0.0
+        return bool(np.abs(A.data - A.data[self._transpose]).max(initial=0.0) <= tol * scale)

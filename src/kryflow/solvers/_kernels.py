@@ -27,6 +27,8 @@ speed it up. ``benchmarks/README.md`` has the measurements behind these choices.
 
 from __future__ import annotations
 
+import time
+
 import numba
 import numpy as np
 import scipy.sparse as sp
@@ -245,9 +247,11 @@ def pcg_loop(A, x, r, p, q, dinv, rz, tol2, maxiter, singular_alpha) -> tuple[in
     return int(its), int(status), float(pq)
 
 
-def warm_up() -> None:
+def warm_up() -> float:
     """Load (or, the first time on a machine, compile: seconds) every kernel specialisation that
-    CG uses, so that a timed solve does not pay for loading them (a fraction of a second per process)."""
+    CG uses, so that a timed solve does not pay for loading them (a fraction of a second per
+    process). Returns the seconds it took; ``kryflow.solvers.warm_up`` also loads the multigrid's."""
+    t0 = time.perf_counter()
     A = sp.identity(4, format="csr") * 2.0
     for idx in (np.int32, np.int64):
         A.indices, A.indptr = A.indices.astype(idx), A.indptr.astype(idx)
@@ -258,3 +262,4 @@ def warm_up() -> None:
             update_xr(x, r, p, q, 0.1, d)
             direction(p, r, 0.5, d)
             dot(p, q)
+    return time.perf_counter() - t0

@@ -10,6 +10,7 @@ config checks read what they need (options, flags) from the class.
 from __future__ import annotations
 
 import abc
+import importlib
 import time
 from collections.abc import Mapping
 from typing import Any, Callable, ClassVar, NamedTuple
@@ -74,10 +75,17 @@ class SequenceMethod(RegisteredByName, abc.ABC):
         uses_preconditioner: False where no preconditioner applies (a direct solve).
         recycles: the method keeps a recycle space of up to ``recycle_dim`` vectors.
         cold_start: the method a recycled one is judged against (same preconditioner, cold).
-        baseline: a reference implementation from elsewhere, for comparison only.
+        baseline: an implementation from elsewhere (scipy, pyamg, CHOLMOD, PARDISO) that
+            kryflow's own methods are measured against.
+        requires: ``(module, requirement)`` of an optional package the method needs (e.g.
+            ``("sksparse.cholmod", "scikit-sparse<0.5")``), or None. Without it the method stays
+            registered, :meth:`available` is False and :func:`check_solver_options` refuses it,
+            naming the package and the install command.
 
-    and implement :meth:`_iterate`. :meth:`solve` takes scipy's arguments; :meth:`run` takes a
-    normalised :class:`~._system.LinearSystem` (what the sequence driver passes).
+    and implement :meth:`_iterate`; one-time work inside it (a symbolic analysis) adds its
+    seconds to ``self._setup_seconds``, which the solve's record reports as ``setup_seconds``.
+    :meth:`solve` takes scipy's arguments; :meth:`run` takes a normalised
+    :class:`~._system.LinearSystem` (what the sequence driver passes).
     """
 
     REGISTRY = SOLVER_METHODS
@@ -87,8 +95,44 @@ class SequenceMethod(RegisteredByName, abc.ABC):
     recycles: ClassVar[bool] = False
     cold_start: ClassVar[str | None] = None
     baseline: ClassVar[bool] = False
+    requires: ClassVar[tuple[str, str] | None] = None
 
     last_info: SolveInfo | None = None
+    _setup_seconds: float = 0.0
+
+    @classmethod
+    def available(cls) -> bool:
+        """Whether the optional package in ``requires`` imports here (always True without one)."""
+        return cls.requires is None or _importable(cls.requires[0])
+
+    @classmethod
+    def warm_up(cls) -> float:
+        """Load what the method's first solve would otherwise load (an optional package's shared
+        libraries), once per process; returns the seconds spent (0 when already done or nothing
+        to load). The sequence driver calls it before a method's first solve and reports the time
+        as that solve's ``setup_seconds``; the benchmark calls it before timing."""
+        if cls._warm or not cls.available():
+            return 0.0
+        t0 = time.perf_counter()
+        cls._load()
+        cls._warm = True
+        return time.perf_counter() - t0
+
+    _warm: ClassVar[bool] = False
+
+    @classmethod
+    def _load(cls) -> None:
+        """Run the package the method wraps once on a tiny system (nothing for kryflow's own)."""
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """Why the method cannot run here (the missing package and how to install it), or None."""
+        if cls.available():
+            return None
+        module, requirement = cls.requires
+        return (f"solver method {cls.name!r} needs the optional package {requirement!r} (import {module!r} failed); "
+                f"install it with `pip install \"{requirement}\"` or `pip install -e \".[solvers]\"` "
+                "(see the Makefile's solver-extras target), or choose another method")
 
     @classmethod
     def from_options(cls, recycle_dim: int, **options: Any) -> SequenceMethod:
@@ -143,7 +187,9 @@ class SequenceMethod(RegisteredByName, abc.ABC):
             mv += 1
         ok = bnorm == 0.0 or bool(np.isfinite(rel) and rel <= max(rtol, atol / bnorm) * (1 + 1e-12))
         label = preconditioner or ("none" if system.M is None else "custom")
-        info = SolveInfo(self.name, label, int(its), int(mv), rel, time.perf_counter() - t0, int(k), ok)
+        setup, self._setup_seconds = self._setup_seconds, 0.0
+        info = SolveInfo(self.name, label, int(its), int(mv), rel, time.perf_counter() - t0, int(k), ok,
+                         float(setup))
         self.last_info = info
         return x, info
 
@@ -151,6 +197,15 @@ class SequenceMethod(RegisteredByName, abc.ABC):
     def _iterate(self, system: LinearSystem, rtol: float, atol: float, maxiter: int, matrix_changed: bool,
                  callback: Callable | None) -> MethodResult:
         """Solve a system with ``||b|| > 0``; the caller checks the true residual afterwards."""
+
+
+def _importable(module: str) -> bool:
+    """Whether ``module`` imports (not cached: ``sys.modules[name] = None`` makes it absent)."""
+    try:
+        importlib.import_module(module)
+    except (ImportError, OSError):  # OSError: a package whose shared library does not load
+        return False
+    return True
 
 
 def method_class(method: str) -> type[SequenceMethod]:
@@ -174,12 +229,16 @@ def check_solver_options(method: str, preconditioner: str, options: Mapping[str,
 
     **Returns:** every valid option with its value (defaults filled in). Raises
     :class:`ParameterError` whose ``param`` is the offending key: ``"method"`` or
-    ``"preconditioner"`` for an unknown name, the option for an unknown or invalid one.
+    ``"preconditioner"`` for an unknown name or a method whose optional package is missing
+    (:meth:`SequenceMethod.unavailable_reason`), the option for an unknown or invalid one.
     """
     declared = dict(COMMON_OPTIONS)
     owner = "method 'auto'"
     if method != "auto":
         declared.update(method_class(method).OPTIONS)
+        missing = SOLVER_METHODS[method].unavailable_reason()
+        if missing:
+            raise ParameterError(missing, "method")
         owner = f"method {method!r}"
     declared.update(preconditioner_class(preconditioner).OPTIONS)
     given = {k: python_scalar(v) for k, v in options.items() if k not in ("method", "preconditioner")}

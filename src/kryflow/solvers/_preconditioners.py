@@ -1,4 +1,5 @@
-"""Preconditioners for sequences: Jacobi, ILU (scipy), smoothed-aggregation AMG (pyamg).
+"""Preconditioners for sequences: Jacobi, ILU (scipy), smoothed-aggregation AMG (pyamg); the
+geometric multigrid ``"gmg"`` is in :mod:`._gmg`.
 
 Each returns ``z ≈ A^{-1} r`` from :meth:`__call__` and is told about matrix changes through
 :meth:`update`, so it can rebuild, or keep (lag) its setup across the sequence where that pays.
@@ -52,6 +53,12 @@ class Preconditioner(RegisteredByName, abc.ABC):
 
     def __init__(self) -> None:
         self.setups = 0  # how many times the setup ran (diagnostics)
+        self.one_time_seconds = 0.0  # set-up seconds a longer sequence would not repeat (per grid shape)
+
+    def take_one_time_seconds(self) -> float:
+        """The one-time set-up seconds since the last call (the driver's ``setup_seconds``)."""
+        out, self.one_time_seconds = self.one_time_seconds, 0.0
+        return out
 
     @abc.abstractmethod
     def setup(self, A: Any) -> None:

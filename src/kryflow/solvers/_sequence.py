@@ -17,10 +17,20 @@ from ._common import SolveInfo, SolverDidNotConverge
 from ._methods import check_solver_options, method_class
 from ._preconditioners import make_preconditioner, preconditioner_class
 from ._system import make_system
+from ._warm_up import warm_up_once
 
-__all__ = ["SequenceSolver"]
+__all__ = ["SequenceSolver", "refresh_thread_pools"]
 
 _CONTROLLER: Any = None
+
+
+def refresh_thread_pools() -> None:
+    """Rebuild the thread-pool controller now, so that it finds libraries loaded since (a method
+    that loads MKL or a system BLAS lazily calls this from its warm-up, so that ``blas_threads``
+    limits it too; building the controller takes up to a second with MKL, a one-time cost)."""
+    global _CONTROLLER
+    _CONTROLLER = None
+    _blas_limit(1)
 
 
 def _blas_limit(threads: int | None):
@@ -136,6 +146,8 @@ class SequenceSolver:
 
     def _solve(self, A, b, matrix_changed: bool) -> np.ndarray:
         t0 = time.perf_counter()
+        # a process's first solve loads the compiled kernels (and a method's optional library): one-time cost
+        warm = warm_up_once() + self._method_class.warm_up()
         system = make_system(A, b)
         if self._n is not None and system.n != self._n:
             self._reset_state()  # a new problem size: nothing carries over
@@ -152,6 +164,7 @@ class SequenceSolver:
                              matrix_changed=matrix_changed, started=t0, preconditioner=self.preconditioner)
         if precondition:
             self._pre.feedback(info.iterations)
+        info.setup_seconds += warm + self._pre.take_one_time_seconds()
         self.records.append(info)
         if not info.converged and self.on_nonconvergence == "raise":
             raise SolverDidNotConverge(info, self.rtol, self.maxiter)

@@ -67,6 +67,15 @@ class LinearSystem:
         x = np.array(self.x0, dtype=np.float64)
         return x, self.residual(x), 1
 
+    def assembled(self, method: str) -> sp.csr_matrix:
+        """A as CSR, or a ValueError saying that ``method`` (a direct or algebraic solver) needs
+        the matrix entries."""
+        if self.csr is None:
+            raise ValueError(
+                f"method {method!r} needs an assembled matrix, got a {type(self.operator).__name__}; pass A as a "
+                "scipy sparse matrix, or use an iterative method ('cg', 'gmres', ...)")
+        return self.csr
+
     def matvec(self, v: np.ndarray) -> np.ndarray:
         """``A v`` for ``v`` of shape ``(N,)`` or ``(N, K)``."""
         return self.operator @ v
@@ -137,14 +146,18 @@ def make_system(A: Any, b: Any, x0: Any = None, M: Any = None) -> LinearSystem:
 
 
 def _as_operator(A: Any) -> Any:
-    """CSR float64 for a matrix (finite entries checked), a ``LinearOperator`` otherwise."""
+    """CSR float64 for a matrix (finite entries checked, ``grid_shape`` kept), a ``LinearOperator``
+    otherwise."""
     if not (type(A) is sp.csr_matrix and A.dtype == np.float64):  # else the common case: nothing to convert
+        grid = getattr(A, "grid_shape", None)
         if isinstance(A, np.ndarray) and A.ndim == 2 or isinstance(A, np.matrix):
             A = sp.csr_matrix(np.asarray(A, dtype=np.float64))
         if not sp.issparse(A):
             return _as_linear_operator(A)
         if A.format != "csr" or A.dtype != np.float64:
             A = sp.csr_matrix(A, dtype=np.float64)
+            if grid is not None:
+                A.grid_shape = grid
     if A.shape[0] != A.shape[1]:
         raise ValueError(f"A must be square, got shape {A.shape}")
     if not np.all(np.isfinite(A.data)):
