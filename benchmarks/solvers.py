@@ -10,12 +10,17 @@ comparisons, each with ``meets``:
   (``benchmark_sequence``'s ``matvec_ratio``, default 0.5), from the records' ``meets_t1``;
 * t2: the default strategy's wall time against the fastest
   (its ``wall_ratio``, default 1.1), from the default record's ``meets_t2``;
-* t3: the CG iteration against the bandwidth floor (:data:`BANDWIDTH_FLOOR_RATIO`).
+* t3: the CG iteration against the bandwidth floor (:data:`BANDWIDTH_FLOOR_RATIO`);
+
+``..._baselines.json``: per sequence the default against the fastest strategy and against the
+strong baselines (CHOLMOD, PARDISO, pyamg, splu; "absent" where not installed), see
+:func:`baseline_comparison`; ``..._skr.json``: GCRO-DR(40, 20) against GMRES(40) as in SKR's
+Table 1 (:func:`skr_side_by_side`). Every sequence is i.i.d.
 
 Optionally logs the table to MLflow (``--mlflow``; tracking URI from ``MLFLOW_TRACKING_URI``).
 
-    python benchmarks/solvers.py --quick          # < 1 minute on 2 cores
-    python benchmarks/solvers.py                  # the full set (~16 min on 2 cores)
+    python benchmarks/solvers.py --quick          # about a minute on 2 cores
+    python benchmarks/solvers.py                  # the full set (see benchmarks/README.md for its time)
 
 The measured figures, with their dates, are kept in ``benchmarks/README.md``.
 """
@@ -42,17 +47,16 @@ from kryflow.solvers import benchmark_sequence, sequence_label  # noqa: E402
 
 BANDWIDTH_FLOOR_RATIO = 1.5  # a CG iteration meets its target within this x the memory-bandwidth floor
 
-# (family, params, num_samples); heat: samples x num_steps systems
+# (family, params, num_samples); heat: samples x (num_steps + 2) systems. Every sequence i.i.d.
+# (relation given explicitly), rtol 1e-8, one thread per solver.
 FULL = [
-    ("darcy", {"n": 128, "coefficient": "binary"}, 32),
-    ("darcy", {"n": 128, "coefficient": "lognormal"}, 32),
-    ("darcy", {"n": 256, "coefficient": "binary"}, 16),
-    ("darcy", {"n": 256, "coefficient": "lognormal"}, 16),
-    # 24 systems, as the paper workflow's solver_benchmark rule runs (config/paper.yaml)
-    ("darcy", {"n": 32, "dim": 3, "coefficient": "binary"}, 24),
-    ("heat", {"n": 128, "scheme": "crank_nicolson"}, 4),
-    ("advection_diffusion", {"n": 128}, 16),
-    ("darcy", {"n": 32}, 64),  # the workflow's default dataset size
+    # SKR's Darcy case: 200², a = exp(GRF) (lognormal, sigma 1), f = 1, 40 systems
+    ("darcy", {"n": 200, "coefficient": "lognormal", "sigma": 1.0, "forcing": 1.0}, 40),
+    ("darcy", {"n": 64, "dim": 3, "coefficient": "lognormal"}, 4),
+    ("heat", {"n": 256, "scheme": "crank_nicolson"}, 3),
+    ("advection_diffusion", {"n": 256}, 6),
+    ("advection_diffusion", {"n": 64, "dim": 3}, 3),
+    ("darcy", {"n": 32}, 64),  # the default workflow's dataset size
 ]
 QUICK = [
     ("darcy", {"n": 64, "coefficient": "binary"}, 10),
@@ -62,6 +66,14 @@ QUICK = [
     ("advection_diffusion", {"n": 48}, 8),
     ("darcy", {"n": 32}, 16),
 ]
+# SKR side by side (GCRO-DR(m=40, k=20) vs GMRES(40), same preconditioner, sorted / unsorted):
+# (n, num_samples, preconditioners). SKR's Table 1 is Darcy 80² (6,400 unknowns); at 200²
+# unpreconditioned GMRES(40) does not reach 1e-8 within 30,000 iterations, so there only
+# Jacobi and ILU run (on fewer systems: each GMRES(40) solve takes seconds).
+SKR_FULL = [(80, 40, ("none", "jacobi", "ilu")), (200, 12, ("jacobi", "ilu"))]
+SKR_QUICK = [(32, 8, ("none", "jacobi", "ilu"))]
+SKR_TABLE1 = {"none": 2.70, "ilu": 3.70}  # SKR Table 1, Darcy 6,400 unknowns, rtol 1e-8: time speed-up
+BASELINE_NAMES = {"cholmod": "CHOLMOD", "pardiso": "PARDISO", "pyamg": "pyamg", "direct": "splu"}
 
 
 @functools.cache
@@ -211,6 +223,88 @@ def target_summary(records: list[dict], bandwidth: dict) -> dict:
     return seqs
 
 
+def baseline_comparison(records: list[dict]) -> dict:
+    """Per sequence: seconds per system of the default, the fastest and each strong baseline
+    (``"absent"`` where its package is not installed, ``"not run"`` where it is left out, e.g.
+    LU on a large 3D grid), the default's time over the fastest's (target <= 1.05), and its
+    throughput per core over the best baseline's (target >= 1.5). Every strategy runs on one
+    thread (``blas_threads=1``: numba, BLAS and MKL limited to 1), so seconds compare per core."""
+    from kryflow.solvers import SOLVER_METHODS, STRONG_BASELINES
+
+    out: dict[str, dict] = {}
+    for r in records:
+        seq = out.setdefault(r["sequence"], {"n_unknowns": r["n_unknowns"], "n_systems": r["n_systems"],
+                                             "threads_per_solver": 1, "baselines": {}})
+        per = r["seconds"] / max(r["n_systems"], 1)
+        if r["default"]:
+            seq.update(default=r["strategy"], default_seconds_per_system=per,
+                       fastest=r["fastest_strategy"], fastest_seconds_per_system=r["fastest_seconds"] / r["n_systems"],
+                       default_vs_fastest=r["vs_fastest"], meets_1_05=bool(r["converged"] and r["vs_fastest"] <= 1.05))
+        if r["method"] in STRONG_BASELINES and r["strategy"] == f"{r['method']}+none":
+            seq["baselines"][BASELINE_NAMES[r["method"]]] = per if r["converged"] else "not converged"
+        seq["worst_true_relres"] = max(seq.get("worst_true_relres", 0.0), r["max_true_relres"])
+        seq.setdefault("all_converged", True)
+        seq["all_converged"] &= bool(r["converged"])
+    for seq in out.values():
+        for m, label in BASELINE_NAMES.items():
+            if label not in seq["baselines"]:
+                seq["baselines"][label] = ("absent" if not SOLVER_METHODS[m].available() else
+                                           "n/a (SPD only)" if m == "cholmod" else "not run")
+        timed = {k: v for k, v in seq["baselines"].items() if isinstance(v, float)}
+        if timed and "default_seconds_per_system" in seq:
+            best = min(timed, key=timed.get)
+            seq.update(best_baseline=best, throughput_vs_best_baseline=timed[best] / seq["default_seconds_per_system"])
+            seq["meets_1_5"] = bool(seq["throughput_vs_best_baseline"] >= 1.5)
+    return out
+
+
+def _darcy_systems(n: int, num: int, seed: int) -> tuple[list, list]:
+    """SKR's Darcy case on n²: the systems and the input sketches, in sample order."""
+    from kryflow.data import input_sketch
+
+    fam = build_family("darcy", n=n, coefficient="lognormal", sigma=1.0, forcing=1.0, relation="iid")
+    systems, sketches = [], []
+    for sample in fam.samples(num, seed):
+        systems.append(fam.system(sample.fields["a"]))
+        sketches.append(input_sketch(sample.fields))
+    return systems, sketches
+
+
+def skr_side_by_side(n: int, num: int, preconditioners, seed: int = 0, maxiter: int = 60000) -> list[dict]:
+    """GCRO-DR(m=40, k=20) against GMRES(40) with the same preconditioner, on SKR's Darcy case,
+    solved in sample order and in similarity order (a nearest-neighbour chain of input sketches,
+    as SKR sorts). Per pair: total seconds, iterations and their ratios (GMRES / GCRO-DR: SKR's
+    speed-up), next to SKR's Table 1."""
+    from kryflow.data import similarity_order
+    from kryflow.solvers import SequenceSolver
+
+    systems, sketches = _darcy_systems(n, num, seed)
+    orders = {"unsorted": np.arange(len(systems)), "sorted": similarity_order(np.stack(sketches))}
+    out = []
+    for pre in preconditioners:
+        for order_name, order in orders.items():
+            row = {"n": n, "n_unknowns": n * n, "n_systems": num, "preconditioner": pre, "order": order_name}
+            for label, method, kw in (("gmres", "gmres", {"restart": 40}),
+                                      ("gcrodr", "gcrodr", {"restart": 40, "recycle_dim": 20})):
+                solver = SequenceSolver(method, pre, maxiter=maxiter, on_nonconvergence="flag", **kw)
+                t0 = time.perf_counter()
+                for i in order:
+                    solver(*systems[i], matrix_changed=True)
+                row[f"{label}_seconds"] = time.perf_counter() - t0
+                row[f"{label}_iterations"] = sum(r.iterations for r in solver.records)
+                row[f"{label}_converged"] = all(r.converged for r in solver.records)
+                row[f"{label}_max_true_relres"] = max(r.rel_residual for r in solver.records)
+            row["time_ratio"] = row["gmres_seconds"] / row["gcrodr_seconds"]
+            row["iteration_ratio"] = row["gmres_iterations"] / max(row["gcrodr_iterations"], 1)
+            row["skr_table1_time_ratio"] = SKR_TABLE1.get(pre)
+            out.append(row)
+            print(f"  SKR {n}² {pre:6s} {order_name:8s}: GMRES(40) {row['gmres_iterations']:7d} it "
+                  f"{row['gmres_seconds']:7.2f} s, GCRO-DR(40,20) {row['gcrodr_iterations']:7d} it "
+                  f"{row['gcrodr_seconds']:7.2f} s: time x{row['time_ratio']:.2f}, iterations x{row['iteration_ratio']:.2f}"
+                  f" (SKR Table 1: {row['skr_table1_time_ratio'] or '-'})", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sequences, finishes within a minute")
@@ -219,6 +313,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--repeats", type=int, default=None,
                     help="timing runs of the contenders (within 2x of the fastest, and the default); min kept")
     ap.add_argument("--only", default=None, help="comma-separated indices into the case list (re-runs)")
+    ap.add_argument("--skip-skr", action="store_true", help="leave out the SKR side-by-side (GCRO-DR vs GMRES)")
     ap.add_argument("--mlflow", action="store_true", help="log the table to MLflow")
     ap.add_argument("--experiment", default="kryflow-solver-benchmark")
     args = ap.parse_args(argv)
@@ -229,8 +324,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     records: list[dict] = []
     t_all = time.perf_counter()
     for name, params, num in cases:
-        fam = build_family(name, **params)
+        fam = build_family(name, relation="iid", **params)
         repeats = args.repeats if args.repeats is not None else 3
+        t_seq = time.perf_counter()
         recs = benchmark_sequence(fam, num, args.seed, repeats=repeats)
         records += recs
         print(f"\n{recs[0]['sequence']}: {recs[0]['n_systems']} systems of {recs[0]['n_unknowns']} unknowns")
@@ -241,10 +337,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
             print(f"  {r['strategy']:40s} {r['matvecs']:8d} {r['iterations']:7d} {r['seconds']:8.3f} "
                   f"{r['vs_fastest']:8.2f} {r['max_true_relres']:10.1e}{mark}{t1}")
         default = next(r for r in recs if r["default"])
-        print(f"  fastest: {default['fastest_strategy']}; T2 default/fastest = {default['vs_fastest']:.2f}")
+        cmp = baseline_comparison(recs)[recs[0]["sequence"]]
+        print(f"  fastest: {default['fastest_strategy']}; default/fastest = {default['vs_fastest']:.2f}; "
+              f"throughput vs best baseline ({cmp.get('best_baseline')}) = {cmp.get('throughput_vs_best_baseline', 0):.2f}; "
+              f"{time.perf_counter() - t_seq:.0f} s", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(records, indent=1))
+    comparison = baseline_comparison(records)
+    out.with_name(out.stem + "_baselines.json").write_text(json.dumps(comparison, indent=1))
+    if not args.skip_skr:
+        skr = [row for n, num, pres in (SKR_QUICK if args.quick else SKR_FULL)
+               for row in skr_side_by_side(n, num, pres, args.seed)]
+        out.with_name(out.stem + "_skr.json").write_text(json.dumps(skr, indent=1))
 
     bw_detail = stream_bandwidth(detail=True)
     bw = bw_detail["best"]
@@ -252,7 +357,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ratios = []
     seen = set()
     for name, params, _ in cases:
-        fam = build_family(name, **params)
+        fam = build_family(name, relation="iid", **params)
         label = sequence_label(fam)
         if fam.matrix_kind != "spd" or label in seen:
             continue  # CG applies to the SPD sequences only (advection-diffusion runs GMRES)
@@ -274,6 +379,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
               f"ratio {r['ratio_to_floor']:.2f}  (1 thread {r['ratio_1_thread']:.2f}; "
               f"vs same-size bandwidth {r['ratio_same_size_bandwidth']:.2f}, "
               f"in cache: {r['fits_in_last_level_cache']})")
+    print("\nper sequence, seconds per system (1 thread each): default, fastest, baselines; ratios")
+    for seq, c in comparison.items():
+        base = ", ".join(f"{k} {v * 1e3:.2f} ms" if isinstance(v, float) else f"{k} {v}" for k, v in c["baselines"].items())
+        print(f"  {seq:36s} default {c.get('default')} {c.get('default_seconds_per_system', 0) * 1e3:.2f} ms; "
+              f"fastest {c.get('fastest')} {c.get('fastest_seconds_per_system', 0) * 1e3:.2f} ms; {base}; "
+              f"default/fastest {c.get('default_vs_fastest', 0):.2f}; throughput x{c.get('throughput_vs_best_baseline', 0):.2f}"
+              f" vs {c.get('best_baseline')}; worst relres {c['worst_true_relres']:.1e}")
     print(f"wrote {out} ({len(records)} records) in {time.perf_counter() - t_all:.1f} s")
     if args.mlflow:
         import mlflow
