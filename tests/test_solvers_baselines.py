@@ -118,8 +118,12 @@ def test_auto_picks_an_available_method_that_the_benchmark_compares(name, params
 
 def test_auto_rule_by_size_and_kind():
     big2d, big3d = build_family("darcy", n=200), build_family("darcy", n=64, dim=3)
-    assert default_strategy(big2d) == default_strategy(big3d) == {"method": "cg", "preconditioner": "gmg"}
-    assert default_strategy(build_family("advection_diffusion", n=256)) == {"method": "gmres", "preconditioner": "gmg"}
+    cold = {"warm_start": False}  # i.i.d. samples: the previous solution is no better a start than zero
+    assert default_strategy(big2d) == default_strategy(big3d) == {"method": "cg", "preconditioner": "gmg", **cold}
+    assert default_strategy(build_family("advection_diffusion", n=256)) == {"method": "gmres", "preconditioner": "gmg",
+                                                                            **cold}
+    assert default_strategy(build_family("darcy", n=200, relation="drift")) == {"method": "cg", "preconditioner": "gmg"}
+    assert "warm_start" not in default_strategy(build_family("heat", n=48, dim=3))  # along a trajectory: warm
     small = default_strategy(build_family("darcy", n=32))
     assert small["method"] == ("cholmod" if SOLVER_METHODS["cholmod"].available() else "cg")
 

@@ -64,6 +64,8 @@ def solver_config(fam: Any, solver: Mapping[str, Any] | None) -> dict[str, Any]:
         strategy = default_strategy(fam)
         cfg["method"] = strategy["method"]
         cfg.setdefault("preconditioner", strategy["preconditioner"])
+        if "warm_start" in strategy:
+            cfg.setdefault("warm_start", strategy["warm_start"])
     return cfg
 
 

@@ -15,7 +15,7 @@ __all__ = ["default_strategy", "default_strategies", "benchmark_sequence", "add_
            "RECYCLED_MATVEC_RATIO", "DEFAULT_WALL_RATIO", "STRONG_BASELINES"]
 
 RECYCLED_MATVEC_RATIO = 0.5  # a recycled strategy pays off: matvecs <= this x its cold start's
-DEFAULT_WALL_RATIO = 1.1  # the default strategy is right: wall time <= this x the fastest's
+DEFAULT_WALL_RATIO = 1.05  # the default strategy is right: wall time <= this x the fastest's
 
 
 #: the strongest solvers from elsewhere that kryflow's default is measured against
@@ -27,7 +27,8 @@ def _available(method: str) -> bool:
 
 
 def default_strategy(family: Any) -> dict[str, Any]:
-    """The ``{"method", "preconditioner"}`` the workflow uses for ``family`` by default (``auto``).
+    """The ``{"method", "preconditioner"}`` (and ``"warm_start": False`` where a cold start is
+    faster) the workflow uses for ``family`` by default (``auto``).
 
     The rule, by matrix kind, dimension, unknowns N and solves per matrix (the fastest converged
     strategy of ``benchmarks/solvers.py`` at the measured sizes, one thread per solver, rtol
@@ -48,11 +49,25 @@ def default_strategy(family: Any) -> dict[str, Any]:
     Recycling (deflated or spectral rcg, GCRO-DR) is in no default: with GMG a solve takes 8-10
     iterations, too few for a recycle space to pay for itself (measured, benchmarks/README.md).
 
+    Warm start (each solve from the previous solution) only where the previous solution is
+    close: along a heat trajectory, or a ``relation: drift`` path. Between i.i.d. samples the
+    previous solution is an independent field, a worse start than zero (on SKR's 200² Darcy
+    sequence it cost GMG-PCG 11 more iterations over 40 systems, 1.13x the cold wall time).
+
     **Arguments:**
         family: a PDE family (``name``, ``dim``, ``shape``, ``matrix_kind``, ``solves_per_sample``).
 
     **Returns:** ``{"method": ..., "preconditioner": ...}``.
     """
+    strategy = _fastest_kind(family)
+    warm = getattr(family, "solves_per_sample", 1) > 1 or getattr(family, "params", {}).get("relation") == "drift"
+    if not warm and SOLVER_METHODS[strategy["method"]].uses_preconditioner:  # an iterative method
+        strategy["warm_start"] = False
+    return strategy
+
+
+def _fastest_kind(family: Any) -> dict[str, Any]:
+    """:func:`default_strategy`'s method and preconditioner."""
     n = int(np.prod(family.shape))
     dim = family.dim
     if family.matrix_kind != "spd":
