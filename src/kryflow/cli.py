@@ -61,6 +61,8 @@ def cmd_where(args) -> int:
         info = json.loads(tj.read_text())
         print(f"  MLflow store  {info['uri']} (experiment '{info['experiment']}')")
         print(f"  open the UI:  {info['ui']}")
+        if "ui_page" in info:
+            print(f"  then browse:  {info['ui_page']}")
     else:
         print("  MLflow store  (not created yet: run the workflow first)")
     return 0

@@ -10,21 +10,22 @@ from pathlib import Path
 
 from kryflow import layout
 from kryflow.config import (
+    VARIANT_KINDS,
     cell_spec,
     cell_training,
-    finetune_cells,
-    finetune_source,
-    parent_runs,
     check_config,
     dataset_shards,
     dataset_spec,
     generated_dataset_names,
     grid_datasets,
     imported_dataset_names,
+    parent_runs,
     read_yaml,
     trial_cells,
     training_cells,
     transfer_dataset,
+    variant_cells,
+    variant_source,
 )
 
 # Schema + registry checks: an invalid config stops here with one message naming the key.
@@ -113,20 +114,22 @@ def reference_reruns(wildcards):
             for s in config["seeds"]]
 
 
-def finetune_inputs(wildcards):
-    """What a fine-tuning run starts from: the reference's trained model on the source dataset,
-    the optimizer's setting selected there, and the source workload's budget."""
-    src = finetune_source(config, wildcards.dataset)["from"]
-    return {
-        "pretrained": str(layout.run_file((src, wildcards.model, TUNING["reference"], wildcards.seed), "model.pt")),
+def variant_inputs(wildcards):
+    """What a fine-tuning or held-out run needs from its source workload: the optimizer's setting
+    selected there and the workload's budget; fine-tuning also the reference's trained model."""
+    src = variant_source(config, wildcards.kind, wildcards.dataset)["source"]
+    out = {
         "selected": layout.SELECTED.format(dataset=src, model=wildcards.model, optimizer=wildcards.optimizer),
         "budget": layout.BUDGET.format(dataset=src, model=wildcards.model),
     }
+    if wildcards.kind == "finetune":
+        out["pretrained"] = str(layout.run_file((src, wildcards.model, TUNING["reference"], wildcards.seed), "model.pt"))
+    return out
 
 
-def finetune_outputs():
-    return [f"{layout.FINETUNE_DIR}/metrics.json".format(dataset=d, model=m, optimizer=o, seed=s)
-            for d, m, o, s in finetune_cells(config)]
+def variant_outputs(kind):
+    return [f"{layout.VARIANT_DIR}/metrics.json".format(kind=kind, dataset=d, model=m, optimizer=o, seed=s)
+            for d, m, o, s in variant_cells(config, kind)]
 
 
 def cell_spec_of(wildcards):
@@ -215,4 +218,6 @@ def print_locations():
         info = json.loads(Path(layout.TRACKING_JSON).read_text())
         lines.append(f"  MLflow store  {info['uri']} (experiment '{info['experiment']}')")
         lines.append(f"  open the UI:  {info['ui']}")
+        if "ui_page" in info:
+            lines.append(f"  then browse:  {info['ui_page']}")
     print("\n".join(lines))

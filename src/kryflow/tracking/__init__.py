@@ -18,6 +18,7 @@ from ._uri import (
     redact,
     resolve_tracking_uri,
     ui_command,
+    ui_url,
 )
 
 __all__ = [
@@ -38,4 +39,5 @@ __all__ = [
     "start_server",
     "stop_server",
     "ui_command",
+    "ui_url",
 ]

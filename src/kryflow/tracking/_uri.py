@@ -18,7 +18,7 @@ from pathlib import Path
 
 __all__ = [
     "KNOWN_SCHEMES", "TrackingUnavailable", "artifact_root_uri", "check_tracking_reachable", "redact",
-    "resolve_tracking_uri", "ui_command",
+    "resolve_tracking_uri", "ui_command", "ui_url",
 ]
 
 
@@ -105,3 +105,7 @@ def ui_command(uri: str, port: int = 5000) -> str:
     return f"{mlflow_cmd} ui --backend-store-uri {redact(uri)} --host 127.0.0.1 --port {port}"
 
 
+def ui_url(experiment_id: str, port: int = 5000) -> str:
+    """The page to open in the UI that :func:`ui_command` starts: the experiment's runs in the
+    model-training view (MLflow 3's UI otherwise opens every experiment on its GenAI overview)."""
+    return f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
