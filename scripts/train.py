@@ -3,19 +3,14 @@
 import sys
 from pathlib import Path
 
-import torch
-
 if "snakemake" in globals():  # the workflow's own kryflow first (cluster conda envs hold only its dependencies)
     sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821
 
-from kryflow.pipeline import run_train, setup_logging
+from kryflow.pipeline import cell_job, run_train
 
 
 def main(smk):
-    with setup_logging(smk.log[0]):
-        torch.set_num_threads(max(1, smk.threads))
-        w = smk.wildcards
-        cell = {"dataset": w.dataset, "model": w.model, "optimizer": w.optimizer, "seed": int(w.seed)}
+    with cell_job(smk) as cell:
         run_train(cell, smk.params.spec, smk.params.training, smk.input.dataset, Path(smk.output.run).parent,
                   smk.input.tracking, system_metrics=smk.params.system_metrics,
                   selected_json=smk.input.selected or None, budget_json=smk.input.budget or None)

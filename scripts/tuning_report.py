@@ -13,7 +13,7 @@ def main(smk):
     with setup_logging(smk.log[0]):
         run_tuning_report(smk.params.reference, smk.params.seeds, list(smk.input.budgets), list(smk.input.selected),
                           smk.params.trial_root, smk.params.runs_root, smk.output[0], smk.input.tracking,
-                          finetune=list(smk.input.finetune))
+                          finetune=list(smk.input.finetune), heldout=list(smk.input.heldout))
 
 
 if "snakemake" in globals():

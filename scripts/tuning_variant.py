@@ -1,24 +1,20 @@
-"""Rule finetune: a trained model adapted to a shifted dataset by one optimizer (tuning.finetune)."""
+"""Rule tuning_variant: a workload on another dataset of its family, one optimizer with its
+selected setting (tuning.finetune: adapting a trained model; tuning.heldout: from scratch)."""
 
 import sys
 from pathlib import Path
 
-import torch
-
 if "snakemake" in globals():  # the workflow's own kryflow first (cluster conda envs hold only its dependencies)
     sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821
 
-from kryflow.pipeline import run_finetune, setup_logging
+from kryflow.pipeline import cell_job, run_variant
 
 
 def main(smk):
-    with setup_logging(smk.log[0]):
-        torch.set_num_threads(max(1, smk.threads))
-        w = smk.wildcards
-        cell = {"dataset": w.dataset, "model": w.model, "optimizer": w.optimizer, "seed": int(w.seed)}
-        run_finetune(cell, smk.params.spec, smk.params.training, smk.params.steps, smk.input.pretrained,
-                     smk.input.selected, smk.input.budget, smk.input.dataset, Path(smk.output.metrics).parent,
-                     smk.input.tracking)
+    with cell_job(smk) as cell:
+        run_variant(smk.wildcards.kind, cell, smk.params.spec, smk.params.training, smk.params.entry, smk.input.selected,
+                    smk.input.budget, smk.input.dataset, Path(smk.output.metrics).parent, smk.input.tracking,
+                    pretrained=smk.input.get("pretrained"))
 
 
 if "snakemake" in globals():

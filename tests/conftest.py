@@ -81,3 +81,34 @@ def tiny_run(tmp_path_factory):
         ) if (workdir / "logs").exists() else ""
         pytest.fail(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}\n{logs}")
     return workdir, copy.deepcopy(TINY_CONFIG), proc
+
+
+def tuning_config() -> dict:
+    """TINY_CONFIG cut to one workload, the tuning protocol on: the reference (AdamW) and an SGD
+    whose search space only diverges, 3 trials each, a fine-tuning workload and a held-out variant."""
+    cfg = copy.deepcopy(TINY_CONFIG)
+    cfg["experiment"] = "kryflow-tuning"
+    cfg["datasets"] = {"darcy": {**cfg["datasets"]["darcy"], "solver": {"method": "auto"}}}
+    cfg["datasets"]["darcy"].pop("transfer")
+    cfg["datasets"]["darcy_shift"] = {**cfg["datasets"]["darcy"], "seed": 9,
+                                      "params": {**cfg["datasets"]["darcy"]["params"], "contrast_high": 30.0}}
+    cfg["datasets"]["darcy_hi"] = {**cfg["datasets"]["darcy"], "seed": 11,
+                                   "params": {**cfg["datasets"]["darcy"]["params"], "contrast_high": 4.0}}
+    cfg["models"] = {"fno": cfg["models"]["fno"]}
+    cfg["optimizers"] = {"adamw": {"lr": 3e-3}, "sgdwild": {"name": "sgd", "lr": 0.1}}
+    cfg["tuning"] = {"trials": 3, "seed": 0, "space": {"sgdwild": {"lr": {"low": 1e5, "high": 1e6, "log": True}}},
+                     "finetune": [{"dataset": "darcy_shift", "from": "darcy", "max_steps": 6}],
+                     "heldout": [{"dataset": "darcy_hi", "of": "darcy"}]}
+    cfg["solver_benchmark"] = {"enabled": False}
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def tuning_run(tmp_path_factory):
+    """The real workflow with the tuning protocol on (:func:`tuning_config`), once per session."""
+    workdir = tmp_path_factory.mktemp("tuning")
+    cfg = tuning_config()
+    proc = run_snakemake(workdir, write_config(workdir / "tune.yaml", cfg), timeout=1500)
+    if proc.returncode != 0:
+        pytest.fail(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return workdir, cfg, proc

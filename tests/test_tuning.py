@@ -25,6 +25,7 @@ from kryflow.tuning import (
 
 def _config(**tuning):
     cfg = copy.deepcopy(TINY_CONFIG)
+    cfg["datasets"]["darcy2"] = {**cfg["datasets"]["darcy"], "seed": 5}
     cfg["optimizers"] = {"adamw": {"lr": 1e-3}, "adam": {"lr": 3e-3}, "zo_spsa": {"lr": 1e-4}}
     cfg["tuning"] = {"trials": 4, **tuning}
     return check_config(cfg)
@@ -81,6 +82,11 @@ BAD = [
     ({"trials": 0}, "tuning.trials"),
     ({"trials": 4, "studies": 3}, "tuning.studies"),
     ({"reference": "sgd"}, "tuning.reference"),
+    ({"heldout": [{"dataset": "nope", "of": "darcy"}]}, "tuning.heldout.0.dataset"),
+    ({"heldout": [{"dataset": "heat", "of": "darcy"}]}, "tuning.heldout.0.dataset"),
+    ({"heldout": [{"dataset": "darcy", "of": "nope"}]}, "tuning.heldout.0.of"),
+    ({"heldout": [{"dataset": "darcy2", "of": "darcy"}], "finetune": [{"dataset": "darcy2", "from": "darcy"}]},
+     "tuning.heldout.0.dataset"),
 ]
 
 
@@ -100,6 +106,16 @@ def test_selection_uses_validation_and_never_picks_a_failed_trial():
     assert [s["trial"] for s in got["studies"]] == [2, 4]  # ties go to the lower index
     all_failed = select_trials([{"best_val_rel_l2": math.inf}] * 3, studies=1)
     assert all_failed["selected"] == 0
+
+
+def test_reference_target_is_reached_by_at_least_half_the_reruns():
+    from kryflow.tuning import reference_target
+
+    assert reference_target([0.2, 0.3, 0.1]) == 0.2
+    assert reference_target([0.2, 0.3]) == 0.3  # 2 seeds: both reach it, so the median time is finite
+    assert reference_target([0.2, math.inf, 0.1]) == 0.2
+    assert reference_target([0.2, math.inf]) is None  # half the reruns did not finish: no target
+    assert reference_target([]) is None
 
 
 def test_expected_best_of_k_is_the_mean_minimum_over_k_subsets():
@@ -165,28 +181,16 @@ def test_a_trial_never_reads_the_test_split(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_real_tuning_study_end_to_end(tmp_path):
+def test_a_real_tuning_study_end_to_end(tuning_run):
     """Snakemake runs 2 optimizers x 3 trials: trials nested under studies in MLflow, selection on
     validation, reruns of the selected setting, diverged trials recorded, the profile figure made;
     a second run keeps every finished trial."""
     import matplotlib.image as mpimg
     from mlflow.tracking import MlflowClient
 
-    from conftest import run_snakemake, write_config
+    from conftest import run_snakemake
 
-    cfg = copy.deepcopy(TINY_CONFIG)
-    cfg["experiment"] = "kryflow-tuning"
-    cfg["datasets"] = {"darcy": {**cfg["datasets"]["darcy"], "solver": {"method": "auto"}}}
-    cfg["datasets"]["darcy"].pop("transfer")
-    cfg["models"] = {"fno": cfg["models"]["fno"]}
-    cfg["optimizers"] = {"adamw": {"lr": 3e-3}, "sgdwild": {"name": "sgd", "lr": 0.1}}
-    cfg["datasets"]["darcy_shift"] = {**cfg["datasets"]["darcy"], "seed": 9,
-                                      "params": {**cfg["datasets"]["darcy"]["params"], "contrast_high": 30.0}}
-    cfg["tuning"] = {"trials": 3, "seed": 0, "space": {"sgdwild": {"lr": {"low": 1e5, "high": 1e6, "log": True}}},
-                     "finetune": [{"dataset": "darcy_shift", "from": "darcy", "max_steps": 6}]}
-    cfg["solver_benchmark"] = {"enabled": False}
-    proc = run_snakemake(tmp_path, write_config(tmp_path / "tune.yaml", cfg), timeout=1200)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    tmp_path, cfg, _ = tuning_run
     tuning = tmp_path / "results" / "tuning" / "darcy" / "fno"
     trials = [json.loads((tuning / "adamw" / f"trial{t}" / "trial.json").read_text()) for t in range(3)]
     selected = json.loads((tuning / "adamw" / "selected.json").read_text())
@@ -227,6 +231,17 @@ def test_a_real_tuning_study_end_to_end(tmp_path):
     assert ft["optimizers"]["adamw"]["reached_reference"]
     assert not (tmp_path / "results" / "runs" / "darcy_shift").exists()
     assert "| darcy_shift/fno | AdamW |" in (tmp_path / "results" / "tables" / "finetune.md").read_text()
+    # held-out variant: the setting selected on darcy trained on darcy_hi; missing its target
+    # makes the base workload's time "never" (AlgoPerf), with the unpenalised times kept
+    held = report["heldout"]["darcy_hi/fno"]
+    assert held["source"] == "darcy/fno" and held["target_val_rel_l2"] > 0
+    assert held["optimizers"]["adamw"]["reached"] and not held["optimizers"]["sgdwild"]["reached"]
+    assert w["optimizers"]["sgdwild"]["heldout_missed"] == ["darcy_hi/fno"]
+    assert "heldout_missed" not in w["optimizers"]["adamw"]
+    assert "darcy_hi/fno (of darcy/fno)" in (tmp_path / "results" / "tables" / "heldout.md").read_text()
+    assert not (tmp_path / "results" / "runs" / "darcy_hi").exists()
+    assert parent["heldout/darcy_hi/fno/adamw/0"] == "workload/darcy/fno"
+    assert parent["finetune/darcy_shift/fno/sgdwild/0"] == "workload/darcy/fno"
     again = run_snakemake(tmp_path, tmp_path / "tune.yaml", "-n", timeout=600)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 

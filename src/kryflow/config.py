@@ -38,8 +38,9 @@ __all__ = [
     "dataset_shards",
     "cell_spec",
     "cell_training",
-    "finetune_cells",
-    "finetune_source",
+    "VARIANT_KINDS",
+    "variant_cells",
+    "variant_source",
     "parent_runs",
     "trial_cells",
     "read_yaml",
@@ -144,8 +145,10 @@ def dataset_names(config: Mapping) -> list[str]:
 
 def grid_datasets(config: Mapping) -> list[str]:
     """The datasets surrogates are trained on: every configured one but the targets of
-    fine-tuning workloads (``tuning.finetune``), which are made only to be adapted to."""
-    targets = {ft["dataset"] for ft in (config.get("tuning") or {}).get("finetune") or []}
+    fine-tuning workloads (``tuning.finetune``), made only to be adapted to, and held-out
+    variants (``tuning.heldout``), trained on only with a setting selected elsewhere."""
+    tuning = config.get("tuning") or {}
+    targets = {v["dataset"] for kind in VARIANT_KINDS for v in tuning.get(kind) or []}
     return [d for d in config["datasets"] if d not in targets]
 
 
@@ -212,19 +215,26 @@ def trial_cells(config: Mapping) -> list[tuple[str, str, str, int]]:
             for t in range(int(tuning["trials"]))]
 
 
-def finetune_cells(config: Mapping) -> list[tuple[str, str, str, int]]:
-    """Every fine-tuning run: (shifted dataset, model, optimizer, seed)."""
+#: The tuning protocol's workloads on another dataset: the key in ``tuning`` and the key that
+#: names the workload they come from.
+VARIANT_KINDS = {"finetune": "from", "heldout": "of"}
+
+
+def variant_cells(config: Mapping, kind: str) -> list[tuple[str, str, str, int]]:
+    """Every run of a ``tuning.finetune`` or ``tuning.heldout`` workload: (its dataset, model,
+    optimizer, seed)."""
     tuning = config.get("tuning") or {}
-    return [(ft["dataset"], m, o, int(s)) for ft in tuning.get("finetune") or []
+    return [(v["dataset"], m, o, int(s)) for v in tuning.get(kind) or []
             for m, o, s in itertools.product(config["models"], config["optimizers"], config["seeds"])]
 
 
-def finetune_source(config: Mapping, dataset: str) -> dict:
-    """The fine-tuning entry whose shifted dataset is ``dataset``."""
-    for ft in (config.get("tuning") or {}).get("finetune") or []:
-        if ft["dataset"] == dataset:
-            return dict(ft)
-    raise KeyError(f"dataset '{dataset}' is not a fine-tuning target")
+def variant_source(config: Mapping, kind: str, dataset: str) -> dict:
+    """The ``tuning.<kind>`` entry whose dataset is ``dataset``, with ``source``: the dataset of
+    the workload it comes from."""
+    for v in (config.get("tuning") or {}).get(kind) or []:
+        if v["dataset"] == dataset:
+            return {**v, "source": v[VARIANT_KINDS[kind]]}
+    raise KeyError(f"dataset '{dataset}' is not a tuning.{kind} dataset")
 
 
 def parent_runs(config: Mapping) -> list[tuple[str, str, str | None]]:
@@ -383,15 +393,7 @@ def _check_tuning(config: Mapping) -> None:
     if tuning["reference"] not in config["optimizers"]:
         raise ConfigError(f"reference optimizer '{tuning['reference']}' is not in the optimizers section; add it "
                           "(it sets every workload's target and budget) or name another", "tuning.reference")
-    for i, ft in enumerate(tuning.get("finetune") or []):
-        key = f"tuning.finetune.{i}"
-        for role in ("dataset", "from"):
-            if ft[role] not in config["datasets"]:
-                raise ConfigError(f"'{ft[role]}' is not a configured dataset", f"{key}.{role}")
-        src, dst = config["datasets"][ft["from"]], config["datasets"][ft["dataset"]]
-        if ft["dataset"] == ft["from"] or src.get("family") != dst.get("family"):
-            raise ConfigError(f"fine-tuning adapts a model to another dataset of its family: '{ft['from']}' "
-                              f"({src.get('family')}) -> '{ft['dataset']}' ({dst.get('family')})", f"{key}.dataset")
+    _check_variants(config, tuning)
     unknown = sorted(set(tuning.get("space") or {}) - set(config["optimizers"]))
     if unknown:
         raise ConfigError(f"no optimizer labelled {unknown[0]!r}; space keys are optimizer labels: "
@@ -401,6 +403,31 @@ def _check_tuning(config: Mapping) -> None:
             space_from_config(OPTIMIZERS[hp.get("name", label)], (tuning.get("space") or {}).get(label))
         except ValueError as exc:
             raise ConfigError.from_parameter(exc, f"tuning.space.{label}") from None
+
+
+def _check_variants(config: Mapping, tuning: Mapping) -> None:
+    """Fine-tuning and held-out workloads: two configured datasets of one family, the source a
+    trained workload, each variant dataset used by one entry only."""
+    seen: dict[str, str] = {}
+    grid = set(grid_datasets(config))
+    for kind, role_of in VARIANT_KINDS.items():
+        for i, v in enumerate(tuning.get(kind) or []):
+            key = f"tuning.{kind}.{i}"
+            for role in ("dataset", role_of):
+                if v[role] not in config["datasets"]:
+                    raise ConfigError(f"'{v[role]}' is not a configured dataset", f"{key}.{role}")
+            if v["dataset"] in seen:
+                raise ConfigError(f"'{v['dataset']}' is already the dataset of {seen[v['dataset']]}; a variant "
+                                  "dataset belongs to one entry", f"{key}.dataset")
+            seen[v["dataset"]] = key
+            src, dst = config["datasets"][v[role_of]], config["datasets"][v["dataset"]]
+            if v["dataset"] == v[role_of] or src.get("family") != dst.get("family"):
+                raise ConfigError(f"tuning.{kind} moves a workload to another dataset of its family: "
+                                  f"'{v[role_of]}' ({src.get('family')}) -> '{v['dataset']}' ({dst.get('family')})",
+                                  f"{key}.dataset")
+            if v[role_of] not in grid:
+                raise ConfigError(f"'{v[role_of]}' is itself a tuning variant, not a workload that is tuned",
+                                  f"{key}.{role_of}")
 
 
 #: One check per config section, run in this order after the schema.

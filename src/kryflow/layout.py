@@ -13,7 +13,7 @@ from pathlib import Path
 __all__ = [
     "DATA_DIR", "RESULTS_DIR", "RUNS_DIR", "FIGURES_DIR", "TABLES_DIR", "TRACKING_JSON", "SUMMARY_CSV",
     "SUMMARY_AGGREGATE_CSV", "DATASET", "DATASET_PART", "IMPORTED_HI", "CELL", "RUN_DIR", "SOLVER_BENCHMARK",
-    "TUNING_DIR", "TRIAL_DIR", "SELECTED", "BUDGET", "TUNING_REPORT", "FINETUNE_DIR",
+    "TUNING_DIR", "TRIAL_DIR", "SELECTED", "BUDGET", "TUNING_REPORT", "VARIANT_DIR",
     "dataset_part_path", "dataset_path", "rule_benchmark", "trial_dir", "tuning_root_of", "rule_log", "run_dir", "run_file", "runs_root_of", "solver_benchmark_path",
 ]
 
@@ -41,8 +41,9 @@ TRIAL_DIR = f"{TUNING_DIR}/{TRIAL}"
 SELECTED = f"{TUNING_DIR}/{{dataset}}/{{model}}/{{optimizer}}/selected.json"
 BUDGET = f"{TUNING_DIR}/{{dataset}}/{{model}}/budget.json"
 TUNING_REPORT = f"{TUNING_DIR}/report.json"
-#: A fine-tuning run: a trained model adapted to a shifted dataset by one optimizer.
-FINETUNE_DIR = f"{RESULTS_DIR}/finetune/{CELL}"
+#: A run of a workload moved to another dataset (``kind``: ``finetune``, a trained model adapted
+#: to it; ``heldout``, trained there from scratch) by one optimizer with its selected setting.
+VARIANT_DIR = f"{RESULTS_DIR}/{{kind}}/{CELL}"
 #: One dataset's solver benchmark.
 SOLVER_BENCHMARK = f"{RESULTS_DIR}/solvers/{{dataset}}.json"
 

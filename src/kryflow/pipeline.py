@@ -24,6 +24,7 @@ log = logging.getLogger("kryflow")
 
 __all__ = [
     "setup_logging",
+    "cell_job",
     "stage",
     "init_tracking",
     "run_generate",
@@ -34,7 +35,7 @@ __all__ = [
     "run_trial",
     "run_select",
     "run_budget",
-    "run_finetune",
+    "run_variant",
     "run_tuning_report",
     "run_evaluate",
     "run_aggregate",
@@ -70,6 +71,22 @@ def setup_logging(log_path: Pathish | None):
         finally:
             sys.stderr = old_err
             root.removeHandler(handler)
+
+
+@contextlib.contextmanager
+def cell_job(smk: Any) -> Iterator[dict]:
+    """A rule script's job on one cell: its log (:func:`setup_logging`), its torch threads, and
+    the cell named by its wildcards (``dataset``, ``model``, ``optimizer``, and ``seed`` where
+    the rule has one)."""
+    import torch
+
+    with setup_logging(smk.log[0]):
+        torch.set_num_threads(max(1, int(smk.threads)))
+        w = smk.wildcards
+        cell = {"dataset": w.dataset, "model": w.model, "optimizer": w.optimizer}
+        if "seed" in w.keys():
+            cell["seed"] = int(w.seed)
+        yield cell
 
 
 def _tracking(tracking_json: Pathish) -> dict:
@@ -114,7 +131,7 @@ def init_tracking(experiment: str, tracking_cfg: Mapping | None, out_json: Pathi
     runs that group others in the UI (``parents``: :func:`kryflow.config.parent_runs`)."""
     from kryflow.tracking import (
         artifact_root_uri, check_tracking_reachable, ensure_experiment, ensure_parent_runs, resolve_tracking_uri,
-        ui_command,
+        ui_command, ui_url,
     )
 
     tcfg = tracking_cfg or {}
@@ -123,7 +140,8 @@ def init_tracking(experiment: str, tracking_cfg: Mapping | None, out_json: Pathi
     exp_id = ensure_experiment(uri, experiment, artifact_root_uri(tcfg, workdir))
     if parents:
         ensure_parent_runs(uri, experiment, [tuple(p) for p in parents])
-    info = {"uri": uri, "experiment": experiment, "experiment_id": exp_id, "ui": ui_command(uri)}
+    info = {"uri": uri, "experiment": experiment, "experiment_id": exp_id, "ui": ui_command(uri),
+            "ui_page": ui_url(exp_id)}
     Path(out_json).parent.mkdir(parents=True, exist_ok=True)
     Path(out_json).touch(mode=0o600)  # the URI may carry credentials the jobs need
     Path(out_json).write_text(json.dumps(info, indent=2))
@@ -427,54 +445,71 @@ def _test_rel_l2(model_pt: Pathish, dataset_path: Pathish) -> float:
     return float(np.concatenate(errs).mean())
 
 
-def run_finetune(cell: Mapping, spec: Mapping, training: Mapping, steps: int, pretrained: Pathish,
-                 selected_json: Pathish, budget_json: Pathish | None, dataset_path: Pathish, out_dir: Pathish,
-                 tracking_json: Pathish) -> dict:
-    """The fine-tuning workload (where zeroth order is known to work): the reference's trained
-    model of the source dataset adapted to the shifted ``dataset_path`` by the cell's optimizer,
-    with its setting selected on the source workload, for ``steps`` steps (zeroth order: the
-    gradient evaluations those steps cost the reference); writes ``metrics.json`` with the test
-    error before and after."""
+def run_variant(kind: str, cell: Mapping, spec: Mapping, training: Mapping, entry: Mapping, selected_json: Pathish,
+                budget_json: Pathish, dataset_path: Pathish, out_dir: Pathish, tracking_json: Pathish,
+                pretrained: Pathish | None = None) -> dict:
+    """A workload moved to another dataset of its family, trained by the cell's optimizer with
+    its setting selected on the source workload (``entry["source"]``):
+
+    * ``finetune`` (where zeroth order is known to work): the reference's trained model of the
+      source (``pretrained``) adapted for ``entry["max_steps"]`` steps (zeroth order: the
+      gradient evaluations those steps cost the reference); the test error before is kept too.
+    * ``heldout`` (AlgoPerf's held-out variants): trained from scratch under the source
+      workload's budget, the same for every optimizer; the report scores it against the
+      reference's median best validation error there.
+
+    Writes ``metrics.json`` (status, best validation and test error, steps, seconds, gradient
+    evaluations, the budget's kind) beside the run's ``history.csv``.
+    """
     from kryflow.optim import OPTIMIZERS
     from kryflow.training import train_cell
     from kryflow.tuning import budget_kind, trial_record, tuned_cell
 
     d, m, o, s = cell["dataset"], cell["model"], cell["optimizer"], int(cell["seed"])
     source = _json(budget_json)
-    budget = {"max_steps": int(steps), "kind": "steps",
-              "max_grad_evals": (source["max_grad_evals"] / source["max_steps"] * steps
-                                 if source and source.get("max_grad_evals") else None)}
+    if kind == "finetune":
+        steps = int(entry["max_steps"])
+        budget = {"max_steps": steps, "kind": "steps",
+                  "max_grad_evals": (source["max_grad_evals"] / source["max_steps"] * steps
+                                     if source and source.get("max_grad_evals") else None)}
+    else:
+        budget = source
     spec, train = tuned_cell(spec, training, _json(selected_json), budget)
     opt = dict(spec["optimizer"])
     name = opt.pop("name")
     zeroth = OPTIMIZERS[name].family == "zeroth_order"
     out = Path(out_dir)
-    tags = {**_cell_tags(cell), "rule": "finetune", "budget_kind": budget_kind(budget, zeroth)}
-    with stage(tracking_json, f"finetune/{d}/{m}/{o}/{s}", f"finetune-{d}-{m}-{o}-s{s}", tags) as tr:
-        before = _test_rel_l2(pretrained, dataset_path)
+    tags = {**_cell_tags(cell), "rule": "tuning_variant", "variant": kind, "source_dataset": entry["source"],
+            "budget_kind": budget_kind(budget, zeroth)}
+    with stage(tracking_json, f"{kind}/{d}/{m}/{o}/{s}", f"{kind}-{d}-{m}-{o}-s{s}", tags,
+               parent_key=f"workload/{entry['source']}/{m}") as tr:
+        before = _test_rel_l2(pretrained, dataset_path) if pretrained else None
         result = train_cell(dataset_path, out, model_name=spec["model"]["name"],
                             model_kwargs={k: v for k, v in spec["model"].items() if k != "name"},
                             optimizer_name=name, optimizer_kwargs=opt, seed=s, train_cfg=train, tracker=tr,
                             progress=False, init_from=pretrained)
         after = _test_rel_l2(out / "model.pt", dataset_path) if result["status"] == "finished" else float("nan")
-        metrics = {**dict(cell), "before_test_rel_l2": before, "test_rel_l2": after, "budget_kind": tags["budget_kind"],
+        metrics = {**dict(cell), "variant": kind, "source": entry["source"], "test_rel_l2": after,
+                   "budget_kind": tags["budget_kind"],
                    **{k: result[k] for k in ("status", "steps", "train_seconds", "grad_evals")},
                    "best_val_rel_l2": trial_record(out)["best_val_rel_l2"]}
+        if before is not None:
+            metrics["before_test_rel_l2"] = before
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
-        tr.log_metrics({"before_test_rel_l2": before, "test_rel_l2": after})
+        tr.log_metrics({k: v for k, v in (("before_test_rel_l2", before), ("test_rel_l2", after)) if v is not None})
         tr.finish(result["status"], result.get("reason"))
     return metrics
 
 
 def run_tuning_report(reference: str, seeds: Sequence[int], budgets: Sequence[Pathish], selections: Sequence[Pathish],
                       trial_root: Pathish, runs_root: Pathish, out_json: Pathish, tracking_json: Pathish,
-                      finetune: Sequence[Pathish] = ()) -> dict:
+                      finetune: Sequence[Pathish] = (), heldout: Sequence[Pathish] = ()) -> dict:
     """The comparison's report (``results/tuning/report.json``): times to target, profiles,
     scores, speed-ups, test errors with intervals; the scores are logged to a report run."""
     from kryflow.tuning import build_report
 
     with stage(tracking_json, "tuning/report", "tuning-report", {"rule": "tuning_report"}) as tr:
-        report = build_report(reference, budgets, selections, trial_root, runs_root, seeds, finetune)
+        report = build_report(reference, budgets, selections, trial_root, runs_root, seeds, finetune, heldout)
         Path(out_json).write_text(json.dumps(report, indent=2, default=float))
         for unit, scores in report["scores"].items():
             tr.log_metrics({f"score_{unit}.{o}": v for o, v in scores.items()})

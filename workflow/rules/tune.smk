@@ -77,25 +77,28 @@ rule workload_budget:
         "../../scripts/workload_budget.py"
 
 
-rule finetune:
-    # the fine-tuning workload (tuning.finetune): a trained model adapted to a shifted dataset
+rule tuning_variant:
+    # a workload moved to another dataset of its family, every optimizer with the setting selected
+    # on the source workload: tuning.finetune adapts the reference's trained model to it,
+    # tuning.heldout trains there from scratch under the source workload's budget
     input:
-        unpack(finetune_inputs),
+        unpack(variant_inputs),
         dataset=layout.DATASET,
         tracking=ancient(layout.TRACKING_JSON),
     output:
-        metrics=f"{layout.FINETUNE_DIR}/metrics.json",
-        history=f"{layout.FINETUNE_DIR}/history.csv",
+        metrics=f"{layout.VARIANT_DIR}/metrics.json",
+        history=f"{layout.VARIANT_DIR}/history.csv",
     wildcard_constraints:
-        dataset=name_pattern([ft["dataset"] for ft in (TUNING or {}).get("finetune") or []]),
+        kind="finetune|heldout",
+        dataset=name_pattern([v["dataset"] for k in VARIANT_KINDS for v in (TUNING or {}).get(k) or []]),
     params:
         spec=cell_spec_of,
         training=training_of,
-        steps=lambda w: finetune_source(config, w.dataset)["max_steps"],
+        entry=lambda w: variant_source(config, w.kind, w.dataset),
     log:
-        layout.rule_log("finetune", layout.CELL),
+        layout.rule_log("tuning_variant", f"{{kind}}/{layout.CELL}"),
     benchmark:
-        layout.rule_benchmark("finetune", layout.CELL)
+        layout.rule_benchmark("tuning_variant", f"{{kind}}/{layout.CELL}")
     threads: 1
     resources:
         mem_mb=train_mem_mb,
@@ -104,7 +107,7 @@ rule finetune:
     conda:
         "../../envs/kryflow.yaml"
     script:
-        "../../scripts/finetune.py"
+        "../../scripts/tuning_variant.py"
 
 
 rule tuning_report:
@@ -115,7 +118,8 @@ rule tuning_report:
         trials=[f"{layout.TRIAL_DIR}/history.csv".format(dataset=d, model=m, optimizer=o, trial=t)
                 for d, m, o, t in trial_cells(config)],
         reruns=cell_outputs("metrics.json"),
-        finetune=finetune_outputs(),
+        finetune=variant_outputs("finetune"),
+        heldout=variant_outputs("heldout"),
         tracking=ancient(layout.TRACKING_JSON),
     output:
         layout.TUNING_REPORT,

@@ -271,7 +271,9 @@ def _tuning_frame(path: str | Path) -> tuple[pd.DataFrame, str | None]:
                          "steps": _num(t["steps"]), "seconds": _num(t["seconds"]), "grad_evals": _num(t["grad_evals"]),
                          "test": _num(o["test_rel_l2_mean"]), "ci_lo": _num(ci[0]), "ci_hi": _num(ci[1]),
                          "failed": o["diverged_or_failed_trials"], "score": _num(scores.get(opt)),
-                         "speedup": _num((speed.get(opt) or {}).get("geometric_mean"))})
+                         "speedup": _num((speed.get(opt) or {}).get("geometric_mean")),
+                         "per_step": _num(o.get("seconds_per_step")), "memory": _num(o.get("peak_memory_mb")),
+                         "heldout": "missed " + ", ".join(o["heldout_missed"]) if o.get("heldout_missed") else ""})
     frame = pd.DataFrame(rows)
     if not frame.empty:  # workloads alphabetically, optimizers in registry order
         rank = {o: i for i, o in enumerate(OPTIMIZER_ORDER)}
@@ -332,7 +334,38 @@ def _tuning_columns() -> list[_Column]:
         _Column("Failed trials", nan, lambda r: _fmt_int(float(r["failed"]))),
         _Column("Score", nan, lambda r: _fmt(float(r["score"]))),
         _Column("Speed-up vs ref.", nan, lambda r: _fmt(float(r["speedup"]))),
+        col("s/step", "per_step", "min"),
+        col("Peak MB", "memory", "min"),
+        _Column("Held-out", nan, lambda r: str(r["heldout"]), align="l"),
     ]
+
+
+def _heldout_table(path: str | Path, out_dir: Path) -> list[Path]:
+    """``heldout``: per held-out variant, its target and each optimizer's time to it and test error."""
+    try:
+        held = json.loads(Path(path).read_text(encoding="utf-8")).get("heldout") or {}
+    except (OSError, ValueError):
+        return []
+    if not held:
+        return []
+    rows = []
+    for name in sorted(held):
+        w = held[name]
+        for o in order_optimizers(w["optimizers"]):
+            r = w["optimizers"][o]
+            ci = r["test_rel_l2_ci95"] or [math.nan, math.nan]
+            rows.append({"workload": f"{name} (of {w['source']})", "optimizer": o,
+                         "target": _num(w["target_val_rel_l2"]), "steps": _num(r["time_to_target"]["steps"]),
+                         "seconds": _num(r["time_to_target"]["seconds"]), "test": _num(r["test_rel_l2_mean"]),
+                         "ci_lo": _num(ci[0]), "ci_hi": _num(ci[1]), "reached": r["reached"]})
+    by_key = {c.header: c for c in _tuning_columns()}
+    nan: Callable[[pd.Series], float] = lambda _row: math.nan  # noqa: E731
+    columns = [by_key[h] for h in ("Workload", "Optimizer", "Target", "Steps to target", "s to target",
+                                   "Test rel. L2 [95% CI]")]
+    columns.append(_Column("Reached", nan, lambda r: "yes" if r["reached"] else "no", align="l"))
+    return _write(_build(pd.DataFrame(rows), columns, ["workload"]), out_dir, "heldout",
+                  "Held-out variants: the setting selected on the base workload, trained on the variant",
+                  "an optimizer that misses a variant's target scores as never reaching its base workload's")
 
 
 def make_tables(
@@ -347,7 +380,8 @@ def make_tables(
     cell, mean ± std over finished seeds), ``cost`` (time, memory, speed-up),
     ``transfer`` (resolution transfer; a note when there are no results) and, when
     ``solver_benchmarks`` is given, ``solver_times`` (the benchmark's time table); with a
-    ``tuning_report``, ``tuning`` (the tuned comparison per workload and optimizer). Also
+    ``tuning_report``, ``tuning`` (the tuned comparison per workload and optimizer), ``finetune`` and ``heldout`` where
+    those workloads are configured. Also
     ``aggregate.csv``: the full output of :func:`kryflow.figures.aggregate`.
 
     Returns:
@@ -390,6 +424,7 @@ def make_tables(
                         "; ".join(notes) if notes else None)  # fmt: skip
     if tuning_report is not None:
         paths += _finetune_table(tuning_report, out_dir)
+        paths += _heldout_table(tuning_report, out_dir)
         frame, why = _tuning_frame(tuning_report)
         paths += _write(_build(frame, _tuning_columns(), ["workload"]), out_dir, "tuning",
                         "Tuned comparison: time to target (median over studies), test error of the reruns",

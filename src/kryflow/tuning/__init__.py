@@ -4,7 +4,8 @@ Per workload (a dataset and a model) and optimizer: trials drawn from the optimi
 space by a scrambled quasi-random sequence (known before the run, so the workflow's DAG is
 static), grouped into studies, selected on the validation split only; the selected setting is
 rerun with every configured seed. The reference optimizer, tuned the same way, sets each
-workload's target (the median best validation error of its reruns) and the wall-clock budget
+workload's target (the median best validation error of its reruns, the upper one for an even
+count) and the wall-clock budget
 every optimizer gets (``budget_factor`` x the reference's time to target). Reported: time to
 target in steps, seconds and gradient-equivalent evaluations, performance profiles and their
 score, the geometric-mean speed-up over the reference, test errors with bootstrap intervals,
@@ -21,7 +22,7 @@ from ._report import (
     time_to_target,
 )
 from ._summary import build_report
-from ._select import budget_kind, budgeted_training, select_trials, trial_record, tuned_cell, workload_budget
+from ._select import budget_kind, budgeted_training, reference_target, select_trials, trial_record, tuned_cell, workload_budget
 
 __all__ = [
     "TrialPlan",
@@ -33,6 +34,7 @@ __all__ = [
     "geometric_mean_speedup",
     "performance_profile",
     "profile_score",
+    "reference_target",
     "select_trials",
     "time_to_target",
     "trial_plan",

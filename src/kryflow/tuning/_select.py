@@ -62,19 +62,29 @@ def select_trials(records: Sequence[Mapping[str, Any]], studies: int) -> dict[st
     return {"selected": min(range(len(best)), key=lambda i: (best[i], i)), "studies": out}
 
 
+def reference_target(best: Sequence[float]) -> float | None:
+    """A workload's target error from the reference's reruns' best validation errors: their
+    median, the upper one for an even count (with 2 seeds the worse of the two), so that at least
+    half the reruns reach it and the median time to it is finite (numpy's mean of the middle two
+    would be reached by one of 2 seeds only). None when no rerun finished."""
+    ordered = sorted(best)  # unfinished reruns (inf) sort last
+    if not ordered or not math.isfinite(ordered[len(ordered) // 2]):
+        return None
+    return float(ordered[len(ordered) // 2])
+
+
 def workload_budget(reference_runs: Sequence[str | Path], max_steps: int, factor: float) -> dict[str, Any]:
     """A workload's target and budget from the reference optimizer's reruns (one per seed).
 
-    Target: the median over reruns of the best validation error. Wall budget: ``factor`` x the
+    Target: the median over reruns of the best validation error (:func:`reference_target`). Wall budget: ``factor`` x the
     median over reruns of the seconds to reach that target (a rerun that never does counts as
     infinitely slow). The step budget is ``max_steps`` for every optimizer.
     """
     best = [trial_record(r)["best_val_rel_l2"] for r in reference_runs]
-    finite = [b for b in best if math.isfinite(b)]
-    if not finite:
-        raise ValueError(f"no reference rerun finished ({[str(r) for r in reference_runs]}): no target can be set; "
-                         "check the reference optimizer's search space and budget")
-    target = float(np.median(best))
+    target = reference_target(best)
+    if target is None:
+        raise ValueError(f"no reference rerun finished ({[str(r) for r in reference_runs]}) or fewer than half did: "
+                         "no target can be set; check the reference optimizer's search space and budget")
     times = []
     for r in reference_runs:
         hit = trial_record(r, target)["time_to_target"]

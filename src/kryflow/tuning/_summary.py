@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ._select import reference_target
 from ._report import (bootstrap_interval, expected_best_of_k, geometric_mean_speedup, performance_profile,
                       profile_score, time_to_target)
 
@@ -55,6 +56,7 @@ def _optimizer(selected: Mapping, trial_dirs: Sequence[Path], reruns: Sequence[P
                      "seconds_per_step": train.get("seconds_per_step"), "peak_memory_mb": train.get("peak_memory_mb")})
     errs = [x["test_rel_l2"] for x in runs if x["status"] == "finished" and x["test_rel_l2"] is not None]
     return {"time_to_target": {u: _finite(v) for u, v in median.items()}, "studies": studies,
+            "seconds_per_step": _median_of(runs, "seconds_per_step"), "peak_memory_mb": _median_of(runs, "peak_memory_mb"),
             "selected_trial": selected["selected"], "setting": selected["setting"], "reruns": runs,
             "test_rel_l2_mean": float(np.mean(errs)) if errs else None,
             "test_rel_l2_ci95": list(bootstrap_interval(errs)) if errs else None,
@@ -62,9 +64,14 @@ def _optimizer(selected: Mapping, trial_dirs: Sequence[Path], reruns: Sequence[P
             "diverged_or_failed_trials": sum(t["status"] != "finished" for t in trials)}
 
 
+def _median_of(runs: Sequence[Mapping], key: str) -> float | None:
+    values = [r[key] for r in runs if r["status"] == "finished" and r.get(key) is not None]
+    return float(np.median(values)) if values else None
+
+
 def build_report(reference: str, budgets: Sequence[str | Path], selections: Sequence[str | Path],
                  trial_root: str | Path, runs_root: str | Path, seeds: Sequence[int],
-                 finetune: Sequence[str | Path] = ()) -> dict[str, Any]:
+                 finetune: Sequence[str | Path] = (), heldout: Sequence[str | Path] = ()) -> dict[str, Any]:
     """The report from the protocol's files.
 
     **Arguments:**
@@ -73,8 +80,15 @@ def build_report(reference: str, budgets: Sequence[str | Path], selections: Sequ
         trial_root, runs_root: ``results/tuning`` and ``results/runs``.
         seeds: the reruns' seeds.
         finetune: every fine-tuning run's ``metrics.json``.
+        heldout: every held-out variant run's ``metrics.json`` (its ``history.csv`` beside it).
 
-    **Returns:** a JSON-ready dict (``workloads``, ``profiles``, ``scores``, ``speedup``, ``finetune``).
+    An optimizer whose runs on a held-out variant of a workload miss the variant's target (the
+    median over its seeds never reaches it within the workload's budget) is scored on that
+    workload as never reaching the target, as AlgoPerf scores held-out workloads; its
+    unpenalised times stay in ``time_to_target_unpenalised``.
+
+    **Returns:** a JSON-ready dict (``workloads``, ``profiles``, ``scores``, ``speedup``,
+    ``finetune``, ``heldout``).
     """
     from kryflow import layout
 
@@ -90,8 +104,56 @@ def build_report(reference: str, budgets: Sequence[str | Path], selections: Sequ
                                               "budget": {k: b[k] for k in ("max_steps", "max_seconds", "kind")},
                                               "optimizers": {}})
         w["optimizers"][o] = _optimizer(sel, trial_dirs, reruns, b["target_val_rel_l2"])
+    held = _heldout([Path(p) for p in heldout], reference)
+    _penalise(workloads, held)
     return {"reference": reference, "taus": TAUS.tolist(), "workloads": workloads, **_across(workloads, reference),
-            "finetune": _finetune([json.loads(Path(p).read_text()) for p in finetune], reference)}
+            "finetune": _finetune([json.loads(Path(p).read_text()) for p in finetune], reference), "heldout": held}
+
+
+def _heldout(paths: Sequence[Path], reference: str) -> dict[str, Any]:
+    """Per held-out variant workload: its target (the reference's median best validation error
+    there) and, per optimizer, the median time to it over seeds and whether that is finite."""
+    out: dict[str, Any] = {}
+    for p in paths:
+        r = json.loads(p.read_text())
+        out.setdefault(f"{r['dataset']}/{r['model']}", []).append((r, p.parent))
+    report: dict[str, Any] = {}
+    for name, runs in sorted(out.items()):
+        first = runs[0][0]
+        ref = [r["best_val_rel_l2"] for r, _ in runs if r["optimizer"] == reference]
+        target = reference_target(ref) if ref else None
+        w = report[name] = {"source": f"{first['source']}/{first['model']}", "target_val_rel_l2": _finite(target),
+                            "optimizers": {}}
+        by_opt: dict[str, list] = {}
+        for r, d in runs:
+            by_opt.setdefault(r["optimizer"], []).append((r, d))
+        for o, rs in by_opt.items():
+            times = [_times(d, target, r["status"]) if target is not None else {u: math.inf for u in UNITS}
+                     for r, d in rs]
+            median = {u: float(np.median([t[u] for t in times])) for u in UNITS}
+            errs = [r["test_rel_l2"] for r, _ in rs if r["status"] == "finished" and math.isfinite(r["test_rel_l2"])]
+            w["optimizers"][o] = {"time_to_target": {u: _finite(v) for u, v in median.items()},
+                                  "reached": bool(target is not None and math.isfinite(median["steps"])),
+                                  "test_rel_l2_mean": float(np.mean(errs)) if errs else None,
+                                  "test_rel_l2_ci95": list(bootstrap_interval(errs)) if errs else None,
+                                  "statuses": [r["status"] for r, _ in rs], "budget_kind": rs[0][0]["budget_kind"]}
+    return report
+
+
+def _penalise(workloads: Mapping[str, dict], heldout: Mapping[str, Mapping]) -> None:
+    """AlgoPerf's held-out rule: a workload's time to target becomes 'never' for an optimizer
+    that misses the target of one of its held-out variants (none when the variant has no
+    target: the reference itself never finished there)."""
+    for name, h in heldout.items():
+        w = workloads.get(h["source"])
+        if w is None or h["target_val_rel_l2"] is None:
+            continue
+        for o, r in h["optimizers"].items():
+            if o in w["optimizers"] and not r["reached"]:
+                opt = w["optimizers"][o]
+                opt.setdefault("time_to_target_unpenalised", dict(opt["time_to_target"]))
+                opt["time_to_target"] = {u: None for u in UNITS}
+                opt.setdefault("heldout_missed", []).append(name)
 
 
 def _finetune(runs: Sequence[Mapping], reference: str) -> dict[str, Any]:
