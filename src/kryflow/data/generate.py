@@ -214,14 +214,7 @@ def generate_dataset(
     t0 = time.perf_counter()
     warm = warm_up()  # the solvers' compiled kernels: a one-time cost
     samples, order_seconds = _in_order(order_kind, fam.samples(num_samples, seed, start, stop))
-    relation = fam.params["relation"]
-    attrs = {
-        "title": f"kryflow {family} dataset", "pde_family": family, "pde_params": dict(fam.params),
-        "sample_relation": relation, "sample_relation_note": _RELATION_NOTE[relation],
-        "solver": {**solver_cfg, "order": order_kind, "matrix_kind": fam.matrix_kind}, "num_samples": int(num_samples),
-        "seed": int(seed), "split_block": int(split_block), "code_version": f"kryflow {kryflow.__version__}",
-        **dict(provenance or {}),
-    }
+    attrs = _store_attrs(fam, {**solver_cfg, "order": order_kind}, num_samples, seed, split_block, provenance)
     if shards > 1:
         attrs["dataset_part"] = {"shard": shard, "shards": shards, "start": start, "stop": stop,
                                  "num_samples": int(num_samples)}
@@ -243,6 +236,20 @@ def generate_dataset(
         log.warning("%s: %d solves missed the tolerance and are flagged (solver_converged=0)",
                     out_path, totals["flagged"])
     return dict(totals)
+
+
+def _store_attrs(fam: Any, solver: Mapping[str, Any], num_samples: int, seed: int, split_block: int,
+                 provenance: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A store's attributes: what was drawn (family, parameters, how samples relate, seed), how it
+    was solved, the code version and the caller's provenance."""
+    relation = fam.params["relation"]
+    return {
+        "title": f"kryflow {fam.name} dataset", "pde_family": fam.name, "pde_params": dict(fam.params),
+        "sample_relation": relation, "sample_relation_note": _RELATION_NOTE[relation],
+        "solver": {**solver, "matrix_kind": fam.matrix_kind}, "num_samples": int(num_samples),
+        "seed": int(seed), "split_block": int(split_block), "code_version": f"kryflow {kryflow.__version__}",
+        **dict(provenance or {}),
+    }
 
 
 def _one_time(warm_up: float, order: float, setup: float) -> dict[str, float]:
