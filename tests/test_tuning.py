@@ -180,6 +180,33 @@ def test_a_trial_never_reads_the_test_split(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "trial1" / "trial.json").read_text())["trial"] == 1
 
 
+def test_same_config_and_seed_select_the_same_setting(tmp_path, monkeypatch):
+    """Two runs of the same trials on CPU train identically, so they select the same setting."""
+    from kryflow.data import write_synthetic_dataset
+    from kryflow.pipeline import init_tracking, run_select, run_trial
+
+    data = write_synthetic_dataset(tmp_path / "syn.zarr", num_samples=24, grid=(8, 8), chunk_samples=8)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = _config(trials=3)
+    parents = [("workload/syn/fno", "w", None), ("tune/syn/fno/adam", "p", "workload/syn/fno"),
+               ("tune/syn/fno/adam/study0", "s", "tune/syn/fno/adam")]
+    init_tracking(cfg["experiment"], {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}, tmp_path / "tracking.json",
+                  tmp_path, parents=parents)
+    spec = {"model": {"name": "fno", "width": 4, "modes": 2, "layers": 1}, "optimizer": {"name": "adam", "lr": 3e-3}}
+    training = {"batch_size": 4, "max_steps": 6, "eval_every": 2, "checkpoint_every": 6, "device": "cpu"}
+    cell = {"dataset": "syn", "model": "fno", "optimizer": "adam"}
+    chosen = []
+    for run in ("a", "b"):
+        for t in range(3):
+            run_trial(cell, t, spec, training, cfg["tuning"], data, tmp_path / run / f"trial{t}", tmp_path / "tracking.json")
+        chosen.append(run_select(cell, [tmp_path / run / f"trial{t}" / "trial.json" for t in range(3)], 1,
+                                 tmp_path / run / "selected.json", tmp_path / "tracking.json"))
+    a, b = chosen
+    assert [t["best_val_rel_l2"] for t in a["trials"]] == [t["best_val_rel_l2"] for t in b["trials"]]
+    assert a["selected"] == b["selected"] and a["setting"] == b["setting"]
+    assert len({t["best_val_rel_l2"] for t in a["trials"]}) == 3  # the trials differ, the choice is not a tie
+
+
 @pytest.mark.slow
 def test_a_real_tuning_study_end_to_end(tuning_run):
     """Snakemake runs 2 optimizers x 3 trials: trials nested under studies in MLflow, selection on
