@@ -312,6 +312,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=None,
                     help="timing runs of the contenders (within 2x of the fastest, and the default); min kept")
+    ap.add_argument("--min-window", type=float, default=3.0,
+                    help="seconds: contenders of a short sequence are timed at least this / the fastest's time "
+                         "times (up to 20), so that one load spike cannot decide the ranking")
     ap.add_argument("--only", default=None, help="comma-separated indices into the case list (re-runs)")
     ap.add_argument("--skip-skr", action="store_true", help="leave out the SKR side-by-side (GCRO-DR vs GMRES)")
     ap.add_argument("--mlflow", action="store_true", help="log the table to MLflow")
@@ -327,7 +330,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         fam = build_family(name, relation="iid", **params)
         repeats = args.repeats if args.repeats is not None else 3
         t_seq = time.perf_counter()
-        recs = benchmark_sequence(fam, num, args.seed, repeats=repeats)
+        recs = benchmark_sequence(fam, num, args.seed, repeats=repeats, min_window=args.min_window)
         records += recs
         print(f"\n{recs[0]['sequence']}: {recs[0]['n_systems']} systems of {recs[0]['n_unknowns']} unknowns")
         print(f"  {'strategy':40s} {'matvecs':>8s} {'iters':>7s} {'seconds':>8s} {'/fastest':>8s} {'max relres':>10s}")

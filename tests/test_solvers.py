@@ -319,7 +319,7 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="valid"):
         SequenceSolver("bicgstab")
     with pytest.raises(ValueError, match="valid"):
-        SequenceSolver("cg", "ssor")
+        SequenceSolver("cg", "sor")  # unknown ("ssor" is registered since issue 18)
     with pytest.raises(ValueError, match="valid options"):
         SequenceSolver("cg", "none", restart=10)
     with pytest.raises(ValueError, match="rtol"):
@@ -402,6 +402,10 @@ def test_benchmark_targets_are_computed_from_the_records():
     # only contenders (within contender_factor of the fastest first run, and the default) are re-timed
     recs = benchmark_sequence(fam, 3, seed=0, strategies=strategies[:3], repeats=2, contender_factor=1.0)
     assert sorted(len(r["seconds_runs"]) for r in recs) == [1, 1, 2]
+    # a short sequence is timed over at least min_window seconds (up to max_repeats runs)
+    recs = benchmark_sequence(fam, 3, seed=0, strategies=strategies[:3], repeats=2, contender_factor=1e9,
+                              min_window=1e6, max_repeats=5)
+    assert [len(r["seconds_runs"]) for r in recs] == [5, 5, 5]
 
 
 def _load_benchmark_script():
@@ -689,7 +693,7 @@ def test_check_solver_options_names_the_key():
     assert check_solver_options("auto", "amg", {"method": "auto", "amg_refresh": 2.0})["amg_refresh"] == 2.0
     bad = [
         ("bicgstab", "none", {}, "method", "valid"),
-        ("cg", "ssor", {}, "preconditioner", "valid"),
+        ("cg", "sor", {}, "preconditioner", "valid"),
         ("cg", "none", {"recycle_mode": "spectral"}, "recycle_mode", "option of method 'rcg'"),
         ("cg", "none", {"restart": 10}, "restart", "valid options"),
         ("auto", "none", {"restart": 10}, "restart", "valid options"),
@@ -737,7 +741,7 @@ def test_registries_behave_like_the_name_tuples():
                                     "scipy_gcrotmk"]
     assert BASELINE_METHODS == ("cholmod", "pardiso", "pyamg", "scipy_gcrotmk") and "rcg" in SOLVER_METHODS
     assert "bicg" not in SOLVER_METHODS
-    assert list(PRECONDITIONERS) == ["none", "jacobi", "ilu", "amg", "gmg"]
+    assert list(PRECONDITIONERS) == ["none", "jacobi", "ilu", "amg", "gmg", "ssor"]
     for cls in SOLVER_METHODS.values():
         assert cls.cold_start is None or cls.cold_start in SOLVER_METHODS
 

@@ -262,8 +262,8 @@ T = "TrackingUnavailable"
 
 CASES = [
     # ---- config: unknown names -----------------------------------------------------------
-    ("cfg-unknown-preconditioner", _config(lambda c: _ds(c)["solver"].update({"preconditioner": "ssor"})),
-     CONFIG_E, r"datasets\.darcy\.solver\.preconditioner.*ssor.*Valid", None),
+    ("cfg-unknown-preconditioner", _config(lambda c: _ds(c)["solver"].update({"preconditioner": "sor"})),
+     CONFIG_E, r"datasets\.darcy\.solver\.preconditioner.*sor.*Valid", None),
     ("cfg-unknown-family-case", _config(lambda c: _ds(c, "heat").update({"family": "Heat"})),
      CONFIG_E, r"datasets\.heat\.family.*Valid: advection_diffusion, darcy, heat", None),
     ("cfg-unknown-model-label", _config(lambda c: c["models"].update({"mynet": {"name": "vit"}})),

@@ -33,10 +33,20 @@ from ._methods import SOLVER_METHODS, SequenceMethod, check_solver_options, solv
 from ._preconditioners import PRECONDITIONERS, make_preconditioner
 from ._gmg import GMGPreconditioner  # noqa: F401  # isort: skip
 from ._sequence import SequenceSolver
+from ._choice import StrategyChoice, check_choice  # isort: skip
 from ._warm_up import warm_up
 
 # reference implementations from elsewhere, registered for comparison only
 BASELINE_METHODS = tuple(name for name, cls in SOLVER_METHODS.items() if cls.baseline)
+
+
+def make_sequence_solver(options: dict) -> SequenceSolver | StrategyChoice:
+    """The sequence solver of a solver config: a :class:`StrategyChoice` for ``method: choose``
+    (its ``strategies``, ``choose_seed``, ``choose_rate`` and the shared options), else a
+    :class:`SequenceSolver` of the options."""
+    if options.get("method") != "choose":
+        return SequenceSolver(**options)
+    return StrategyChoice(check_choice(options), options.get("choose_seed", 0), options.get("choose_rate", 16.0))
 
 __all__ = [
     "cg",
@@ -51,6 +61,9 @@ __all__ = [
     "make_preconditioner",
     "SequenceMethod",
     "SequenceSolver",
+    "StrategyChoice",
+    "check_choice",
+    "make_sequence_solver",
     "check_solver_options",
     "solver_options",
     "default_strategy",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -211,7 +212,8 @@ def sequence_label(family: Any) -> str:
 def benchmark_sequence(family: Any, num_samples: int, seed: int, strategies: list[dict] | None = None,
                        rtol: float = 1e-8, maxiter: int = 20000, repeats: int = 1,
                        contender_factor: float = 2.0, matvec_ratio: float = RECYCLED_MATVEC_RATIO,
-                       wall_ratio: float = DEFAULT_WALL_RATIO) -> list[dict[str, Any]]:
+                       wall_ratio: float = DEFAULT_WALL_RATIO, min_window: float = 0.0,
+                       max_repeats: int = 20) -> list[dict[str, Any]]:
     """Run every strategy on the same systems of ``family.samples(num_samples, seed)``.
 
     The systems are generated once (right-hand sides of time-dependent families follow the
@@ -225,7 +227,9 @@ def benchmark_sequence(family: Any, num_samples: int, seed: int, strategies: lis
     ``contender_factor`` x the fastest first-round time, and the default) run ``repeats - 1``
     more times, interleaved round-robin so that a load spike on the shared machine hits them
     alike, and ``seconds`` is the minimum (``seconds_runs`` lists every run). Slow strategies
-    are not repeated: noise cannot bring them within ``wall_ratio`` of the fastest.
+    are not repeated: noise cannot bring them within ``wall_ratio`` of the fastest. A short
+    sequence is timed over a short window, where a load spike weighs more: with ``min_window``
+    (seconds) the contenders run at least ``min_window / fastest`` times (up to ``max_repeats``).
 
     **Returns:**
         One record per strategy: ``sequence, strategy, method, preconditioner, warm_start,
@@ -246,8 +250,10 @@ def benchmark_sequence(family: Any, num_samples: int, seed: int, strategies: lis
         sec, solver = _run(strat, systems, rtol, maxiter)
         runs.append([sec])
         solvers.append(solver)
+    fastest = min((r[0] for r in runs), default=0.0)
+    if fastest > 0 and min_window > 0:
+        repeats = max(int(repeats), min(int(max_repeats), math.ceil(min_window / fastest)))
     if repeats > 1 and strategies:
-        fastest = min(r[0] for r in runs)
         again = [i for i, s in enumerate(strategies)
                  if runs[i][0] <= contender_factor * fastest or _is_default(s, default)]
         for _ in range(int(repeats) - 1):

@@ -55,6 +55,10 @@ class SolveInfo:
             index tables for a grid shape. Work done again for every new matrix (a numeric
             factorisation, a hierarchy's values) is per-solve cost and not counted here, even where
             later solves with the same matrix reuse it: a longer sequence repeats it per matrix.
+        parameter: the value of a solver parameter used by this solve where one is recorded (the
+            SSOR relaxation ω, fixed or chosen by an online learner); NaN otherwise.
+        regret_estimate: an online learner's estimate of its regret so far (its cost minus the
+            best fixed choice's estimated cost, see :mod:`._bandit`); NaN without a learner.
     """
 
     method: str
@@ -66,6 +70,8 @@ class SolveInfo:
     recycle_dim: int
     converged: bool
     setup_seconds: float = 0.0
+    parameter: float = float("nan")
+    regret_estimate: float = float("nan")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

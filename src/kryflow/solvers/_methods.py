@@ -245,11 +245,11 @@ def check_solver_options(method: str, preconditioner: str, options: Mapping[str,
     try:
         out = check_params(declared, given, f"{owner} with preconditioner {preconditioner!r}")
     except ParameterError as exc:
-        owners = [n for n, c in SOLVER_METHODS.items() if exc.param in c.OPTIONS and exc.param not in declared]
-        if not owners:
+        owners = [f"method {n!r}" for n, c in SOLVER_METHODS.items() if exc.param in c.OPTIONS]
+        owners += [f"preconditioner {n!r}" for n, c in PRECONDITIONERS.items() if exc.param in c.OPTIONS]
+        if not owners or exc.param in declared:
             raise
-        raise ParameterError(f"{exc} ({exc.param!r} is an option of method {', '.join(map(repr, owners))})",
-                             exc.param) from None
+        raise ParameterError(f"{exc} ({exc.param!r} is an option of {', '.join(owners)})", exc.param) from None
     if out["rtol"] == 0.0 and out["atol"] == 0.0:
         raise ParameterError("rtol and atol are both 0: the solver could never stop; set rtol (e.g. 1e-8)", "rtol")
     if method != "auto":  # checks across options (GCRO-DR: restart > recycle_dim) live in the constructor

@@ -18,7 +18,7 @@ import scipy.sparse.linalg as spla
 
 from kryflow._registry import Param, ParameterError, Registry, check_params
 
-from ._common import RegisteredByName
+from ._common import RegisteredByName, SolveInfo
 
 __all__ = ["PRECONDITIONERS", "Preconditioner", "make_preconditioner", "preconditioner_class"]
 
@@ -77,8 +77,9 @@ class Preconditioner(RegisteredByName, abc.ABC):
             return True
         return False
 
-    def feedback(self, iterations: int) -> None:
-        """Iterations of the last solve (lagged policies use it to decide on a rebuild)."""
+    def feedback(self, info: SolveInfo) -> None:
+        """The record of the solve just done (lagged policies decide on a rebuild from its
+        iterations; a learner takes its cost and may record what it chose on it)."""
 
 
 class IdentityPreconditioner(Preconditioner, name="none"):
@@ -215,7 +216,8 @@ class AMGPreconditioner(Preconditioner, name="amg"):
             return False
         return super().update(A, matrix_changed)
 
-    def feedback(self, iterations):
+    def feedback(self, info):
+        iterations = info.iterations
         if self._base_iters is None:
             self._base_iters = max(int(iterations), 1)
         elif iterations > self.refresh * self._base_iters + 2:

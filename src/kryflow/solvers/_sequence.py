@@ -140,11 +140,13 @@ class SequenceSolver:
         self._popped = len(self.records)
         return out
 
-    def __call__(self, A, b, *, matrix_changed: bool) -> np.ndarray:
+    def __call__(self, A, b, *, matrix_changed: bool, x0: np.ndarray | None = None) -> np.ndarray:
+        """Solve ``A x = b``; ``x0`` ``(N,)``: start this solve there instead of the warm start
+        (a surrogate's prediction, say); the solution is the next warm start as usual."""
         with _thread_limit(self.blas_threads):
-            return self._solve(A, b, matrix_changed)
+            return self._solve(A, b, matrix_changed, x0)
 
-    def _solve(self, A, b, matrix_changed: bool) -> np.ndarray:
+    def _solve(self, A, b, matrix_changed: bool, start: np.ndarray | None = None) -> np.ndarray:
         t0 = time.perf_counter()
         # a process's first solve loads the compiled kernels (and a method's optional library): one-time cost
         warm = warm_up_once() + self._method_class.warm_up()
@@ -159,11 +161,11 @@ class SequenceSolver:
         if precondition:
             self._pre.update(system.operator, matrix_changed)
         M = self._pre if precondition and not self._pre.identity else None
-        x0 = self._x if (self.warm_start and self._x is not None) else None
+        x0 = start if start is not None else self._x if (self.warm_start and self._x is not None) else None
         x, info = method.run(system.with_start(x0, M), rtol=self.rtol, atol=self.atol, maxiter=self.maxiter,
                              matrix_changed=matrix_changed, started=t0, preconditioner=self.preconditioner)
         if precondition:
-            self._pre.feedback(info.iterations)
+            self._pre.feedback(info)
         info.setup_seconds += warm + self._pre.take_one_time_seconds()
         self.records.append(info)
         if not info.converged and self.on_nonconvergence == "raise":

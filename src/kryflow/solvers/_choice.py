@@ -1,0 +1,134 @@
+"""One of several solver strategies per system, chosen online: ``solver.method: choose``.
+
+A :class:`StrategyChoice` holds one :class:`~._sequence.SequenceSolver` per strategy (each with its
+own carried state: factors, set-ups, recycle spaces) and a Tsallis-INF bandit (:mod:`._bandit`)
+that picks the strategy of each new system from the wall seconds of the solves so far (one-time
+set-up seconds left out: a strategy is not judged by loading its library): the second
+use of "Learning to Relax" (Khodak et al.), where the arms are whole strategies instead of ω.
+Seconds are the only cost that compares strategies (a direct solve has no iterations).
+
+A strategy that was not chosen for the previous system has not seen the current matrix, so it is
+told the matrix changed; the warm start is the sequence's previous solution, whichever strategy
+found it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from kryflow._registry import ParameterError
+
+from ._bandit import TsallisINF
+from ._common import SolveInfo
+from ._methods import COMMON_OPTIONS, check_solver_options
+from ._sequence import SequenceSolver
+
+__all__ = ["StrategyChoice", "CHOICE_OPTIONS", "check_choice"]
+
+# the options of method "choose" besides its strategies; the common solver options (rtol, maxiter,
+# ...) given beside them apply to every strategy
+CHOICE_OPTIONS = ("strategies", "choose_seed", "choose_rate")
+
+
+def check_choice(solver: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The strategies of a ``method: choose`` config, each checked and with the shared options
+    (``rtol``, ``maxiter``, ... given beside ``strategies``) filled in. Raises
+    :class:`ParameterError` naming the key (``strategies``, ``strategies.<i>.<option>``,
+    ``choose_seed``, ``choose_rate``)."""
+    strategies = solver.get("strategies")
+    if not isinstance(strategies, (list, tuple)) or len(strategies) < 2:
+        raise ParameterError(f"method 'choose' needs a list of at least 2 strategies ({{method, preconditioner, "
+                             f"...}} each), got {strategies!r}", "strategies")
+    seed, rate = solver.get("choose_seed", 0), solver.get("choose_rate", 16.0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ParameterError(f"choose_seed must be an integer >= 0, got {seed!r}", "choose_seed")
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < float("inf"):
+        raise ParameterError(f"choose_rate must be a finite number > 0, got {rate!r}", "choose_rate")
+    stray = [k for k in solver if k not in (*COMMON_OPTIONS, *CHOICE_OPTIONS, "method", "order", "initial_guess",
+                                            "surrogate")]
+    if stray:
+        raise ParameterError(f"{stray[0]!r} beside method 'choose' applies to no strategy; give it inside the "
+                             f"strategies that take it (shared here are only {', '.join(COMMON_OPTIONS)})", stray[0])
+    shared = {k: v for k, v in solver.items() if k in COMMON_OPTIONS}
+    out = []
+    for i, strat in enumerate(strategies):
+        if not isinstance(strat, Mapping) or strat.get("method", "auto") in ("auto", "choose"):
+            raise ParameterError(f"strategy {i} must name its method (not auto or choose), got {strat!r}",
+                                 f"strategies.{i}.method")
+        cfg = {**shared, **strat}
+        cfg.setdefault("preconditioner", "none")
+        try:
+            check_solver_options(cfg["method"], cfg["preconditioner"], cfg)
+        except ParameterError as exc:
+            raise ParameterError(f"strategy {i}: {exc}", f"strategies.{i}.{exc.param}") from None
+        out.append(cfg)
+    return out
+
+
+def steady_seconds(info: SolveInfo) -> float:
+    """A solve's seconds without its one-time set-up (a strategy is not judged by loading its library)."""
+    return max(float(info.seconds - info.setup_seconds), 0.0)
+
+
+def _label(cfg: Mapping[str, Any]) -> str:
+    return f"{cfg['method']}+{cfg['preconditioner']}"
+
+
+class StrategyChoice:
+    """Solve a sequence choosing, per system, one of ``strategies`` (SequenceSolver arguments).
+
+    **Arguments:**
+        strategies: at least two dicts of :class:`SequenceSolver` arguments.
+        seed, rate: the bandit's seed and learning-rate constant (:class:`~._bandit.TsallisINF`).
+        cost: ``cost(info) -> float`` of a solve (default :func:`steady_seconds`: its seconds less
+            one-time set-up).
+
+    Called like a :class:`SequenceSolver` (``x = choice(A, b, matrix_changed=...)``); each solve's
+    :class:`SolveInfo` is appended to ``records`` with ``parameter`` = the index of the strategy
+    used and ``regret_estimate`` the bandit's estimate so far (seconds).
+    """
+
+    def __init__(self, strategies: Sequence[Mapping[str, Any]], seed: int = 0, rate: float = 16.0,
+                 cost: Callable[[SolveInfo], float] | None = None):
+        cfgs = check_choice({"strategies": list(strategies), "choose_seed": seed, "choose_rate": rate})
+        self.solvers = [SequenceSolver(**cfg) for cfg in cfgs]
+        self.labels = [_label(cfg) for cfg in cfgs]
+        self.learner = TsallisINF(self.labels, seed, rate)
+        self.cost = cost or steady_seconds
+        self.method, self.preconditioner = "choose", "none"
+        self.warm_start = any(s.warm_start for s in self.solvers)
+        self.records: list[SolveInfo] = []
+        self._popped = 0
+        self._matrix = 0  # how many distinct matrices so far
+        self._seen = [-1] * len(self.solvers)  # the matrix each strategy last solved with
+        self._x: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        return f"StrategyChoice({self.labels})"
+
+    def pop_records(self) -> list[SolveInfo]:
+        out = self.records[self._popped:]
+        self._popped = len(self.records)
+        return out
+
+    def __call__(self, A, b, *, matrix_changed: bool, x0: np.ndarray | None = None) -> np.ndarray:
+        if matrix_changed or not self.records:
+            self._matrix += 1
+        i = self.learner.choose()
+        solver = self.solvers[i]
+        changed = self._seen[i] != self._matrix
+        start = x0
+        if start is None and solver.warm_start and self._x is not None and self._x.shape == np.shape(b):
+            start = self._x
+        x = solver(A, b, matrix_changed=changed, x0=start)
+        self._seen[i] = self._matrix
+        info = solver.records[-1]
+        self.learner.observe(float(self.cost(info)))
+        info.parameter, info.regret_estimate = float(i), self.learner.estimated_regret()
+        self.records.append(info)
+        if np.all(np.isfinite(x)):
+            self._x = np.asarray(x, dtype=np.float64).copy()
+        return x
