@@ -93,13 +93,17 @@ def test_schema_enumerations_and_options_equal_the_registries():
     dataset = root["$defs"]["dataset"]["properties"]
     solver = root["$defs"]["solver"]["properties"]
     assert sorted(dataset["family"]["enum"]) == sorted(PDE_FAMILIES)
-    assert sorted(solver["method"]["enum"]) == sorted(["auto", *SOLVER_METHODS])
+    assert sorted(solver["method"]["enum"]) == sorted(["auto", "choose", *SOLVER_METHODS])
     assert sorted(solver["preconditioner"]["enum"]) == sorted(PRECONDITIONERS)
-    from kryflow.data import ORDERS
+    from kryflow.data import INITIAL_GUESSES, ORDERS
 
     options = solver_options()
-    assert set(solver) - {"method", "preconditioner", "order"} == set(options)
+    from kryflow.solvers._choice import CHOICE_OPTIONS
+
+    others = {"method", "preconditioner", "order", "initial_guess", "surrogate", *CHOICE_OPTIONS}
+    assert set(solver) - others == set(options)
     assert solver["order"]["enum"] == list(ORDERS)
+    assert solver["initial_guess"]["enum"] == list(INITIAL_GUESSES)
     for name, param in options.items():
         if param.choices is not None:
             assert solver[name]["enum"] == list(param.choices), name

@@ -165,10 +165,18 @@ def training_cells(config: Mapping) -> list[tuple[str, str, str, int]]:
 def dataset_spec(config: Mapping, name: str) -> dict:
     """The generation spec of a configured dataset or of a derived transfer dataset."""
     if name in config["datasets"]:
-        return dict(config["datasets"][name])
+        spec = dict(config["datasets"][name])
+        if isinstance((spec.get("solver") or {}).get("surrogate"), Mapping):  # a training cell: its model.pt
+            from kryflow.data import resolve_surrogate
+
+            spec["solver"] = {**spec["solver"], "surrogate": resolve_surrogate(spec["solver"]["surrogate"])}
+        return spec
     for base, ds in config["datasets"].items():
         if "source" not in ds and transfer_dataset(config, base) == name:
             spec = dict(ds)
+            if (ds.get("solver") or {}).get("initial_guess") == "surrogate":
+                # the surrogate fits the base grid only: the finer transfer set starts as the solver would
+                spec["solver"] = {k: v for k, v in ds["solver"].items() if k not in ("initial_guess", "surrogate")}
             spec["params"] = {**(ds.get("params") or {}), "n": ds["transfer"]["n"]}
             spec["num_samples"] = ds["transfer"].get("num_samples", 8)
             spec["seed"] = int(ds.get("seed", 0)) + 10_000  # unseen samples
@@ -309,13 +317,81 @@ def _check_shards(key: str, ds: Mapping) -> None:
 
 
 def _check_solver(key: str, solver: Mapping) -> None:
-    from kryflow.solvers import check_solver_options
+    from kryflow.solvers import check_choice, check_solver_options
 
-    opts = {k: v for k, v in solver.items() if k not in ("method", "preconditioner", "order")}
+    if solver.get("method") == "choose":  # one of several strategies per system
+        try:
+            check_choice(solver)
+        except ValueError as exc:
+            raise ConfigError.from_parameter(exc, f"{key}.solver") from None
+        return
+
+    opts = {k: v for k, v in solver.items()
+            if k not in ("method", "preconditioner", "order", "initial_guess", "surrogate")}
     try:
         check_solver_options(solver.get("method", "auto"), solver.get("preconditioner", "none"), opts)
     except ValueError as exc:
         raise ConfigError.from_parameter(exc, f"{key}.solver") from None
+
+
+def _check_initial_guess(key: str, name: str, ds: Mapping, config: Mapping) -> None:
+    """``solver.initial_guess`` / ``solver.surrogate``: a valid pair, an iterative method, and a
+    model that fits: a training cell of this config on a dataset of the same family and grid
+    (not this dataset, no cycle), or a model file that exists and is checked here; an MLflow URI
+    is checked by the generation job, before any solve."""
+    from kryflow.data import load_start_model
+    from kryflow.data.generate import solver_config
+    from kryflow.pdes import build_family
+
+    solver = ds.get("solver") or {}
+    if "initial_guess" not in solver and "surrogate" not in solver:
+        return
+    try:
+        fam = build_family(ds["family"], **(ds.get("params") or {}))
+        solver_config(fam, solver)  # initial_guess and warm_start agree; a surrogate start has an iterative method
+        ref = solver.get("surrogate")
+        if ref is None or isinstance(ref, str) and ref.startswith(("runs:/", "models:/")):
+            return
+        if not isinstance(ref, Mapping):
+            load_start_model(ref, fam)
+    except ValueError as exc:
+        raise ConfigError.from_parameter(exc, f"{key}.solver") from None
+    if isinstance(ref, Mapping):
+        _check_surrogate_cell(key, name, ds, ref, config)
+
+
+def _check_surrogate_cell(key: str, name: str, ds: Mapping, ref: Mapping, config: Mapping) -> None:
+    """A surrogate given as a training cell ``{dataset, model, optimizer, seed}`` of this config."""
+    where = f"{key}.solver.surrogate"
+    for part, section in (("dataset", "datasets"), ("model", "models"), ("optimizer", "optimizers")):
+        if ref[part] not in config[section]:
+            raise ConfigError(f"'{ref[part]}' is not in the {section} section", f"{where}.{part}")
+    if int(ref.get("seed", 0)) not in [int(s) for s in config["seeds"]]:
+        raise ConfigError(f"seed {ref.get('seed', 0)} is not one of seeds {config['seeds']}", f"{where}.seed")
+    if ref["dataset"] not in grid_datasets(config):
+        raise ConfigError(f"no model is trained on '{ref['dataset']}' (a tuning variant's dataset)", f"{where}.dataset")
+    seen, src = [name], ref["dataset"]
+    while src is not None:
+        if src in seen:
+            raise ConfigError(f"'{name}' would be generated with a model trained on itself "
+                              f"({' -> '.join(seen + [src])})", f"{where}.dataset")
+        seen.append(src)
+        nxt = (config["datasets"].get(src, {}).get("solver") or {}).get("surrogate")
+        src = nxt["dataset"] if isinstance(nxt, Mapping) else None
+    other = config["datasets"][ref["dataset"]]
+    grid = [{**_family_defaults(d), **(d.get("params") or {})} for d in (ds, other)]
+    if "source" in other or other["family"] != ds["family"] or any(
+            grid[0][k] != grid[1][k] for k in ("n", "dim")):
+        got = other.get("family", "an imported dataset")
+        raise ConfigError(f"the model of '{ref['dataset']}' ({got}, n={grid[1].get('n')}, dim={grid[1].get('dim')}) "
+                          f"does not fit '{name}' ({ds['family']}, n={grid[0]['n']}, dim={grid[0]['dim']}): a "
+                          "surrogate start needs the same family and grid", f"{where}.dataset")
+
+
+def _family_defaults(ds: Mapping) -> dict:
+    from kryflow.pdes import family_parameters
+
+    return family_parameters(ds["family"]) if "family" in ds else {}
 
 
 def _check_transfer(key: str, name: str, ds: Mapping, config: Mapping) -> None:
@@ -346,6 +422,7 @@ def _check_datasets(config: Mapping) -> None:
         _check_splits(key, ds)
         _check_shards(key, ds)
         _check_solver(key, ds.get("solver") or {})
+        _check_initial_guess(key, name, ds, config)
         _check_transfer(key, name, ds, config)
 
 

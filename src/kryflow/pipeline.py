@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -148,14 +149,31 @@ def init_tracking(experiment: str, tracking_cfg: Mapping | None, out_json: Pathi
     return info
 
 
+# per-solve series of a generation run: (metric, SolveInfo field, store variable); the SSOR ω and its
+# learner's regret estimate appear where they are recorded (NaN elsewhere)
+_SOLVE_SERIES = (("solve_iterations", "iterations", "solver_iterations"),
+                 ("solve_rel_residual", "rel_residual", "solver_rel_residual"),
+                 ("solve_seconds", "seconds", "solver_seconds"), ("solve_matvecs", "matvecs", "solver_matvecs"),
+                 ("solve_omega", "parameter", "solver_omega"), ("solve_strategy", "parameter", "solver_strategy"),
+                 ("solve_regret_estimate", "regret_estimate", "solver_regret_estimate"))
+
+
+def _log_series(tracker, metric: str, values: list, offset: int = 0) -> None:
+    values = [float(v) for v in values]
+    if any(math.isfinite(v) for v in values):  # a statistic the solver records (NaN before it has one)
+        tracker.log_metric_series(metric, values, offset)
+
+
 def _solve_logger(tracker):
     """``on_sample`` callback: every solve's statistics as stepped metrics of the generation run."""
     offset = [0]
 
     def on_sample(index: int, records: list) -> None:
-        for name, attr in (("solve_iterations", "iterations"), ("solve_rel_residual", "rel_residual"),
-                           ("solve_seconds", "seconds"), ("solve_matvecs", "matvecs")):
-            tracker.log_metric_series(name, [getattr(r, attr) for r in records], offset[0])
+        # a record's parameter is SSOR's omega, or (method: choose) the index of its strategy
+        skip = "solve_strategy" if all(r.preconditioner == "ssor" for r in records) else "solve_omega"
+        for metric, attr, _ in _SOLVE_SERIES:
+            if metric != skip:
+                _log_series(tracker, metric, [getattr(r, attr, math.nan) for r in records], offset[0])
         offset[0] += len(records)
 
     return on_sample
@@ -209,9 +227,9 @@ def run_merge(name: str, spec: Mapping, parts: Sequence[Pathish], out_path: Path
         tracker.log_params({**_generation_params(name, spec), "shards": len(parts)})
         totals = merge_dataset(parts, out_path)
         group = zarr.open_group(out_path, mode="r", zarr_format=3)
-        for metric, var in (("solve_iterations", "solver_iterations"), ("solve_rel_residual", "solver_rel_residual"),
-                            ("solve_seconds", "solver_seconds"), ("solve_matvecs", "solver_matvecs")):
-            tracker.log_metric_series(metric, [float(v) for v in group[var][...].ravel()])
+        for metric, _, var in _SOLVE_SERIES:
+            if var in group:
+                _log_series(tracker, metric, list(group[var][...].ravel()))
         tracker.log_metrics({f"total_{k}": v for k, v in totals.items() if isinstance(v, (int, float))})
         tracker.log_dataset(name, out_path, totals["digest"], context="generation")
         tracker.finish("finished" if not totals["flagged"] else "finished_with_flagged_solves")

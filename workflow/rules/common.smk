@@ -72,6 +72,17 @@ def dataset_spec_of(wildcards):
     return dataset_spec(config, wildcards.dataset)
 
 
+def surrogate_model_of(wildcards):
+    """The model file of a surrogate start (solver.initial_guess: surrogate): a training cell's
+    model.pt, so the dataset is generated after that training, or a given file; nothing for an
+    MLflow model URI or another start."""
+    solver = dataset_spec_of(wildcards).get("solver") or {}
+    ref = solver.get("surrogate") if solver.get("initial_guess") == "surrogate" else None
+    if not ref or ref.startswith(("runs:/", "models:/")):
+        return []
+    return str(Path(ref) / "model.pt") if Path(ref).is_dir() else str(ref)
+
+
 def sharded_names():
     """Generated datasets made by several shard jobs and a merge."""
     return [d for d in generated_dataset_names(config) if dataset_shards(dataset_spec(config, d)) > 1]

@@ -26,6 +26,7 @@ rule generate_dataset:
     # zarr store (written under a temporary name and moved into place only when complete).
     input:
         tracking=ancient(layout.TRACKING_JSON),
+        surrogate=surrogate_model_of,  # solver.initial_guess surrogate: the model trained first
     output:
         directory(layout.DATASET),
     wildcard_constraints:
@@ -53,6 +54,7 @@ rule generate_shard:
     # shard is its own job (a SLURM job on a cluster) and a killed one reruns alone.
     input:
         tracking=ancient(layout.TRACKING_JSON),
+        surrogate=surrogate_model_of,
     output:
         directory(layout.DATASET_PART),
     wildcard_constraints:

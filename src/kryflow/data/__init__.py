@@ -55,16 +55,27 @@ from ._store import (
     split_indices,
     verify_dataset,
 )
+from ._surrogate_start import (
+    INITIAL_GUESSES,
+    SurrogateStart,
+    SurrogateStartError,
+    load_start_model,
+    resolve_surrogate,
+    trained_on_of_store,
+)
 from ._synthetic import write_synthetic_dataset
 from ._writer import ZarrDatasetWriter
 
 __all__ = [
+    "INITIAL_GUESSES",
     "ORDERS",
     "SCHEMA_VERSION",
     "SPLITS",
     "ChunkReader",
     "DatasetError",
     "SplitLoader",
+    "SurrogateStart",
+    "SurrogateStartError",
     "VariableSpec",
     "ZarrDatasetWriter",
     "assign_splits",
@@ -73,13 +84,16 @@ __all__ = [
     "import_neuraloperator_darcy",
     "input_sketch",
     "inspect_dataset",
+    "load_start_model",
     "make_loader",
     "merge_dataset",
     "normalization_stats",
     "open_dataset",
+    "resolve_surrogate",
     "similarity_order",
     "solve_order",
     "split_indices",
+    "trained_on_of_store",
     "verify_dataset",
     "write_synthetic_dataset",
 ]

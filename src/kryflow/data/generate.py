@@ -28,7 +28,8 @@ import kryflow
 
 log = logging.getLogger(__name__)
 
-__all__ = ["generate_dataset", "merge_dataset", "shard_range", "solver_config", "SOLVER_STATS", "SAMPLE_STATS"]
+__all__ = ["generate_dataset", "merge_dataset", "shard_range", "solver_config", "solve_stats", "SOLVER_STATS",
+           "LEARNER_STATS", "CHOICE_STATS", "SAMPLE_STATS"]
 
 # per-solve statistics stored along ("sample", "solve"): store name -> (SolveInfo field, long name, units, dtype)
 SOLVER_STATS = {
@@ -40,6 +41,20 @@ SOLVER_STATS = {
                              "reused by later solves), part of solver_seconds", "s", "float64"),
     "solver_recycle_dim": ("recycle_dim", "recycle-space dimension", "1", "int32"),
     "solver_converged": ("converged", "1 if the solve met its tolerance", "1", "int8"),
+}
+# per-solve statistics of the SSOR preconditioner: its ω and, with omega: learn, the learner's regret
+LEARNER_STATS = {
+    "solver_omega": ("parameter", "SSOR relaxation omega of the solve (chosen per solve with omega: learn)", "1",
+                     "float64"),
+    "solver_regret_estimate": ("regret_estimate", "omega learner's estimated regret after the solve: its cost so far "
+                               "minus the best fixed omega's estimated cost (NaN: fixed omega)", "1", "float64"),
+}
+# per-solve statistics of method: choose (one of several strategies per system, chosen online)
+CHOICE_STATS = {
+    "solver_strategy": ("parameter", "index of the strategy that solved it (the store's solver.strategies)", "1",
+                        "float64"),
+    "solver_regret_estimate": ("regret_estimate", "strategy learner's estimated regret after the solve, in seconds",
+                               "s", "float64"),
 }
 # per-sample record of how it was solved: store name -> (long name, dtype)
 SAMPLE_STATS = {
@@ -56,16 +71,25 @@ _RELATION_NOTE = {
 def solver_config(fam: Any, solver: Mapping[str, Any] | None) -> dict[str, Any]:
     """``SequenceSolver`` arguments for family ``fam``: method ``"auto"`` (the default) becomes the
     measured fastest strategy for the family and size (``kryflow.solvers.default_strategy``);
-    ``order`` (how samples are sequenced, not a solver option) is left out."""
+    ``order`` (how samples are sequenced, not a solver option) is left out, and so are
+    ``initial_guess`` and ``surrogate`` (how solves start: ``warm_start``, see
+    :func:`kryflow.data.initial_guess_options`)."""
     from kryflow.solvers import default_strategy
 
-    cfg = {k: v for k, v in dict(solver or {}).items() if k != "order"}
+    from ._surrogate_start import START_KEYS, check_start_method, initial_guess_options
+
+    cfg = {k: v for k, v in dict(solver or {}).items() if k not in ("order", *START_KEYS)}
+    cfg.update(initial_guess_options(solver))
+    if cfg.get("method") == "choose":  # one of several strategies per system (kryflow.solvers.StrategyChoice)
+        return cfg
     if cfg.get("method", "auto") == "auto":
         strategy = default_strategy(fam)
         cfg["method"] = strategy["method"]
         cfg.setdefault("preconditioner", strategy["preconditioner"])
         if "warm_start" in strategy:
             cfg.setdefault("warm_start", strategy["warm_start"])
+    if dict(solver or {}).get("initial_guess") == "surrogate":
+        check_start_method(cfg["method"])
     return cfg
 
 
@@ -81,7 +105,15 @@ def shard_range(num_samples: int, chunk_samples: int, shards: int, shard: int) -
     return min(bounds[shard], num_samples), min(bounds[shard + 1], num_samples)
 
 
-def _variables(fam: Any) -> dict:
+def solve_stats(solver_cfg: Mapping[str, Any]) -> dict:
+    """The per-solve statistics a store keeps: :data:`SOLVER_STATS`, and :data:`LEARNER_STATS` for
+    the SSOR preconditioner or :data:`CHOICE_STATS` for ``method: choose``."""
+    if solver_cfg.get("method") == "choose":
+        return {**SOLVER_STATS, **CHOICE_STATS}
+    return {**SOLVER_STATS, **(LEARNER_STATS if solver_cfg.get("preconditioner") == "ssor" else {})}
+
+
+def _variables(fam: Any, stats: Mapping[str, tuple]) -> dict:
     from kryflow.data import VariableSpec
 
     variables = {
@@ -89,7 +121,7 @@ def _variables(fam: Any) -> dict:
                            role=spec["role"], dtype="float32")
         for name, spec in fam.variables().items()
     }
-    for var, (_, long_name, units, dtype) in SOLVER_STATS.items():
+    for var, (_, long_name, units, dtype) in stats.items():
         variables[var] = VariableSpec(dims=("solve",), long_name=long_name, units=units, role="solver_stat",
                                       dtype=dtype)
     for var, (long_name, dtype) in SAMPLE_STATS.items():
@@ -133,20 +165,23 @@ def _in_order(kind: str, samples: Iterable) -> tuple[Iterable, float]:
     return [samples[int(j)] for j in order], time.perf_counter() - t0
 
 
-def _solved(fam: Any, seq_solver: Any, samples: Iterable, start: int, shard: int, on_sample, totals: _Totals):
+def _solved(fam: Any, seq_solver: Any, samples: Iterable, start: int, shard: int, on_sample, totals: _Totals,
+            stats: Mapping[str, tuple]):
     """Solve ``samples`` (in solve order); yield each sample's values in storage order as soon as
     the samples before it are done (memory: the samples solved ahead of the next one to store)."""
     nsolve = int(fam.solves_per_sample)
     pending: dict[int, dict] = {}
     next_index = start
     for position, sample in enumerate(samples):
-        outputs = sample.solve(seq_solver)
+        # a surrogate start predicts the sample's solution from its inputs first
+        outputs = sample.solve(seq_solver.for_sample(sample, nsolve) if hasattr(seq_solver, "for_sample")
+                               else seq_solver)
         records = seq_solver.pop_records()
         if len(records) != nsolve:
             raise RuntimeError(f"family '{fam.name}' made {len(records)} solves for sample {sample.index}, "
                                f"expected solves_per_sample={nsolve}")
         values = {**sample.fields, **outputs, "solve_position": position, "shard": shard}
-        for var, (attr, *_rest) in SOLVER_STATS.items():
+        for var, (attr, *_rest) in stats.items():
             values[var] = np.array([getattr(r, attr, 0.0) for r in records])
         pending[sample.index] = values
         totals.add(records)
@@ -185,7 +220,10 @@ def generate_dataset(
             ``kryflow.data.assign_splits``); 1 = per sample.
         solver: ``SequenceSolver`` options (method, preconditioner, rtol, ...) and ``order``
             (``"as_sampled"`` or ``"similarity"``); method ``"auto"`` (the default) takes
-            ``kryflow.solvers.default_strategy(family)``.
+            ``kryflow.solvers.default_strategy(family)``. ``initial_guess``: ``"zero"``,
+            ``"previous"`` or ``"surrogate"`` with ``surrogate`` a trained model (run folder,
+            ``model.pt``, MLflow model URI; see :mod:`kryflow.data._surrogate_start`), loaded and
+            checked against the family before any solve, its inference counted in the solves' seconds.
         shards, shard: write the chunk-aligned block ``shard_range(...)`` as a part store (its
             ``sample`` coordinate keeps the dataset's indices); :func:`merge_dataset` joins them.
         on_sample: called as ``on_sample(index, records)`` after each sample, in solve order.
@@ -196,46 +234,72 @@ def generate_dataset(
     """
     from tqdm.auto import tqdm
 
-    from kryflow.data import ORDERS, ZarrDatasetWriter, assign_splits, dataset_digest
+    from kryflow.data import ZarrDatasetWriter, dataset_digest
     from kryflow.pdes import build_family
-    from kryflow.solvers import SequenceSolver, warm_up
+    from kryflow.solvers import warm_up
 
     fam = build_family(family, **dict(params or {}))
     solver_cfg = solver_config(fam, solver)
-    order_kind = dict(solver or {}).get("order", "as_sampled")
-    if order_kind not in ORDERS:
-        raise ValueError(f"solver.order must be one of {ORDERS}, got {order_kind!r}")
+    start_model = _start_model(fam, solver, solver_cfg)  # checked against the family before any solve
+    order_kind = _order_kind(solver)
     start, stop = shard_range(num_samples, chunk_samples, shards, shard)
-    if isinstance(splits, str):
-        split_arr = np.array([splits] * num_samples)
-    else:
-        split_arr = assign_splits(num_samples, tuple(splits), seed=seed, block=split_block)
+    split_arr = _split_array(num_samples, splits, seed, split_block)
     totals = _Totals()
     t0 = time.perf_counter()
     warm = warm_up()  # the solvers' compiled kernels: a one-time cost
     samples, order_seconds = _in_order(order_kind, fam.samples(num_samples, seed, start, stop))
-    attrs = _store_attrs(fam, {**solver_cfg, "order": order_kind}, num_samples, seed, split_block, provenance)
+    attrs = _store_attrs(fam, {**solver_cfg, "order": order_kind, **_start_attrs(solver, start_model)}, num_samples,
+                         seed, split_block, provenance)
     if shards > 1:
         attrs["dataset_part"] = {"shard": shard, "shards": shards, "start": start, "stop": stop,
                                  "num_samples": int(num_samples)}
-    seq_solver = SequenceSolver(**solver_cfg)
-    variables = _variables(fam)
+    seq_solver = _sequence_solver(solver_cfg, start_model)
+    stats = solve_stats(solver_cfg)
+    variables = _variables(fam, stats)
     with ZarrDatasetWriter(out_path, coords=_coords(fam), variables=variables, num_samples=stop - start,
                            chunk_samples=chunk_samples, splits=split_arr[start:stop], inputs=list(fam.inputs),
                            targets=list(fam.targets), attrs=attrs, overwrite=overwrite, first_sample=start,
                            nondeterministic=[v for v, spec in variables.items() if spec.role == "solver_stat"],
                            ) as writer:
-        for values in tqdm(_solved(fam, seq_solver, samples, start, shard, on_sample, totals), total=stop - start,
+        for values in tqdm(_solved(fam, seq_solver, samples, start, shard, on_sample, totals, stats), total=stop - start,
                            desc=f"generate {Path(out_path).stem}", disable=not progress, mininterval=2.0):
             writer.append(values)
-        writer.attrs.update(_one_time(warm, order_seconds, totals["setup_seconds"]))
-    totals.update(_one_time(warm, order_seconds, totals["setup_seconds"]), wall_seconds=time.perf_counter() - t0,
-                  num_samples=stop - start, num_solves=(stop - start) * int(fam.solves_per_sample),
-                  digest=dataset_digest(out_path))
+        one_time = _one_time(warm, order_seconds, totals["setup_seconds"], start_model)
+        writer.attrs.update(one_time)
+    totals.update(one_time, wall_seconds=time.perf_counter() - t0, num_samples=stop - start,
+                  num_solves=(stop - start) * int(fam.solves_per_sample), digest=dataset_digest(out_path))
     if totals["flagged"]:
         log.warning("%s: %d solves missed the tolerance and are flagged (solver_converged=0)",
                     out_path, totals["flagged"])
     return dict(totals)
+
+
+def _order_kind(solver: Mapping[str, Any] | None) -> str:
+    from kryflow.data import ORDERS
+
+    order_kind = dict(solver or {}).get("order", "as_sampled")
+    if order_kind not in ORDERS:
+        raise ValueError(f"solver.order must be one of {ORDERS}, got {order_kind!r}")
+    return order_kind
+
+
+def _split_array(num_samples: int, splits: Any, seed: int, split_block: int) -> np.ndarray:
+    """Every sample's split: ``splits`` fractions assigned in blocks, or one split name for all."""
+    from kryflow.data import assign_splits
+
+    if isinstance(splits, str):
+        return np.array([splits] * num_samples)
+    return assign_splits(num_samples, tuple(splits), seed=seed, block=split_block)
+
+
+def _sequence_solver(solver_cfg: Mapping[str, Any], start_model: Any) -> Any:
+    """The sequence solver of ``solver_cfg`` (``method: choose``: a strategy choice), started from a
+    surrogate's predictions where ``start_model`` is given."""
+    from kryflow.data import SurrogateStart
+    from kryflow.solvers import make_sequence_solver
+
+    seq_solver = make_sequence_solver(dict(solver_cfg))
+    return seq_solver if start_model is None else SurrogateStart(seq_solver, start_model)
 
 
 def _store_attrs(fam: Any, solver: Mapping[str, Any], num_samples: int, seed: int, split_block: int,
@@ -252,6 +316,28 @@ def _store_attrs(fam: Any, solver: Mapping[str, Any], num_samples: int, seed: in
     }
 
 
-def _one_time(warm_up: float, order: float, setup: float) -> dict[str, float]:
-    return {"solver_warm_up_seconds": warm_up, "solve_order_seconds": order, "solver_setup_seconds": setup,
-            "solver_one_time_seconds": warm_up + order + setup}
+def _start_model(fam: Any, solver: Mapping[str, Any] | None, solver_cfg: Mapping[str, Any]) -> Any:
+    """The checked surrogate of ``solver.initial_guess: surrogate`` (None for other starts)."""
+    from ._surrogate_start import load_start_model
+
+    solver = dict(solver or {})
+    if solver.get("initial_guess") != "surrogate":
+        return None
+    return load_start_model(solver["surrogate"], fam, threads=solver_cfg.get("blas_threads", 1))
+
+
+def _start_attrs(solver: Mapping[str, Any] | None, start_model: Any) -> dict[str, Any]:
+    """How solves started, for the store's ``solver`` attribute (nothing when not configured)."""
+    guess = dict(solver or {}).get("initial_guess")
+    if guess is None:
+        return {}
+    return {"initial_guess": guess, **({"surrogate": start_model.label} if start_model is not None else {})}
+
+
+def _one_time(warm_up: float, order: float, setup: float, start_model: Any = None) -> dict[str, float]:
+    out = {"solver_warm_up_seconds": warm_up, "solve_order_seconds": order, "solver_setup_seconds": setup,
+           "solver_one_time_seconds": warm_up + order + setup}
+    if start_model is not None:  # loading the surrogate of a surrogate start and its first inference
+        out["surrogate_load_seconds"] = start_model.load_seconds
+        out["solver_one_time_seconds"] += start_model.load_seconds
+    return out

@@ -79,4 +79,7 @@ def load_surrogate(path, map_location="cpu") -> Surrogate:
     blob = torch.load(path, map_location=map_location, weights_only=False)
     net = model_from_config(blob["model_config"])
     net.load_state_dict(blob["state_dict"])
-    return Surrogate(net, blob["stats"], blob["dim"])
+    surrogate = Surrogate(net, blob["stats"], blob["dim"])
+    # what it was trained on (family, grid, channels), kept on the module so a logged MLflow model has it too
+    surrogate.trained_on = blob.get("trained_on")
+    return surrogate

@@ -367,9 +367,13 @@ def _loop(cell: _Cell, state: dict, checkpoint: Checkpoint, tracker, progress: b
 
 def _finish(cell: _Cell, state: dict, status: str, reason: str | None, out: Path, dataset_path) -> TrainResult:
     """history.csv, model.pt (the surrogate on CPU) and train.json."""
+    from kryflow.data import trained_on_of_store
+
     _write_history(state["history"], out / "history.csv")
+    # trained_on: family, grid and channels, so a surrogate start checks the model against a dataset
     save_surrogate(out / "model.pt", cell.surrogate.to("cpu"),
-                   extra={"status": status, "steps": state["step"], "dataset": str(dataset_path)})
+                   extra={"status": status, "steps": state["step"], "dataset": str(dataset_path),
+                          "trained_on": trained_on_of_store(dataset_path).as_dict()})
     cell.surrogate.to(cell.device)
     result = TrainResult(
         status=status,
