@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 from kryflow.pdes import build_family  # noqa: E402
 from kryflow.solvers import SequenceSolver, default_strategy, warm_up  # noqa: E402
 from kryflow.solvers._bandit import TsallisINF, replay  # noqa: E402
+from kryflow.solvers._benchmark import solve_first_systems  # noqa: E402
 from kryflow.solvers._ssor import DEFAULT_OMEGA_GRID, SSORPreconditioner  # noqa: E402
 
 RTOL = 1e-8
@@ -47,12 +48,7 @@ def run_sequence(fam, systems: int, **solver) -> dict:
     """Solve the first ``systems`` systems of ``fam``'s i.i.d. sequence (seed 0) with one
     :class:`SequenceSolver`; per-system iterations, seconds and the ω used."""
     s = SequenceSolver(rtol=RTOL, maxiter=20000, **solver)
-    per_sample = int(fam.solves_per_sample)
-    t0 = time.perf_counter()
-    for sample in fam.samples(-(-systems // per_sample), seed=0):
-        sample.solve(s)
-    wall = time.perf_counter() - t0
-    recs = s.records[:systems]
+    recs, wall = solve_first_systems(fam, systems, s)
     return {"iterations": [r.iterations for r in recs], "seconds": [r.seconds for r in recs],
             "omega": [r.parameter for r in recs], "converged": all(r.converged for r in recs),
             "max_rel_residual": max(r.rel_residual for r in recs), "wall_seconds": wall,

@@ -228,3 +228,15 @@ def test_generated_dataset_with_method_choose_records_the_strategy(tmp_path):
     ds = open_dataset(out)
     assert set(np.unique(ds["solver_strategy"].values)) <= {0.0, 1.0}
     assert int(ds["solver_converged"].values.min()) == 1 and "solver_omega" not in ds
+
+
+def test_strategy_choice_decides_once_per_matrix():
+    from kryflow.solvers import StrategyChoice
+
+    fam = build_family("heat", n=12, scheme="crank_nicolson", relation="iid", num_steps=4, save_every=2)
+    choice = StrategyChoice([{"method": "cg", "preconditioner": "jacobi"}, {"method": "direct"}], seed=1)
+    for smp in fam.samples(8, seed=0):
+        smp.solve(choice)
+    picks = np.array([r.parameter for r in choice.pop_records()]).reshape(8, int(fam.solves_per_sample))
+    assert np.all(picks == picks[:, :1])  # every solve of one matrix (a trajectory) by one strategy
+    assert choice.learner.rounds == 7  # told each matrix's total cost when the next matrix arrives

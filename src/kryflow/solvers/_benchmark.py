@@ -266,6 +266,17 @@ def benchmark_sequence(family: Any, num_samples: int, seed: int, strategies: lis
     return out
 
 
+def solve_first_systems(family: Any, systems: int, solver: Any, seed: int = 0) -> tuple[list, float]:
+    """Solve the first ``systems`` systems of ``family``'s sequence (whole samples, seed ``seed``)
+    with ``solver`` (a :class:`SequenceSolver` or anything called like one that keeps
+    ``records``); returns the first ``systems`` records and the wall seconds of the samples."""
+    per_sample = int(family.solves_per_sample)
+    t0 = time.perf_counter()
+    for sample in family.samples(-(-systems // per_sample), seed=seed):
+        sample.solve(solver)
+    return solver.records[:systems], time.perf_counter() - t0
+
+
 def _sequence_systems(family: Any, num_samples: int, seed: int) -> list[tuple]:
     """The ``(A, b, matrix_changed)`` of every solve of the sequence, in order.
 
