@@ -53,7 +53,7 @@ def run_sequence(fam, systems: int, **solver) -> dict:
             "omega": [r.parameter for r in recs], "converged": all(r.converged for r in recs),
             "max_rel_residual": max(r.rel_residual for r in recs), "wall_seconds": wall,
             "regret_estimate": recs[-1].regret_estimate,
-            "context_cells": len(getattr(getattr(s._pre, "learner", None), "cells", {}))}
+            "context_cells": len(getattr(s.learner, "cells", {}))}
 
 
 def _totals(run: dict) -> dict:

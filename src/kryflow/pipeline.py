@@ -149,12 +149,12 @@ def init_tracking(experiment: str, tracking_cfg: Mapping | None, out_json: Pathi
     return info
 
 
-# per-solve series of a generation run: (metric, SolveInfo field, store variable); the SSOR ω and its
-# learner's regret estimate appear where they are recorded (NaN elsewhere)
+# per-solve series of a generation run: (metric, SolveInfo field, store variable); a learner's regret
+# estimate appears where it is recorded (NaN elsewhere). A recorded solver parameter (SSOR's omega,
+# the strategy of method choose) is the series solve_<its parameter_name>, variable solver_<name>.
 _SOLVE_SERIES = (("solve_iterations", "iterations", "solver_iterations"),
                  ("solve_rel_residual", "rel_residual", "solver_rel_residual"),
                  ("solve_seconds", "seconds", "solver_seconds"), ("solve_matvecs", "matvecs", "solver_matvecs"),
-                 ("solve_omega", "parameter", "solver_omega"), ("solve_strategy", "parameter", "solver_strategy"),
                  ("solve_regret_estimate", "regret_estimate", "solver_regret_estimate"))
 
 
@@ -169,11 +169,11 @@ def _solve_logger(tracker):
     offset = [0]
 
     def on_sample(index: int, records: list) -> None:
-        # a record's parameter is SSOR's omega, or (method: choose) the index of its strategy
-        skip = "solve_strategy" if all(r.preconditioner == "ssor" for r in records) else "solve_omega"
         for metric, attr, _ in _SOLVE_SERIES:
-            if metric != skip:
-                _log_series(tracker, metric, [getattr(r, attr, math.nan) for r in records], offset[0])
+            _log_series(tracker, metric, [getattr(r, attr, math.nan) for r in records], offset[0])
+        for name in sorted({r.parameter_name for r in records} - {""}):
+            _log_series(tracker, f"solve_{name}", [r.parameter if r.parameter_name == name else math.nan
+                                                   for r in records], offset[0])
         offset[0] += len(records)
 
     return on_sample
@@ -221,13 +221,17 @@ def run_merge(name: str, spec: Mapping, parts: Sequence[Pathish], out_path: Path
     import zarr
 
     from kryflow.data import merge_dataset
+    from kryflow.data.generate import CHOICE_STATS, LEARNER_STATS
 
     tags = {"dataset": name, "rule": "merge_dataset", "pde_family": spec["family"]}
     with stage(tracking_json, f"generate/{name}", f"generate-{name}", tags) as tracker:
         tracker.log_params({**_generation_params(name, spec), "shards": len(parts)})
         totals = merge_dataset(parts, out_path)
         group = zarr.open_group(out_path, mode="r", zarr_format=3)
-        for metric, _, var in _SOLVE_SERIES:
+        parameters = [var for var, (attr, *_) in {**LEARNER_STATS, **CHOICE_STATS}.items() if attr == "parameter"]
+        series = [(m, var) for m, _, var in _SOLVE_SERIES] + [(var.replace("solver_", "solve_", 1), var)
+                                                            for var in parameters]
+        for metric, var in series:
             if var in group:
                 _log_series(tracker, metric, list(group[var][...].ravel()))
         tracker.log_metrics({f"total_{k}": v for k, v in totals.items() if isinstance(v, (int, float))})

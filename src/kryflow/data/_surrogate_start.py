@@ -336,18 +336,6 @@ def check_start_method(method: str) -> None:
                              f"...); method {method!r} is a direct solve, which ignores any start", "method")
 
 
-def _solve_from(solver: Any, A: Any, b: np.ndarray, x0: np.ndarray | None, matrix_changed: bool) -> np.ndarray:
-    """``solver(A, b)`` started from ``x0`` (None: from zeros, whatever the solver's warm start)."""
-    if x0 is not None:
-        return solver(A, b, matrix_changed=matrix_changed, x0=x0)
-    warm = solver.warm_start
-    solver.warm_start = False
-    try:
-        return solver(A, b, matrix_changed=matrix_changed)
-    finally:
-        solver.warm_start = warm
-
-
 class SurrogateStart:
     """A ``SequenceSolver`` whose solves start from a surrogate's prediction where it is the best
     start (final).
@@ -411,7 +399,8 @@ class SurrogateStart:
         names = [c for c in names if c == "zero" or options[c] is not None] or ["zero"]
         name = names[0] if len(names) == 1 else self._best(A, b, {c: options[c] for c in names})
         choose = time.perf_counter() - t0
-        x = _solve_from(self.solver, A, b, options[name], matrix_changed)
+        start = options[name]  # None: zeros, also where the solver would warm-start
+        x = self.solver(A, b, matrix_changed=matrix_changed, x0="zero" if start is None else start)
         self.solver.records[-1].seconds += extra + choose
         self.starts[name] += 1
         self._previous = np.asarray(x, dtype=np.float64).copy()

@@ -282,23 +282,30 @@ def _tuning_frame(path: str | Path) -> tuple[pd.DataFrame, str | None]:
     return frame, None
 
 
-def _finetune_table(path: str | Path, out_dir: Path) -> list[Path]:
-    """``finetune``: per shifted workload, the pretrained error and each optimizer's after fine-tuning."""
+def _report_rows(path: str | Path, section: str, row: Callable[[str, dict, dict, list], dict]) -> list[dict]:
+    """One table row per (workload, optimizer) of ``section`` of the tuning report at ``path``, as
+    ``row(workload name, workload, optimizer's record, its 95% CI)`` makes it; none when the report
+    or the section is missing."""
     try:
-        ft = json.loads(Path(path).read_text(encoding="utf-8")).get("finetune") or {}
+        entries = json.loads(Path(path).read_text(encoding="utf-8")).get(section) or {}
     except (OSError, ValueError):
         return []
-    if not ft:
-        return []
     rows = []
-    for name in sorted(ft):
-        w = ft[name]
+    for name in sorted(entries):
+        w = entries[name]
         for o in order_optimizers(w["optimizers"]):
             r = w["optimizers"][o]
-            ci = r["test_rel_l2_ci95"] or [math.nan, math.nan]
-            rows.append({"workload": name, "optimizer": o, "before": w["before_test_rel_l2"],
-                         "after": _num(r["test_rel_l2_mean"]), "lo": _num(ci[0]), "hi": _num(ci[1]),
-                         "kind": r["budget_kind"], "reached": r["reached_reference"]})
+            rows.append({"optimizer": o, **row(name, w, r, r["test_rel_l2_ci95"] or [math.nan, math.nan])})
+    return rows
+
+
+def _finetune_table(path: str | Path, out_dir: Path) -> list[Path]:
+    """``finetune``: per shifted workload, the pretrained error and each optimizer's after fine-tuning."""
+    rows = _report_rows(path, "finetune", lambda name, w, r, ci: {
+        "workload": name, "before": w["before_test_rel_l2"], "after": _num(r["test_rel_l2_mean"]),
+        "lo": _num(ci[0]), "hi": _num(ci[1]), "kind": r["budget_kind"], "reached": r["reached_reference"]})
+    if not rows:
+        return []
     nan: Callable[[pd.Series], float] = lambda _row: math.nan  # noqa: E731
     columns = [
         _Column("Workload", nan, lambda r: str(r["workload"]), align="l"),
@@ -342,22 +349,12 @@ def _tuning_columns() -> list[_Column]:
 
 def _heldout_table(path: str | Path, out_dir: Path) -> list[Path]:
     """``heldout``: per held-out variant, its target and each optimizer's time to it and test error."""
-    try:
-        held = json.loads(Path(path).read_text(encoding="utf-8")).get("heldout") or {}
-    except (OSError, ValueError):
+    rows = _report_rows(path, "heldout", lambda name, w, r, ci: {
+        "workload": f"{name} (of {w['source']})", "target": _num(w["target_val_rel_l2"]),
+        "steps": _num(r["time_to_target"]["steps"]), "seconds": _num(r["time_to_target"]["seconds"]),
+        "test": _num(r["test_rel_l2_mean"]), "ci_lo": _num(ci[0]), "ci_hi": _num(ci[1]), "reached": r["reached"]})
+    if not rows:
         return []
-    if not held:
-        return []
-    rows = []
-    for name in sorted(held):
-        w = held[name]
-        for o in order_optimizers(w["optimizers"]):
-            r = w["optimizers"][o]
-            ci = r["test_rel_l2_ci95"] or [math.nan, math.nan]
-            rows.append({"workload": f"{name} (of {w['source']})", "optimizer": o,
-                         "target": _num(w["target_val_rel_l2"]), "steps": _num(r["time_to_target"]["steps"]),
-                         "seconds": _num(r["time_to_target"]["seconds"]), "test": _num(r["test_rel_l2_mean"]),
-                         "ci_lo": _num(ci[0]), "ci_hi": _num(ci[1]), "reached": r["reached"]})
     by_key = {c.header: c for c in _tuning_columns()}
     nan: Callable[[pd.Series], float] = lambda _row: math.nan  # noqa: E731
     columns = [by_key[h] for h in ("Workload", "Optimizer", "Target", "Steps to target", "s to target",

@@ -46,7 +46,7 @@ def make_sequence_solver(options: dict) -> SequenceSolver | StrategyChoice:
     :class:`SequenceSolver` of the options."""
     if options.get("method") != "choose":
         return SequenceSolver(**options)
-    return StrategyChoice(check_choice(options), options.get("choose_seed", 0), options.get("choose_rate", 16.0))
+    return StrategyChoice.from_config(options)
 
 __all__ = [
     "cg",

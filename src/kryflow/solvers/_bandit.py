@@ -109,10 +109,6 @@ class TsallisINF:
         self._inv_prob_sum[i] += 1.0 / p
         self.history.append((i, float(cost), p))
 
-    def estimated_costs(self) -> np.ndarray:
-        """Unbiased estimates of every arm's total cost over the rounds so far ``(k,)``."""
-        return self._cost_sum.copy()
-
     def estimated_regret(self, min_plays: int = 3) -> float:
         """The cost paid so far minus what the best-looking arm would have cost: rounds x the
         smallest mean observed cost among arms played at least ``min_plays`` times (a plug-in

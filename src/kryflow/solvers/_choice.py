@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from kryflow._registry import ParameterError
+from kryflow._registry import Param, ParameterError
 
 from ._bandit import TsallisINF
 from ._common import SolveInfo
@@ -34,7 +34,10 @@ __all__ = ["StrategyChoice", "CHOICE_OPTIONS", "check_choice"]
 
 # the options of method "choose" besides its strategies; the common solver options (rtol, maxiter,
 # ...) given beside them apply to every strategy
-CHOICE_OPTIONS = ("strategies", "choose_seed", "choose_rate")
+CHOICE_PARAMS = {"choose_seed": Param.integer(0, 0, doc="seed of the strategy learner's draws"),
+                 "choose_rate": Param.number(16.0, 0.0, low_open=True,
+                                             doc="learning-rate constant of the strategy learner")}
+CHOICE_OPTIONS = ("strategies", *CHOICE_PARAMS)
 
 
 def check_choice(solver: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -46,11 +49,8 @@ def check_choice(solver: Mapping[str, Any]) -> list[dict[str, Any]]:
     if not isinstance(strategies, (list, tuple)) or len(strategies) < 2:
         raise ParameterError(f"method 'choose' needs a list of at least 2 strategies ({{method, preconditioner, "
                              f"...}} each), got {strategies!r}", "strategies")
-    seed, rate = solver.get("choose_seed", 0), solver.get("choose_rate", 16.0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ParameterError(f"choose_seed must be an integer >= 0, got {seed!r}", "choose_seed")
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < float("inf"):
-        raise ParameterError(f"choose_rate must be a finite number > 0, got {rate!r}", "choose_rate")
+    for key, param in CHOICE_PARAMS.items():
+        param.validate(key, solver.get(key, param.default))
     stray = [k for k in solver if k not in (*COMMON_OPTIONS, *CHOICE_OPTIONS, "method", "order", "initial_guess",
                                             "surrogate")]
     if stray:
@@ -77,10 +77,6 @@ def steady_seconds(info: SolveInfo) -> float:
     return max(float(info.seconds - info.setup_seconds), 0.0)
 
 
-def _label(cfg: Mapping[str, Any]) -> str:
-    return f"{cfg['method']}+{cfg['preconditioner']}"
-
-
 class StrategyChoice:
     """Solve a sequence choosing, per system, one of ``strategies`` (SequenceSolver arguments).
 
@@ -99,9 +95,10 @@ class StrategyChoice:
 
     def __init__(self, strategies: Sequence[Mapping[str, Any]], seed: int = 0, rate: float = 16.0,
                  cost: Callable[[SolveInfo], float] | None = None):
-        cfgs = check_choice({"strategies": list(strategies), "choose_seed": seed, "choose_rate": rate})
-        self.solvers = [SequenceSolver(**cfg) for cfg in cfgs]
-        self.labels = [_label(cfg) for cfg in cfgs]
+        if len(strategies) < 2:
+            raise ValueError(f"StrategyChoice needs at least 2 strategies, got {len(strategies)}")
+        self.solvers = [SequenceSolver(**cfg) for cfg in strategies]  # each checks its own options
+        self.labels = [f"{s.method}+{s.preconditioner}" for s in self.solvers]
         self.learner = TsallisINF(self.labels, seed, rate)
         self.cost = cost or steady_seconds
         self.method, self.preconditioner = "choose", "none"
@@ -113,6 +110,11 @@ class StrategyChoice:
         self._x: np.ndarray | None = None
         self._current: int | None = None  # the strategy of the current matrix
         self._pending = 0.0  # its cost on the current matrix so far
+
+    @classmethod
+    def from_config(cls, solver: Mapping[str, Any]) -> StrategyChoice:
+        """The choice a ``method: choose`` config describes (checked by :func:`check_choice`)."""
+        return cls(check_choice(solver), *(solver.get(k, p.default) for k, p in CHOICE_PARAMS.items()))
 
     def __repr__(self) -> str:
         return f"StrategyChoice({self.labels})"
@@ -138,7 +140,8 @@ class StrategyChoice:
         self._seen[i] = self._matrix
         info = solver.records[-1]
         self._pending += float(self.cost(info))
-        info.parameter, info.regret_estimate = float(i), self.learner.estimated_regret()
+        info.parameter, info.parameter_name = float(i), "strategy"
+        info.regret_estimate = self.learner.estimated_regret()
         self.records.append(info)
         if np.all(np.isfinite(x)):
             self._x = np.asarray(x, dtype=np.float64).copy()

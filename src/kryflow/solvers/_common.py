@@ -56,7 +56,9 @@ class SolveInfo:
             factorisation, a hierarchy's values) is per-solve cost and not counted here, even where
             later solves with the same matrix reuse it: a longer sequence repeats it per matrix.
         parameter: the value of a solver parameter used by this solve where one is recorded (the
-            SSOR relaxation ω, fixed or chosen by an online learner); NaN otherwise.
+            SSOR relaxation ω, fixed or chosen by an online learner; the index of the strategy
+            ``method: choose`` picked); NaN otherwise.
+        parameter_name: what ``parameter`` is (``"omega"``, ``"strategy"``); empty without one.
         regret_estimate: an online learner's estimate of its regret so far (its cost minus the
             best fixed choice's estimated cost, see :mod:`._bandit`); NaN without a learner.
     """
@@ -71,6 +73,7 @@ class SolveInfo:
     converged: bool
     setup_seconds: float = 0.0
     parameter: float = float("nan")
+    parameter_name: str = ""
     regret_estimate: float = float("nan")
 
     def as_dict(self) -> dict[str, Any]:

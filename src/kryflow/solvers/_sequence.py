@@ -134,6 +134,11 @@ class SequenceSolver:
         return (f"SequenceSolver(method={self.method!r}, preconditioner={self.preconditioner!r}, rtol={self.rtol}, "
                 f"maxiter={self.maxiter}, recycle_dim={self.recycle_dim}, warm_start={self.warm_start})")
 
+    @property
+    def learner(self) -> Any:
+        """The online learner of the preconditioner's parameter (SSOR ``omega: learn``), or None."""
+        return getattr(self._pre, "learner", None)
+
     def pop_records(self) -> list[SolveInfo]:
         """Records appended since the previous call (per-sample bookkeeping)."""
         out = self.records[self._popped:]
@@ -142,7 +147,8 @@ class SequenceSolver:
 
     def __call__(self, A, b, *, matrix_changed: bool, x0: np.ndarray | None = None) -> np.ndarray:
         """Solve ``A x = b``; ``x0`` ``(N,)``: start this solve there instead of the warm start
-        (a surrogate's prediction, say); the solution is the next warm start as usual."""
+        (a surrogate's prediction, say), ``"zero"``: from zeros whatever ``warm_start`` says; the
+        solution is the next warm start as usual."""
         with _thread_limit(self.blas_threads):
             return self._solve(A, b, matrix_changed, x0)
 
@@ -161,7 +167,12 @@ class SequenceSolver:
         if precondition:
             self._pre.update(system.operator, matrix_changed)
         M = self._pre if precondition and not self._pre.identity else None
-        x0 = start if start is not None else self._x if (self.warm_start and self._x is not None) else None
+        if isinstance(start, str):
+            if start != "zero":
+                raise ValueError(f"x0 must be None, 'zero' or an array of shape ({system.n},), got {start!r}")
+            x0 = None
+        else:
+            x0 = start if start is not None else self._x if (self.warm_start and self._x is not None) else None
         x, info = method.run(system.with_start(x0, M), rtol=self.rtol, atol=self.atol, maxiter=self.maxiter,
                              matrix_changed=matrix_changed, started=t0, preconditioner=self.preconditioner)
         if precondition:

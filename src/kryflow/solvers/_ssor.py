@@ -133,7 +133,7 @@ class SSORPreconditioner(Preconditioner, name="ssor"):
         return rebuilt
 
     def feedback(self, info):
-        info.parameter = self.omega
+        info.parameter, info.parameter_name = self.omega, "omega"
         if self.learn:
             cost = info.iterations if self.feedback_kind == "iterations" else max(info.seconds - info.setup_seconds, 0)
             self.learner.observe(float(cost))
