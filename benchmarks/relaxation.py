@@ -15,6 +15,13 @@ replays of the learner on the measured cost table over several seeds) and
 
     python benchmarks/relaxation.py --sizes 100,200 --systems 500     # about 10 minutes on one core
     python benchmarks/relaxation.py --sizes 100 --systems 100         # a quick look (a minute)
+    python benchmarks/relaxation.py --sizes 400 --systems 500         # about 80 minutes on one core
+    python benchmarks/relaxation.py --replay-from results/benchmarks/relaxation.json --seeds 40 \
+        --rates 8,16,32,64                                             # seed spread, no solves
+
+``--replay-from`` reads the cost tables of earlier runs and replays the learner on them for
+every seed and learning-rate constant (seconds; writes ``..._replay.json``): the spread of the
+learnt ω's cost over seeds, which one live run cannot show.
 
 Measured figures, with dates, are kept in ``benchmarks/README.md``.
 """
@@ -153,13 +160,43 @@ def figure(results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def seed_spread(paths: list[str], seeds: int, rates: list[float]) -> list[dict]:
+    """Per stored size and learning-rate constant: the learner's cost / the best fixed ω's on the
+    measured cost table, over ``seeds`` seeds (median, worst, how many above 1.1)."""
+    out = []
+    for path in paths:
+        for res in json.loads(Path(path).read_text()):
+            table = np.asarray(res["cost_table_iterations"], dtype=float)
+            row = {"source": path, "n": res["n"], "systems": int(table.shape[0]), "seeds": seeds,
+                   "column_totals_vs_best": (table.sum(axis=0) / table.sum(axis=0).min()).tolist(), "rates": {}}
+            for rate in rates:
+                c = np.array([replay(table, TsallisINF(res["grid"], s, rate))["cost"] for s in range(seeds)])
+                c /= table.sum(axis=0).min()
+                row["rates"][f"{rate:g}"] = {"median": float(np.median(c)), "worst": float(c.max()),
+                                             "best": float(c.min()), "above_1.1": int(np.sum(c > 1.1))}
+                print(f"{res['n']}², rate {rate:g}: median {np.median(c):.3f}, worst {c.max():.3f}, "
+                      f"{int(np.sum(c > 1.1))} of {seeds} seeds above 1.1x the best fixed ω", flush=True)
+            out.append(row)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="100,200,400", help="comma-separated grid sizes n (n x n cells)")
     ap.add_argument("--systems", type=int, default=500)
     ap.add_argument("--replays", type=int, default=20)
     ap.add_argument("--out", default="results/benchmarks/relaxation.json")
+    ap.add_argument("--replay-from", nargs="+", metavar="JSON", help="replay stored cost tables only (no solves)")
+    ap.add_argument("--seeds", type=int, default=40, help="--replay-from: seeds per rate")
+    ap.add_argument("--rates", default=f"{RATE:g}", help="--replay-from: comma-separated learning-rate constants")
     args = ap.parse_args(argv)
+    if args.replay_from:
+        spread = seed_spread(args.replay_from, args.seeds, [float(v) for v in args.rates.split(",")])
+        out = Path(args.out).with_name(Path(args.out).stem + "_replay.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(spread, indent=1))
+        print(f"wrote {out}")
+        return 0
     warm_up()
     results = []
     for n in (int(v) for v in args.sizes.split(",")):
