@@ -16,7 +16,7 @@ replays of the learner on the measured cost table over several seeds) and
     python benchmarks/relaxation.py --sizes 100,200 --systems 500     # about 10 minutes on one core
     python benchmarks/relaxation.py --sizes 100 --systems 100         # a quick look (a minute)
     python benchmarks/relaxation.py --sizes 400 --systems 500         # about 80 minutes on one core
-    python benchmarks/relaxation.py --replay-from results/benchmarks/relaxation.json --seeds 40 \
+    python benchmarks/relaxation.py --replay-from results/benchmarks/relaxation.json --replays 40 \
         --rates 8,16,32,64                                             # seed spread, no solves
 
 ``--replay-from`` reads the cost tables of earlier runs and replays the learner on them for
@@ -115,7 +115,7 @@ def benchmark_size(n: int, systems: int, grid: tuple[float, ...], replays: int) 
         "ssor_pcg_best_fixed_seconds_vs_default": bs / out["live"]["default"]["seconds"],
     }
     # the learner replayed on the measured table (seconds: the same as live, minus solver noise)
-    reps = [replay(table, TsallisINF(grid, seed, RATE)) for seed in range(replays)]
+    reps = _replays(table, grid, replays, RATE)
     out["replay"] = {
         "seeds": replays,
         "cost_vs_best_fixed": [r["cost"] / r["best_fixed"] for r in reps],
@@ -160,6 +160,11 @@ def figure(results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _replays(table: np.ndarray, grid, seeds: int, rate: float) -> list[dict]:
+    """:func:`replay` of a fresh learner (constant ``rate``) on ``table`` for seeds 0 .. seeds-1."""
+    return [replay(table, TsallisINF(grid, seed, rate)) for seed in range(seeds)]
+
+
 def seed_spread(paths: list[str], seeds: int, rates: list[float]) -> list[dict]:
     """Per stored size and learning-rate constant: the learner's cost / the best fixed ω's on the
     measured cost table, over ``seeds`` seeds (median, worst, how many above 1.1)."""
@@ -167,15 +172,15 @@ def seed_spread(paths: list[str], seeds: int, rates: list[float]) -> list[dict]:
     for path in paths:
         for res in json.loads(Path(path).read_text()):
             table = np.asarray(res["cost_table_iterations"], dtype=float)
+            totals = table.sum(axis=0)
             row = {"source": path, "n": res["n"], "systems": int(table.shape[0]), "seeds": seeds,
-                   "column_totals_vs_best": (table.sum(axis=0) / table.sum(axis=0).min()).tolist(), "rates": {}}
+                   "column_totals_vs_best": (totals / totals.min()).tolist(), "rates": {}}
             for rate in rates:
-                c = np.array([replay(table, TsallisINF(res["grid"], s, rate))["cost"] for s in range(seeds)])
-                c /= table.sum(axis=0).min()
-                row["rates"][f"{rate:g}"] = {"median": float(np.median(c)), "worst": float(c.max()),
-                                             "best": float(c.min()), "above_1.1": int(np.sum(c > 1.1))}
-                print(f"{res['n']}², rate {rate:g}: median {np.median(c):.3f}, worst {c.max():.3f}, "
-                      f"{int(np.sum(c > 1.1))} of {seeds} seeds above 1.1x the best fixed ω", flush=True)
+                c = np.array([r["cost"] / r["best_fixed"] for r in _replays(table, res["grid"], seeds, rate)])
+                st = row["rates"][f"{rate:g}"] = {"median": float(np.median(c)), "worst": float(c.max()),
+                                                  "best": float(c.min()), "above_1.1": int(np.sum(c > 1.1))}
+                print(f"{res['n']}², rate {rate:g}: median {st['median']:.3f}, worst {st['worst']:.3f}, "
+                      f"{st['above_1.1']} of {seeds} seeds above 1.1x the best fixed ω", flush=True)
             out.append(row)
     return out
 
@@ -184,14 +189,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="100,200,400", help="comma-separated grid sizes n (n x n cells)")
     ap.add_argument("--systems", type=int, default=500)
-    ap.add_argument("--replays", type=int, default=20)
+    ap.add_argument("--replays", type=int, default=20, help="seeds of the learner replayed on each cost table")
     ap.add_argument("--out", default="results/benchmarks/relaxation.json")
     ap.add_argument("--replay-from", nargs="+", metavar="JSON", help="replay stored cost tables only (no solves)")
-    ap.add_argument("--seeds", type=int, default=40, help="--replay-from: seeds per rate")
     ap.add_argument("--rates", default=f"{RATE:g}", help="--replay-from: comma-separated learning-rate constants")
     args = ap.parse_args(argv)
     if args.replay_from:
-        spread = seed_spread(args.replay_from, args.seeds, [float(v) for v in args.rates.split(",")])
+        spread = seed_spread(args.replay_from, args.replays, [float(v) for v in args.rates.split(",")])
         out = Path(args.out).with_name(Path(args.out).stem + "_replay.json")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(spread, indent=1))
