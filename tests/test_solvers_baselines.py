@@ -124,6 +124,10 @@ def test_auto_rule_by_size_and_kind():
                                                                             **cold}
     assert default_strategy(build_family("darcy", n=200, relation="drift")) == {"method": "cg", "preconditioner": "gmg"}
     assert "warm_start" not in default_strategy(build_family("heat", n=48, dim=3))  # along a trajectory: warm
+    # heat in 2D: one Cholesky per trajectory on small grids, GMG-PCG once the factor's fill costs more
+    assert default_strategy(build_family("heat", n=256)) == {"method": "cg", "preconditioner": "gmg"}
+    assert default_strategy(build_family("heat", n=64))["method"] == (
+        "cholmod" if SOLVER_METHODS["cholmod"].available() else "direct")
     small = default_strategy(build_family("darcy", n=32))
     assert small["method"] == ("cholmod" if SOLVER_METHODS["cholmod"].available() else "cg")
 

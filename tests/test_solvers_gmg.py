@@ -7,6 +7,7 @@ import scipy.sparse.linalg as spla
 
 from kryflow.pdes import build_family, diffusion_operator, on_grid
 from kryflow.solvers import SequenceSolver, cg, gmres, make_preconditioner
+from kryflow.solvers import _gmg_kernels
 from kryflow.solvers._gmg import GMGPreconditioner, grid_levels
 
 RTOL = 1e-8
@@ -36,7 +37,7 @@ def test_vcycle_is_symmetric(shape, interpolation):
     assert x @ M(x) > 0  # positive definite
 
 
-@pytest.mark.parametrize("dim,precision", [(2, "single"), (3, "auto")])  # auto: single on 3D grids
+@pytest.mark.parametrize("dim,precision", [(2, "auto"), (3, "auto")])  # auto: single for CG
 def test_single_precision_vcycle_is_symmetric_to_its_rounding(dim, precision):
     A, _ = darcy(24 if dim == 2 else 10, dim)
     M = _gmg(A, precision=precision)
@@ -131,3 +132,35 @@ def test_setup_seconds_count_the_grid_tables_once():
     first, *rest = solver.records
     assert first.setup_seconds > 0 and all(r.setup_seconds == 0.0 for r in rest)
     assert all(r.setup_seconds <= r.seconds for r in solver.records)
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (13, 13), (13, 20), (21, 8), (11, 9)])
+@pytest.mark.parametrize("interpolation,precision", [("operator", "double"), ("linear", "double"),
+                                                     ("operator", "single")])
+def test_2d_vcycle_is_the_general_one(shape, interpolation, precision):
+    """The 2D kernels (rows and computed parents) apply the same M as the general, index-table
+    V-cycle the 3D grids use, on even and odd grids and every interpolation."""
+    A = diffusion_operator(np.exp(np.random.default_rng(4).standard_normal(shape)))
+    M = _gmg(A, interpolation=interpolation, precision=precision)
+    r = np.random.default_rng(5).standard_normal(A.shape[0])
+    z2d, general = M(r), np.empty(A.shape[0])
+    _gmg_kernels.vcycle(r, general, M._cycle_levels, M._cycle_transfers, M._levels[-1].inner, M._coarse_inv, 1)
+    tol = 1e-12 if precision == "double" else 1e-5
+    assert np.linalg.norm(z2d - general) <= tol * np.linalg.norm(general)
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (13, 20), (9, 13)])
+def test_gmg_offers_the_product_with_its_own_matrix_only(shape):
+    A = diffusion_operator(np.exp(np.random.default_rng(6).standard_normal(shape)))
+    M = _gmg(A)
+    p = np.random.default_rng(7).standard_normal(A.shape[0])
+    q = np.empty_like(p)
+    product = M.matvec_dot_for(A)
+    assert np.isclose(product(p, q), p @ (A @ p), rtol=1e-13)
+    np.testing.assert_allclose(q, A @ p, rtol=1e-13, atol=1e-13 * np.abs(A @ p).max())
+    assert M.matvec_dot_for(A.copy()) is None  # equal entries, but not the matrix it was set up with
+    assert M.matvec_dot_for(None) is None
+    B = diffusion_operator(np.ones(shape))
+    M.setup(B)
+    assert M.matvec_dot_for(A) is None and M.matvec_dot_for(B) is not None
+    assert _gmg(darcy(6, 3)[0]).matvec_dot_for(darcy(6, 3)[0]) is None  # 3D: the CSR product stays

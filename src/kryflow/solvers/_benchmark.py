@@ -38,9 +38,11 @@ def default_strategy(family: Any) -> dict[str, Any]:
     * Nonsymmetric (advection–diffusion): GMRES with the geometric multigrid ``gmg`` from
       N >= 32² (2D) / 12³ (3D), where its V-cycle beats LU's fill-in and PARDISO; sparse LU below.
     * SPD, several solves per matrix (heat: every time step reuses one matrix): in 2D one sparse
-      Cholesky per sample (``cholmod`` where scikit-sparse is installed, else LU, up to 512²),
-      whose triangular solves are cheaper than any V-cycle; in 3D Jacobi-PCG up to 32³ (cheap
-      iterations on a well-conditioned matrix) and GMG-PCG beyond, where the factors' fill grows.
+      Cholesky per sample (``cholmod`` where scikit-sparse is installed, else LU) up to 160²,
+      whose triangular solves are cheaper than a V-cycle there (as fast at 128²); beyond, the
+      factor's fill makes each solve cost more than GMG-PCG's 7-8 iterations (1.06-1.3x at
+      256², 1.14x at 512²); in 3D Jacobi-PCG up to 32³ (cheap iterations on a well-conditioned
+      matrix) and GMG-PCG beyond.
     * SPD, one solve per matrix (Darcy): small 2D grids are solved fastest by CHOLMOD (up to
       72², where its supernodal factorization is still cheaper than a V-cycle's set-up; without
       it Jacobi-PCG up to 56²); small 3D grids by Jacobi-PCG (up to 32³); everything larger by
@@ -76,7 +78,7 @@ def _fastest_kind(family: Any) -> dict[str, Any]:
             return {"method": "direct", "preconditioner": "none"}
         return {"method": "gmres", "preconditioner": "gmg"}
     if getattr(family, "solves_per_sample", 1) > 1:
-        if dim == 2 and n <= 512 * 512:
+        if dim == 2 and n <= 160 * 160:
             return {"method": "cholmod" if _available("cholmod") else "direct", "preconditioner": "none"}
         if dim == 3 and n <= 32**3:
             return {"method": "cg", "preconditioner": "jacobi"}
@@ -143,7 +145,7 @@ def default_strategies(family: Any) -> list[dict[str, Any]]:
             {"method": "cg", "preconditioner": "gmg", "warm_start": False},
             {"method": "cg", "preconditioner": "gmg"},
             {"method": "cg", "preconditioner": "gmg", "gmg_interpolation": "operator" if family.dim == 3 else "linear"},
-            {"method": "cg", "preconditioner": "gmg", "gmg_precision": "double" if family.dim == 3 else "single"},
+            {"method": "cg", "preconditioner": "gmg", "gmg_precision": "double"},
             {"method": "rcg", "preconditioner": "gmg"},
             {"method": "scipy_gcrotmk", "preconditioner": "none"},
         ]

@@ -148,7 +148,7 @@ class GMGPreconditioner(Preconditioner, name="gmg"):
         precision: option ``gmg_precision``: the V-cycle's arithmetic, ``"double"``, ``"single"``
             (float32 level data; the result is returned as float64 to the double-precision
             Krylov method, which still meets rtol on the true residual) or ``"auto"`` (single for
-            an SPD method on a 3D grid, else double).
+            an SPD method, double for GMRES).
         symmetric: built for an SPD method (CG); what ``"auto"`` depends on.
 
     The V-cycle starts from zero and is symmetric (forward sweeps down, backward sweeps up,
@@ -164,7 +164,7 @@ class GMGPreconditioner(Preconditioner, name="gmg"):
         "gmg_sweeps": Param.integer(1, 1, doc="GMG Gauss-Seidel sweeps before and after each coarse correction"),
         "gmg_precision": Param.choice("auto", "auto", "double", "single",
                                       doc="arithmetic of the GMG V-cycle (the Krylov method stays double); "
-                                          "auto: single for CG on 3D grids, else double"),
+                                          "auto: single for CG, double for GMRES"),
     }
 
     @classmethod
@@ -179,6 +179,7 @@ class GMGPreconditioner(Preconditioner, name="gmg"):
         self.sweeps = int(self.OPTIONS["gmg_sweeps"].validate("gmg_sweeps", sweeps))
         self.precision = self.OPTIONS["gmg_precision"].validate("gmg_precision", precision)
         self._shape: tuple[int, ...] | None = None
+        self._matrix = None
 
     def setup(self, A):
         A = _assembled(A, self.name)
@@ -187,11 +188,22 @@ class GMGPreconditioner(Preconditioner, name="gmg"):
             t0 = time.perf_counter()
             self._allocate(shape)
             self.one_time_seconds += time.perf_counter() - t0
+        self._matrix = None
         self._refill(A)
+        self._matrix = A
+
+    def matvec_dot_for(self, A):
+        """``(p, q) -> (q[:] = A p; p . q)`` from the stencil this V-cycle was set up with, for the
+        Krylov method to use instead of A's CSR product (on a 2D grid: no column indices to read,
+        whole rows vectorised); None unless ``A`` is the very matrix of the last :meth:`setup`."""
+        if A is None or A is not self._matrix or len(self._shape) != 2 or len(self._levels) == 1:
+            return None
+        n0, n1 = self._shape
+        fine_T, slots = self._fine_T, self._star_slots
+        return lambda p, q: _g.star_matvec_dot_2d(fine_T, slots, p, q, n0, n1)
 
     def _spd_3d(self, shape: tuple[int, ...]) -> bool:
-        """What ``"auto"`` settles on: the 3D settings (trilinear, float32) for CG on a 3D grid only;
-        GMRES loses iterations to a float32 V-cycle (13 vs 10 on advection–diffusion 64³)."""
+        """Where ``"auto"`` interpolation is trilinear: for CG on a 3D grid only."""
         return self.symmetric and len(shape) == 3
 
     def _allocate(self, shape: tuple[int, ...]) -> None:
@@ -199,9 +211,10 @@ class GMGPreconditioner(Preconditioner, name="gmg"):
         levels, transfers = grid_levels(shape)
         self._levels, self._transfers = levels, transfers
         ncorner = 2 ** len(shape)
-        # a 3D V-cycle streams its level arrays from memory: float32 halves that traffic (measured
-        # faster on 64³); a 2D one at the families' sizes runs from cache, where float64 is as fast
-        single = self.precision == "single" or self.precision == "auto" and self._spd_3d(shape)
+        # the V-cycle streams its level arrays from memory (3D) or the shared L3 (2D): float32
+        # halves that traffic, at the same CG iterations (measured on 64³, heat 256², Darcy 200²
+        # lognormal and 128² binary); GMRES loses iterations to it (13 vs 10 on advection–diffusion 64³)
+        single = self.precision == "single" or self.precision == "auto" and self.symmetric
         self._dtype = np.float32 if single else np.float64
         self._st = [np.zeros((lv.size, lv.off.shape[0])) for lv in levels]
         self._dinv = [np.zeros(lv.size) for lv in levels]
@@ -215,7 +228,29 @@ class GMGPreconditioner(Preconditioner, name="gmg"):
             [(s, lv.off, lv.inner, d, np.zeros(lv.size, self._dtype), np.zeros(lv.size, self._dtype))
              for s, lv, d in zip(st, levels, dinv)])
         self._cycle_transfers = typed.List([(w, tr.parent) for w, tr in zip(W, transfers)])
+        if len(shape) == 2 and len(levels) > 1:
+            self._allocate_2d(levels, st, dinv, W)
         self._shape = shape
+
+    def _allocate_2d(self, levels, st, dinv, W) -> None:
+        """What :func:`._gmg_kernels.vcycle_2d` reads besides the level tuples: per level the
+        stencil slot-major, its chain coefficients (refilled per matrix) and fixed slot lists."""
+        self._shapes = np.array([lv.shape for lv in levels], dtype=np.int64)
+        smoothers = []
+        for lv, s, d in zip(levels[:-1], st, dinv):
+            west, east = (int(np.flatnonzero(lv.off == o)[0]) for o in (-1, 1))
+            others = np.array([k for k in range(lv.off.shape[0]) if k not in (lv.centre, west, east)], dtype=np.int64)
+            stT = np.zeros((s.shape[1], s.shape[0]), self._dtype)
+            smoothers.append((stT, lv.off, others, west, east, np.zeros_like(d), np.zeros_like(d), d))
+        self._smoothers = typed.List(smoothers)
+        self._Ws = typed.List(W)
+        self._residuals = typed.List([np.zeros(lv.size, self._dtype) for lv in levels[:-1]])
+        fine = levels[0]
+        star = [(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)]  # centre, row below, row above, west, east
+        self._star_slots = np.array([int(np.flatnonzero((fine.deltas == d).all(axis=1))[0]) for d in star])
+        # A itself (float64, slot-major) for the Krylov method's products: the smoother's copy
+        # when that is float64, else its own
+        self._fine_T = smoothers[0][0] if self._dtype == np.float64 else np.zeros(smoothers[0][0].shape)
 
     def _refill(self, A: sp.csr_matrix) -> None:
         """Stencils, interpolation weights and Galerkin operators of every level for matrix A."""
@@ -240,6 +275,13 @@ class GMGPreconditioner(Preconditioner, name="gmg"):
         if self._dtype != np.float64:
             for low, a in zip(self._cycle_arrays, self._st + self._dinv + self._W):
                 low[...] = a
+        if len(fine.shape) == 2 and len(levels) > 1:
+            for st, (stT, _off, _others, west, east, wchain, echain, dinv) in zip(self._cycle_arrays, self._smoothers):
+                stT[...] = st.T
+                np.multiply(stT[west], dinv, out=wchain)
+                np.multiply(stT[east], dinv, out=echain)
+            if self._fine_T is not self._smoothers[0][0]:
+                self._fine_T[...] = self._st[0].T
 
     def _coarse_matrix(self) -> np.ndarray:
         """The coarsest operator as a dense ``(Nc, Nc)`` matrix."""
@@ -257,8 +299,13 @@ class GMGPreconditioner(Preconditioner, name="gmg"):
         z = np.empty(r.shape[0])
         if len(self._levels) == 1:
             return self._coarse_inv @ r
-        _g.vcycle(np.ascontiguousarray(r, dtype=np.float64), z, self._cycle_levels, self._cycle_transfers,
-                  self._levels[-1].inner, self._coarse_inv, self.sweeps)
+        r = np.ascontiguousarray(r, dtype=np.float64)
+        if len(self._shape) == 2:
+            _g.vcycle_2d(r, z, self._cycle_levels, self._shapes, self._smoothers, self._Ws, self._residuals,
+                         self._levels[-1].inner, self._coarse_inv, self.sweeps)
+        else:
+            _g.vcycle(r, z, self._cycle_levels, self._cycle_transfers, self._levels[-1].inner, self._coarse_inv,
+                      self.sweeps)
         return z
 
 
@@ -276,10 +323,15 @@ def _laplacian(shape: tuple[int, ...]) -> sp.csr_matrix:
 
 
 def warm_up() -> None:
-    """Load every kernel specialisation the V-cycle uses (2D and 3D, both interpolations)."""
+    """Load every kernel specialisation the V-cycle uses (2D and 3D, both interpolations) and
+    the 2D stencil product."""
     for shape in ((12, 12), (6, 6, 6)):
         A = _laplacian(shape)
         for interpolation, precision in itertools.product(("operator", "linear"), ("double", "single")):
             M = GMGPreconditioner(interpolation, precision=precision)
             M.setup(A)
-            M(np.ones(A.shape[0]))
+            v = np.ones(A.shape[0])
+            M(v)
+            product = M.matvec_dot_for(A)
+            if product is not None:
+                product(v, np.empty_like(v))

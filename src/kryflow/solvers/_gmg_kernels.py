@@ -25,9 +25,11 @@ for float64 or float32 level data.
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
-__all__ = ["fine_stencil", "interpolation", "galerkin", "inverse_diagonal", "vcycle", "BAD_STENCIL"]
+__all__ = ["fine_stencil", "interpolation", "galerkin", "inverse_diagonal", "vcycle", "vcycle_2d", "star_matvec_dot_2d",
+           "BAD_STENCIL"]
 
 BAD_STENCIL = -1  # fine_stencil's answer for a matrix entry that is not a +-1 neighbour on the grid
 
@@ -227,3 +229,175 @@ def vcycle(r, z, levels, transfers, coarse_inner, coarse_inv, sweeps):
     inner, x = levels[0][2], levels[0][4]
     for i in range(inner.shape[0]):
         z[i] = x[inner[i]]
+
+
+# --- 2D: the same V-cycle with the grid's structure in the loops ---------------------------------
+# On a 2D level of n0 x n1 cells the padded index of cell (i, j) (1-based, ghosts at 0 and n + 1)
+# is ``i * (n1 + 2) + j``, so the kernels below walk rows and columns instead of ``inner``, and
+# compute a fine point's coarse parents instead of reading ``parent``: padded fine row ``pi`` has
+# its lower parent at padded coarse row ``pi >> 1`` and its upper one next to it (a missing
+# parent has weight 0 and lands on a ghost, which stays 0). Two chains that serialised the general
+# kernels are gone: a Gauss–Seidel sweep keeps the neighbour it has just updated in a register,
+# and the restriction gathers each coarse point's nine fine children (from the stored fine
+# residual) instead of scattering into the coarse array point after point.
+
+
+@njit(cache=True)
+def _sweep_2d(stT, off, others, ahead, chain, dinv, x, b, row, n0, n1, forward):
+    """One lexicographic Gauss–Seidel sweep (forward, or backward) on an ``n0 x n1`` level:
+    ``x_p = dinv_p (b_p - sum_{s != centre} stT[s, p] x_{p + off[s]})``.
+
+    Row by row: first, vectorised along the row, everything but the neighbour updated just
+    before p (west forward, east backward), from old or already-swept values (``ahead``: the
+    other in-row slot, ``others``: those of the rows beside); then the chain along the row,
+    ``x_p = row_p dinv_p - chain_p x_prev`` with ``chain = stT[west or east] * dinv``.
+    """
+    s0 = n1 + 2
+    step = 1 if forward else -1
+    for ii in range(n0):
+        base = (ii + 1 if forward else n0 - ii) * s0 + 1
+        # row views: indices from 0 up let the compiler drop numba's negative-index wraparound
+        # and vectorise the loops along the row
+        bb, xx, aa = b[base:base + n1], x[base + step:base + step + n1], stT[ahead, base:base + n1]
+        for j in range(n1):
+            row[j] = bb[j] - aa[j] * xx[j]
+        for k in range(others.shape[0]):
+            s = others[k]
+            xx, aa = x[base + off[s]:base + off[s] + n1], stT[s, base:base + n1]
+            for j in range(n1):
+                row[j] -= aa[j] * xx[j]
+        dd, cc, xo = dinv[base:base + n1], chain[base:base + n1], x[base:base + n1]
+        last = 0.0  # the ghost before the row's first point
+        for jj in range(n1):
+            j = jj if forward else n1 - 1 - jj
+            last = row[j] * dd[j] - cc[j] * last
+            xo[j] = last
+
+
+@njit(cache=True)
+def _residual_2d(stT, off, x, b, r, n0, n1):
+    """``r = b - A x`` on the interior of an ``n0 x n1`` level (ghosts of ``r`` untouched, 0)."""
+    s0 = n1 + 2
+    for i in range(1, n0 + 1):
+        base = i * s0 + 1
+        rr, bb = r[base:base + n1], b[base:base + n1]
+        for j in range(n1):
+            rr[j] = bb[j]
+        for s in range(off.shape[0]):
+            xx, aa = x[base + off[s]:base + off[s] + n1], stT[s, base:base + n1]
+            for j in range(n1):
+                rr[j] -= aa[j] * xx[j]
+
+
+@njit(cache=True)
+def _restrict_2d(W, r, bc, nc0, nc1, n1):
+    """``bc = P^T r`` on an ``nc0 x nc1`` coarse level: coarse (I, J) (padded) gathers the fine
+    padded rows and columns ``2I - 1 .. 2I + 1`` x ``2J - 1 .. 2J + 1``; the fine row ``2I - 1``
+    (column ``2J - 1``) has it as its upper parent (corner bit 0, resp. 1)."""
+    s0, c0 = n1 + 2, nc1 + 2
+    for I in range(1, nc0 + 1):
+        out = bc[I * c0 + 1:I * c0 + 1 + nc1]
+        for J in range(nc1):
+            out[J] = 0.0
+        for di in range(3):
+            fine = (2 * I - 1 + di) * s0 + 1
+            rr, ww = r[fine:fine + n1 + 1], W[fine:fine + n1 + 1]
+            up = 1 if di == 0 else 0
+            for J in range(nc1):
+                q = 2 * J
+                out[J] += ww[q, up + 2] * rr[q] + ww[q + 1, up] * rr[q + 1] + ww[q + 2, up] * rr[q + 2]
+
+
+@njit(cache=True)
+def _prolong_add_2d(W, xc, x, n0, n1, nc1):
+    """``x += P xc`` on an ``n0 x n1`` level from its coarse level (``nc1`` coarse columns)."""
+    s0, c0 = n1 + 2, nc1 + 2
+    for i in range(1, n0 + 1):
+        lo = (i >> 1) * c0
+        base = i * s0 + 1
+        xx, ww = x[base:base + n1], W[base:base + n1]
+        below, above = xc[lo:lo + c0], xc[lo + c0:lo + 2 * c0]
+        for j in range(n1):
+            q = (j + 1) >> 1
+            xx[j] += ww[j, 0] * below[q] + ww[j, 1] * above[q] + ww[j, 2] * below[q + 1] + ww[j, 3] * above[q + 1]
+
+
+@njit(cache=True)
+def vcycle_2d(r, z, levels, shapes, smoothers, Ws, residuals, coarse_inner, coarse_inv, sweeps):
+    """:func:`vcycle` on a 2D grid (the same operator M, up to rounding) with the kernels above.
+
+    **Arguments:**
+        r, z, levels, coarse_inner, coarse_inv, sweeps: as in :func:`vcycle` (only ``x``, ``b``
+            and, on the coarsest level, nothing else of a level's tuple is read).
+        shapes: ``(L, 2)`` int64, cells per dimension of each level.
+        smoothers: per level but the coarsest ``(stT, off, others, west, east, wchain, echain,
+            dinv)``: the stencil slot-major ``(S, Np)``, its offsets, the non-centre slots but
+            west and east, those two slots, ``stT[west] * dinv``, ``stT[east] * dinv``, ``dinv``.
+        Ws: per level but the coarsest its prolongation weights ``(Np, 4)``.
+        residuals: per level but the coarsest a padded scratch array for its residual (ghosts 0).
+    """
+    nlev = len(levels)
+    n1 = shapes[0, 1]
+    b = levels[0][5]
+    for i in range(shapes[0, 0]):
+        for j in range(n1):
+            b[(i + 1) * (n1 + 2) + j + 1] = r[i * n1 + j]
+    row = np.empty(shapes[0, 1], levels[0][4].dtype)
+    for lev in range(nlev):
+        x, b = levels[lev][4], levels[lev][5]
+        x[:] = 0.0
+        if lev == nlev - 1:
+            for i in range(coarse_inner.shape[0]):
+                acc = coarse_inv[i, 0] * b[coarse_inner[0]]
+                for j in range(1, coarse_inner.shape[0]):
+                    acc += coarse_inv[i, j] * b[coarse_inner[j]]
+                x[coarse_inner[i]] = acc
+            break
+        n0, n1 = shapes[lev, 0], shapes[lev, 1]
+        stT, off, others, west, east, wchain, _echain, dinv = smoothers[lev]
+        for _ in range(sweeps):
+            _sweep_2d(stT, off, others, east, wchain, dinv, x, b, row, n0, n1, True)
+        _residual_2d(stT, off, x, b, residuals[lev], n0, n1)
+        _restrict_2d(Ws[lev], residuals[lev], levels[lev + 1][5], shapes[lev + 1, 0], shapes[lev + 1, 1], n1)
+    for lev in range(nlev - 2, -1, -1):
+        x, b = levels[lev][4], levels[lev][5]
+        n0, n1 = shapes[lev, 0], shapes[lev, 1]
+        stT, off, others, west, east, _wchain, echain, dinv = smoothers[lev]
+        _prolong_add_2d(Ws[lev], levels[lev + 1][4], x, n0, n1, shapes[lev + 1, 1])
+        for _ in range(sweeps):
+            _sweep_2d(stT, off, others, west, echain, dinv, x, b, row, n0, n1, False)
+    n1 = shapes[0, 1]
+    x = levels[0][4]
+    for i in range(shapes[0, 0]):
+        for j in range(n1):
+            z[i * n1 + j] = x[(i + 1) * (n1 + 2) + j + 1]
+
+
+@njit(cache=True)
+def star_matvec_dot_2d(stT, slots, p, q, n0, n1):
+    """``q = A p`` and ``p . q`` for the 5-point operator of an ``n0 x n1`` grid given by its
+    padded slot-major stencil ``stT`` ``(5, Np)`` (float64); ``p``, ``q`` ``(n0 n1,)`` in natural
+    order; ``slots``: the slots of the centre and of the row below, row above, west and east."""
+    c, lo, hi, w, e = slots[0], slots[1], slots[2], slots[3], slots[4]
+    s0 = n1 + 2
+    dot = 0.0
+    for i in range(n0):
+        base, P = i * n1, (i + 1) * s0 + 1
+        qq, pp = q[base:base + n1], p[base:base + n1]
+        ac, aw, ae = stT[c, P:P + n1], stT[w, P:P + n1], stT[e, P:P + n1]
+        for j in range(n1):
+            qq[j] = ac[j] * pp[j]
+        for j in range(n1 - 1):
+            qq[j + 1] += aw[j + 1] * pp[j]
+            qq[j] += ae[j] * pp[j + 1]
+        if i > 0:
+            below, a = p[base - n1:base], stT[lo, P:P + n1]
+            for j in range(n1):
+                qq[j] += a[j] * below[j]
+        if i < n0 - 1:
+            above, a = p[base + n1:base + 2 * n1], stT[hi, P:P + n1]
+            for j in range(n1):
+                qq[j] += a[j] * above[j]
+        for j in range(n1):
+            dot += pp[j] * qq[j]
+    return dot

@@ -112,6 +112,11 @@ class _CGIterations:
         self.singular_alpha = 1e13 / (1.0 if unit else scale)
         self.csr = system.csr
         self.matvec_dot = system.matvec_dot if self.csr is None else partial(_k.matvec_dot, self.csr)
+        # a preconditioner built from A's stencil may offer a faster product with the same A
+        offered = getattr(self.M, "matvec_dot_for", None)
+        offered = None if offered is None else offered(self.csr)
+        if offered is not None:
+            self.matvec_dot = offered
         self.deflation, self.harvest, self.callback = deflation, harvest, callback
         hooks = deflation is not None or harvest is not None
         self.compiled = (self.csr is not None and callback is None and not hooks
