@@ -74,7 +74,7 @@ def pcg(system: LinearSystem, rtol: float, atol: float, maxiter: int, *, precond
     if bnorm == 0.0:
         return CGOutcome(np.zeros(system.n), 0, 0, True)
     loop = _CGIterations(system, tol, preconditioned_scale, deflation, harvest, callback)
-    x, r, mv = system.start()
+    x, r, mv = system.start(loop.residual)
     mv += loop.scale_matvecs
     its = 0
     while True:
@@ -90,7 +90,7 @@ def pcg(system: LinearSystem, rtol: float, atol: float, maxiter: int, *, precond
         if harvest is not None:
             harvest.stop()  # the Lanczos relation ends where CG restarts
         # verify with the true residual, and restart from it: guards against drift of the recurrence
-        r = system.residual(x)
+        r = loop.residual(x)
         mv += 1
 
 
@@ -103,13 +103,6 @@ class _CGIterations:
         self.dinv = getattr(self.M, "diagonal_inverse", None)  # Jacobi: applied inside the kernels
         self.tol2 = tol * tol
         unit = self.M is not None if preconditioned_scale is None else preconditioned_scale
-        # alpha = rz/pq <= 1/lambda_min(M^-1 A): a step beyond ~1e13 x the operator scale means A is
-        # numerically singular (scale: max|diag A| unpreconditioned, O(1) preconditioned)
-        scale, self.scale_matvecs = (1.0, 0) if unit and system.csr is None else system.diagonal_scale()
-        if scale == 0.0:
-            raise ValueError("A has an all-zero diagonal (or maps a probe vector to 0), so it is not SPD; "
-                             "CG cannot solve it (use 'gmres' or 'direct')")
-        self.singular_alpha = 1e13 / (1.0 if unit else scale)
         self.csr = system.csr
         self.matvec_dot = system.matvec_dot if self.csr is None else partial(_k.matvec_dot, self.csr)
         # a preconditioner built from A's stencil may offer a faster product with the same A
@@ -117,6 +110,16 @@ class _CGIterations:
         offered = None if offered is None else offered(self.csr)
         if offered is not None:
             self.matvec_dot = offered
+        self._b, self._residual = system.b, system.residual if offered is None else None
+        # alpha = rz/pq <= 1/lambda_min(M^-1 A): a step beyond ~1e13 x the operator scale means A is
+        # numerically singular (scale: max|diag A| unpreconditioned, O(1) preconditioned, where
+        # only a zero diagonal is checked, unless the preconditioner's set-up from A checked it)
+        scale, self.scale_matvecs = ((1.0, 0) if unit and (system.csr is None or offered is not None)
+                                     else system.diagonal_scale())
+        if scale == 0.0:
+            raise ValueError("A has an all-zero diagonal (or maps a probe vector to 0), so it is not SPD; "
+                             "CG cannot solve it (use 'gmres' or 'direct')")
+        self.singular_alpha = 1e13 / (1.0 if unit else scale)
         self.deflation, self.harvest, self.callback = deflation, harvest, callback
         hooks = deflation is not None or harvest is not None
         self.compiled = (self.csr is not None and callback is None and not hooks
@@ -124,6 +127,14 @@ class _CGIterations:
         # Jacobi as the compiled loop does it (r.Mr fused, M applied in the direction update),
         # unless a hook needs the preconditioned residual z itself
         self.fused_jacobi = self.dinv is not None and not hooks
+
+    def residual(self, x: np.ndarray) -> np.ndarray:
+        """``b - A x`` ``(N,)``, with the product the iterations use."""
+        if self._residual is not None:
+            return self._residual(x)
+        q = np.empty(x.shape[0])
+        self.matvec_dot(x, q)
+        return self._b - q
 
     def run(self, x: np.ndarray, r: np.ndarray, done: int, maxiter: int) -> int:
         """Iterate from residual ``r`` ``(N,)`` until the recurrence converges or ``maxiter`` is

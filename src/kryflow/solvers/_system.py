@@ -59,13 +59,14 @@ class LinearSystem:
         other.x0, other.M = x0, M
         return other
 
-    def start(self) -> tuple[np.ndarray, np.ndarray, int]:
-        """**Returns:** ``(x, r, matvecs)``: a copy of the start x ``(N,)``, its residual r ``(N,)``,
-        and the matvecs that cost (0 from ``x0=None``, 1 otherwise)."""
+    def start(self, residual: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+        """**Returns:** ``(x, r, matvecs)``: a copy of the start x ``(N,)``, its residual r ``(N,)``
+        (by ``residual(x)`` if given, else :meth:`residual`), and the matvecs that cost (0 from
+        ``x0=None``, 1 otherwise)."""
         if self.x0 is None:
             return np.zeros(self.n), self.b.copy(), 0
         x = np.array(self.x0, dtype=np.float64)
-        return x, self.residual(x), 1
+        return x, (residual or self.residual)(x), 1
 
     def assembled(self, method: str) -> sp.csr_matrix:
         """A as CSR, or a ValueError saying that ``method`` (a direct or algebraic solver) needs
