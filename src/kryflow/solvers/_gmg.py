@@ -8,7 +8,9 @@ fine stencil (operator-dependent interpolation as in black-box multigrid, or bi/
 each coarse operator is the Galerkin product ``P^T A P``, computed stencil by stencil in
 compiled code. Everything that depends on the grid alone (index tables, level sizes) is built
 once per grid shape and reused along the sequence; a new matrix costs one pass that refills the
-stencils, the interpolation weights and the coarse operators.
+stencils, the interpolation weights and the coarse operators. On a 2D grid the V-cycle runs on
+row kernels (:func:`._gmg_kernels.vcycle_2d`), and CG may take its products with A from the
+fine stencil (:meth:`GMGPreconditioner.matvec_dot_for`).
 """
 
 from __future__ import annotations

@@ -21,6 +21,11 @@ correction. (Red-black / multicolour sweeps break the point-to-point dependency 
 measured no faster here and cost V-cycle iterations: ``benchmarks/README.md``.) All kernels run
 serially (one solver job per core is the workflow's parallelism) and are specialised by numba
 for float64 or float32 level data.
+
+The general kernels above walk ``inner`` and read ``parent``, which suits any dimension; a 2D
+grid gets its own V-cycle (:func:`vcycle_2d`, below) that applies the same operator with the
+grid's rows in its loops, and :func:`star_matvec_dot_2d`, the product with the fine 5-point
+operator that CG uses in place of A's CSR product.
 """
 
 from __future__ import annotations
@@ -191,6 +196,16 @@ def _prolong_add(inner, W, parent, xc, x):
 
 
 @njit(cache=True)
+def _coarse_solve(coarse_inner, coarse_inv, b, x):
+    """``x = A_c^-1 b`` on the coarsest level's interior points, from its dense inverse."""
+    for i in range(coarse_inner.shape[0]):
+        acc = coarse_inv[i, 0] * b[coarse_inner[0]]
+        for j in range(1, coarse_inner.shape[0]):
+            acc += coarse_inv[i, j] * b[coarse_inner[j]]
+        x[coarse_inner[i]] = acc
+
+
+@njit(cache=True)
 def vcycle(r, z, levels, transfers, coarse_inner, coarse_inv, sweeps):
     """``z = M r``: one V-cycle from a zero start, ``sweeps`` forward Gauss–Seidel sweeps before
     and as many backward sweeps after each coarse correction (so M is symmetric for symmetric A),
@@ -210,11 +225,7 @@ def vcycle(r, z, levels, transfers, coarse_inner, coarse_inv, sweeps):
         st, off, inner, dinv, x, b = levels[lev]
         x[:] = 0.0
         if lev == nlev - 1:
-            for i in range(coarse_inner.shape[0]):
-                acc = coarse_inv[i, 0] * b[coarse_inner[0]]
-                for j in range(1, coarse_inner.shape[0]):
-                    acc += coarse_inv[i, j] * b[coarse_inner[j]]
-                x[coarse_inner[i]] = acc
+            _coarse_solve(coarse_inner, coarse_inv, b, x)
             break
         for _ in range(sweeps):
             _sweep(st, off, inner, dinv, x, b, True)
@@ -347,11 +358,7 @@ def vcycle_2d(r, z, levels, shapes, smoothers, Ws, residuals, coarse_inner, coar
         x, b = levels[lev][4], levels[lev][5]
         x[:] = 0.0
         if lev == nlev - 1:
-            for i in range(coarse_inner.shape[0]):
-                acc = coarse_inv[i, 0] * b[coarse_inner[0]]
-                for j in range(1, coarse_inner.shape[0]):
-                    acc += coarse_inv[i, j] * b[coarse_inner[j]]
-                x[coarse_inner[i]] = acc
+            _coarse_solve(coarse_inner, coarse_inv, b, x)
             break
         n0, n1 = shapes[lev, 0], shapes[lev, 1]
         stT, off, others, west, east, wchain, _echain, dinv = smoothers[lev]
