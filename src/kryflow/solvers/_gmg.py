@@ -201,8 +201,8 @@ class GMGPreconditioner(Preconditioner, name="gmg"):
         if A is None or A is not self._matrix or len(self._shape) != 2 or len(self._levels) == 1:
             return None
         n0, n1 = self._shape
-        fine_T, slots = self._fine_T, self._star_slots
-        return lambda p, q: _g.star_matvec_dot_2d(fine_T, slots, p, q, n0, n1)
+        fine_T, slots, symmetric = self._fine_T, self._star_slots, self._fine_symmetric
+        return lambda p, q: _g.star_matvec_dot_2d(fine_T, slots, symmetric, p, q, n0, n1)
 
     def _spd_3d(self, shape: tuple[int, ...]) -> bool:
         """Where ``"auto"`` interpolation is trilinear: for CG on a 3D grid only."""
@@ -243,7 +243,9 @@ class GMGPreconditioner(Preconditioner, name="gmg"):
             west, east = (int(np.flatnonzero(lv.off == o)[0]) for o in (-1, 1))
             others = np.array([k for k in range(lv.off.shape[0]) if k not in (lv.centre, west, east)], dtype=np.int64)
             stT = np.zeros((s.shape[1], s.shape[0]), self._dtype)
-            smoothers.append((stT, lv.off, others, west, east, np.zeros_like(d), np.zeros_like(d), d))
+            src, shift = np.arange(lv.off.shape[0]), np.zeros(lv.off.shape[0], dtype=np.int64)  # set per matrix
+            smoothers.append((stT, lv.off, src, shift, others, west, east, np.zeros_like(d), np.zeros_like(d), d))
+        self._mirrors = [np.array([int(np.flatnonzero(lv.off == -o)[0]) for o in lv.off]) for lv in levels[:-1]]
         self._smoothers = typed.List(smoothers)
         self._Ws = typed.List(W)
         self._residuals = typed.List([np.zeros(lv.size, self._dtype) for lv in levels[:-1]])
@@ -278,12 +280,31 @@ class GMGPreconditioner(Preconditioner, name="gmg"):
             for low, a in zip(self._cycle_arrays, self._st + self._dinv + self._W):
                 low[...] = a
         if len(fine.shape) == 2 and len(levels) > 1:
-            for st, (stT, _off, _others, west, east, wchain, echain, dinv) in zip(self._cycle_arrays, self._smoothers):
-                stT[...] = st.T
-                np.multiply(stT[west], dinv, out=wchain)
+            self._refill_2d()
+
+    def _refill_2d(self) -> None:
+        """The 2D V-cycle's slot-major stencils and chain coefficients; on a level that is
+        symmetric (to rounding: Galerkin products of a symmetric A) its upper slots are read
+        mirrored, and the product with A does so where A is exactly symmetric."""
+        for lv, st, low, mirror, smoother in zip(self._levels, self._st, self._cycle_arrays, self._mirrors,
+                                                 self._smoothers):
+            stT, off, src, shift, _others, west, east, wchain, echain, dinv = smoother
+            stT[...] = low.T
+            upper = off > 0
+            if _g.stencil_symmetric(st, off, lv.inner, mirror, 1e-12):
+                src[:], shift[:] = np.where(upper, mirror, np.arange(off.shape[0])), np.where(upper, off, 0)
+            else:
+                src[:], shift[:] = np.arange(off.shape[0]), 0
+            np.multiply(stT[west], dinv, out=wchain)
+            if shift[east]:  # the east coefficient of p read as the west one of p + 1
+                np.multiply(stT[west, 1:], dinv[:-1], out=echain[:-1])
+                echain[-1] = 0.0
+            else:
                 np.multiply(stT[east], dinv, out=echain)
-            if self._fine_T is not self._smoothers[0][0]:
-                self._fine_T[...] = self._st[0].T
+        fine = self._levels[0]
+        self._fine_symmetric = bool(_g.stencil_symmetric(self._st[0], fine.off, fine.inner, self._mirrors[0], 0.0))
+        if self._fine_T is not self._smoothers[0][0]:
+            self._fine_T[...] = self._st[0].T
 
     def _coarse_matrix(self) -> np.ndarray:
         """The coarsest operator as a dense ``(Nc, Nc)`` matrix."""
@@ -298,16 +319,26 @@ class GMGPreconditioner(Preconditioner, name="gmg"):
         return dense
 
     def __call__(self, r):
+        return self.apply_dot(r)[0] if len(self._shape) == 2 and len(self._levels) > 1 else self._apply(r)
+
+    def apply_dot(self, r) -> tuple[np.ndarray, float]:
+        """``(M r, r . M r)``; in 2D the product is summed while the V-cycle writes its result."""
+        if len(self._shape) != 2 or len(self._levels) == 1:
+            z = self._apply(r)
+            return z, float(np.dot(r, z))
+        r = np.ascontiguousarray(r, dtype=np.float64)
         z = np.empty(r.shape[0])
+        rz = _g.vcycle_2d(r, z, self._cycle_levels, self._shapes, self._smoothers, self._Ws, self._residuals,
+                          self._levels[-1].inner, self._coarse_inv, self.sweeps)
+        return z, rz
+
+    def _apply(self, r):
+        """``M r`` by the general V-cycle (3D), or the coarsest level's inverse alone."""
         if len(self._levels) == 1:
             return self._coarse_inv @ r
-        r = np.ascontiguousarray(r, dtype=np.float64)
-        if len(self._shape) == 2:
-            _g.vcycle_2d(r, z, self._cycle_levels, self._shapes, self._smoothers, self._Ws, self._residuals,
-                         self._levels[-1].inner, self._coarse_inv, self.sweeps)
-        else:
-            _g.vcycle(r, z, self._cycle_levels, self._cycle_transfers, self._levels[-1].inner, self._coarse_inv,
-                      self.sweeps)
+        z = np.empty(r.shape[0])
+        _g.vcycle(np.ascontiguousarray(r, dtype=np.float64), z, self._cycle_levels, self._cycle_transfers,
+                  self._levels[-1].inner, self._coarse_inv, self.sweeps)
         return z
 
 

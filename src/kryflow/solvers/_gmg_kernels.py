@@ -34,6 +34,7 @@ import numpy as np
 from numba import njit
 
 __all__ = ["fine_stencil", "interpolation", "galerkin", "inverse_diagonal", "vcycle", "vcycle_2d", "star_matvec_dot_2d",
+           "stencil_symmetric",
            "BAD_STENCIL"]
 
 BAD_STENCIL = -1  # fine_stencil's answer for a matrix entry that is not a +-1 neighbour on the grid
@@ -254,14 +255,15 @@ def vcycle(r, z, levels, transfers, coarse_inner, coarse_inv, sweeps):
 
 
 @njit(cache=True)
-def _sweep_2d(stT, off, others, ahead, chain, dinv, x, b, row, n0, n1, forward):
+def _sweep_2d(stT, off, src, shift, others, ahead, chain, dinv, x, b, row, n0, n1, forward):
     """One lexicographic Gauss–Seidel sweep (forward, or backward) on an ``n0 x n1`` level:
     ``x_p = dinv_p (b_p - sum_{s != centre} stT[s, p] x_{p + off[s]})``.
 
     Row by row: first, vectorised along the row, everything but the neighbour updated just
     before p (west forward, east backward), from old or already-swept values (``ahead``: the
     other in-row slot, ``others``: those of the rows beside); then the chain along the row,
-    ``x_p = row_p dinv_p - chain_p x_prev`` with ``chain = stT[west or east] * dinv``.
+    ``x_p = row_p dinv_p - chain_p x_prev`` with ``chain = stT[west or east] * dinv``. The
+    coefficient of slot s at p is read as ``stT[src[s], p + shift[s]]`` (see :func:`vcycle_2d`).
     """
     s0 = n1 + 2
     step = 1 if forward else -1
@@ -269,12 +271,14 @@ def _sweep_2d(stT, off, others, ahead, chain, dinv, x, b, row, n0, n1, forward):
         base = (ii + 1 if forward else n0 - ii) * s0 + 1
         # row views: indices from 0 up let the compiler drop numba's negative-index wraparound
         # and vectorise the loops along the row
-        bb, xx, aa = b[base:base + n1], x[base + step:base + step + n1], stT[ahead, base:base + n1]
+        a0 = base + shift[ahead]
+        bb, xx, aa = b[base:base + n1], x[base + step:base + step + n1], stT[src[ahead], a0:a0 + n1]
         for j in range(n1):
             row[j] = bb[j] - aa[j] * xx[j]
         for k in range(others.shape[0]):
             s = others[k]
-            xx, aa = x[base + off[s]:base + off[s] + n1], stT[s, base:base + n1]
+            a0 = base + shift[s]
+            xx, aa = x[base + off[s]:base + off[s] + n1], stT[src[s], a0:a0 + n1]
             for j in range(n1):
                 row[j] -= aa[j] * xx[j]
         dd, cc, xo = dinv[base:base + n1], chain[base:base + n1], x[base:base + n1]
@@ -286,7 +290,7 @@ def _sweep_2d(stT, off, others, ahead, chain, dinv, x, b, row, n0, n1, forward):
 
 
 @njit(cache=True)
-def _residual_2d(stT, off, x, b, r, n0, n1):
+def _residual_2d(stT, off, src, shift, x, b, r, n0, n1):
     """``r = b - A x`` on the interior of an ``n0 x n1`` level (ghosts of ``r`` untouched, 0)."""
     s0 = n1 + 2
     for i in range(1, n0 + 1):
@@ -295,7 +299,8 @@ def _residual_2d(stT, off, x, b, r, n0, n1):
         for j in range(n1):
             rr[j] = bb[j]
         for s in range(off.shape[0]):
-            xx, aa = x[base + off[s]:base + off[s] + n1], stT[s, base:base + n1]
+            a0 = base + shift[s]
+            xx, aa = x[base + off[s]:base + off[s] + n1], stT[src[s], a0:a0 + n1]
             for j in range(n1):
                 rr[j] -= aa[j] * xx[j]
 
@@ -341,11 +346,17 @@ def vcycle_2d(r, z, levels, shapes, smoothers, Ws, residuals, coarse_inner, coar
         r, z, levels, coarse_inner, coarse_inv, sweeps: as in :func:`vcycle` (only ``x``, ``b``
             and, on the coarsest level, nothing else of a level's tuple is read).
         shapes: ``(L, 2)`` int64, cells per dimension of each level.
-        smoothers: per level but the coarsest ``(stT, off, others, west, east, wchain, echain,
-            dinv)``: the stencil slot-major ``(S, Np)``, its offsets, the non-centre slots but
-            west and east, those two slots, ``stT[west] * dinv``, ``stT[east] * dinv``, ``dinv``.
+        smoothers: per level but the coarsest ``(stT, off, src, shift, others, west, east,
+            wchain, echain, dinv)``: the stencil slot-major ``(S, Np)``, its offsets, where each
+            slot is read (below), the non-centre slots but west and east, those two slots, the
+            coefficients ``west * dinv`` and ``east * dinv`` of the sweeps' chains, and ``dinv``.
+            Slot s at point p is read as ``stT[src[s], p + shift[s]]``: ``(s, 0)``, or for a
+            symmetric level and an offset ``off[s] > 0`` the mirrored slot at the neighbour
+            (``a_{p, p+o} = a_{p+o, p}``), so that half the slot arrays are never read.
         Ws: per level but the coarsest its prolongation weights ``(Np, 4)``.
         residuals: per level but the coarsest a padded scratch array for its residual (ghosts 0).
+
+    **Returns:** ``r . z`` (what CG needs of z next, summed while z is written).
     """
     nlev = len(levels)
     n1 = shapes[0, 1]
@@ -361,37 +372,44 @@ def vcycle_2d(r, z, levels, shapes, smoothers, Ws, residuals, coarse_inner, coar
             _coarse_solve(coarse_inner, coarse_inv, b, x)
             break
         n0, n1 = shapes[lev, 0], shapes[lev, 1]
-        stT, off, others, west, east, wchain, _echain, dinv = smoothers[lev]
+        stT, off, src, shift, others, west, east, wchain, _echain, dinv = smoothers[lev]
         for _ in range(sweeps):
-            _sweep_2d(stT, off, others, east, wchain, dinv, x, b, row, n0, n1, True)
-        _residual_2d(stT, off, x, b, residuals[lev], n0, n1)
+            _sweep_2d(stT, off, src, shift, others, east, wchain, dinv, x, b, row, n0, n1, True)
+        _residual_2d(stT, off, src, shift, x, b, residuals[lev], n0, n1)
         _restrict_2d(Ws[lev], residuals[lev], levels[lev + 1][5], shapes[lev + 1, 0], shapes[lev + 1, 1], n1)
     for lev in range(nlev - 2, -1, -1):
         x, b = levels[lev][4], levels[lev][5]
         n0, n1 = shapes[lev, 0], shapes[lev, 1]
-        stT, off, others, west, east, _wchain, echain, dinv = smoothers[lev]
+        stT, off, src, shift, others, west, east, _wchain, echain, dinv = smoothers[lev]
         _prolong_add_2d(Ws[lev], levels[lev + 1][4], x, n0, n1, shapes[lev + 1, 1])
         for _ in range(sweeps):
-            _sweep_2d(stT, off, others, west, echain, dinv, x, b, row, n0, n1, False)
+            _sweep_2d(stT, off, src, shift, others, west, echain, dinv, x, b, row, n0, n1, False)
     n1 = shapes[0, 1]
     x = levels[0][4]
+    rz = 0.0
     for i in range(shapes[0, 0]):
+        zz, rr, xx = z[i * n1:(i + 1) * n1], r[i * n1:(i + 1) * n1], x[(i + 1) * (n1 + 2) + 1:(i + 1) * (n1 + 2) + 1 + n1]
         for j in range(n1):
-            z[i * n1 + j] = x[(i + 1) * (n1 + 2) + j + 1]
+            zz[j] = xx[j]
+            rz += rr[j] * zz[j]
+    return rz
 
 
 @njit(cache=True)
-def star_matvec_dot_2d(stT, slots, p, q, n0, n1):
+def star_matvec_dot_2d(stT, slots, symmetric, p, q, n0, n1):
     """``q = A p`` and ``p . q`` for the 5-point operator of an ``n0 x n1`` grid given by its
     padded slot-major stencil ``stT`` ``(5, Np)`` (float64); ``p``, ``q`` ``(n0 n1,)`` in natural
-    order; ``slots``: the slots of the centre and of the row below, row above, west and east."""
+    order; ``slots``: the slots of the centre and of the row below, row above, west and east.
+    ``symmetric`` (A is, exactly): the east and upper coefficients are read as the west and
+    lower ones of the neighbours, so that two of the five slot arrays are never read."""
     c, lo, hi, w, e = slots[0], slots[1], slots[2], slots[3], slots[4]
     s0 = n1 + 2
     dot = 0.0
     for i in range(n0):
         base, P = i * n1, (i + 1) * s0 + 1
         qq, pp = q[base:base + n1], p[base:base + n1]
-        ac, aw, ae = stT[c, P:P + n1], stT[w, P:P + n1], stT[e, P:P + n1]
+        ac, aw = stT[c, P:P + n1], stT[w, P:P + n1]
+        ae = stT[w, P + 1:P + 1 + n1] if symmetric else stT[e, P:P + n1]
         for j in range(n1):
             qq[j] = ac[j] * pp[j]
         for j in range(n1 - 1):
@@ -402,9 +420,28 @@ def star_matvec_dot_2d(stT, slots, p, q, n0, n1):
             for j in range(n1):
                 qq[j] += a[j] * below[j]
         if i < n0 - 1:
-            above, a = p[base + n1:base + 2 * n1], stT[hi, P:P + n1]
+            above = p[base + n1:base + 2 * n1]
+            a = stT[lo, P + s0:P + s0 + n1] if symmetric else stT[hi, P:P + n1]
             for j in range(n1):
                 qq[j] += a[j] * above[j]
         for j in range(n1):
             dot += pp[j] * qq[j]
     return dot
+
+
+@njit(cache=True)
+def stencil_symmetric(st, off, inner, mirror, rtol):
+    """Whether the level operator ``st`` ``(Np, S)`` is symmetric, ``|a_{p,p+o} - a_{p+o,p}| <=
+    rtol |a_pp|`` at every interior p and offset o (``mirror[s]``: the slot of ``-off[s]``);
+    ``rtol = 0``: exactly."""
+    centre = 0
+    for s in range(off.shape[0]):
+        if off[s] == 0:
+            centre = s
+    for i in range(inner.shape[0]):
+        p = inner[i]
+        tol = rtol * abs(st[p, centre])
+        for s in range(off.shape[0]):
+            if off[s] > 0 and abs(st[p, s] - st[p + off[s], mirror[s]]) > tol:
+                return False
+    return True

@@ -156,6 +156,7 @@ class _CGIterations:
 
     def _python_loop(self, x, r, z, p, q, rz: float, done: int, maxiter: int) -> int:
         M, dinv, harvest, deflation, callback = self.M, self.dinv, self.harvest, self.deflation, self.callback
+        apply_dot = getattr(M, "apply_dot", None)  # (M r, r . M r) in one pass, where M offers it
         matvec_dot, tol2, singular_alpha, fused = self.matvec_dot, self.tol2, self.singular_alpha, self.fused_jacobi
         its = done
         alpha_prev = beta = 0.0
@@ -175,6 +176,8 @@ class _CGIterations:
                 break
             if fused:
                 z, rz_new = r, rz_jacobi
+            elif apply_dot is not None:
+                z, rz_new = apply_dot(r)
             else:
                 z = r if M is None else M(r)
                 rz_new = rr if M is None else (rz_jacobi if dinv is not None else _k.dot(r, z))
