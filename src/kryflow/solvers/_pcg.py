@@ -74,7 +74,7 @@ def pcg(system: LinearSystem, rtol: float, atol: float, maxiter: int, *, precond
     if bnorm == 0.0:
         return CGOutcome(np.zeros(system.n), 0, 0, True)
     loop = _CGIterations(system, tol, preconditioned_scale, deflation, harvest, callback)
-    x, r, mv = system.start(loop.residual)
+    x, r, mv = system.start()
     mv += loop.scale_matvecs
     its = 0
     while True:
@@ -90,7 +90,7 @@ def pcg(system: LinearSystem, rtol: float, atol: float, maxiter: int, *, precond
         if harvest is not None:
             harvest.stop()  # the Lanczos relation ends where CG restarts
         # verify with the true residual, and restart from it: guards against drift of the recurrence
-        r = loop.residual(x)
+        r = system.residual(x)
         mv += 1
 
 
@@ -106,11 +106,9 @@ class _CGIterations:
         self.csr = system.csr
         self.matvec_dot = system.matvec_dot if self.csr is None else partial(_k.matvec_dot, self.csr)
         # a preconditioner built from A's stencil may offer a faster product with the same A
-        offered = getattr(self.M, "matvec_dot_for", None)
-        offered = None if offered is None else offered(self.csr)
+        offered = system.offered_product()
         if offered is not None:
             self.matvec_dot = offered
-        self._b, self._residual = system.b, system.residual if offered is None else None
         # alpha = rz/pq <= 1/lambda_min(M^-1 A): a step beyond ~1e13 x the operator scale means A is
         # numerically singular (scale: max|diag A| unpreconditioned, O(1) preconditioned, where
         # only a zero diagonal is checked, unless the preconditioner's set-up from A checked it)
@@ -127,14 +125,6 @@ class _CGIterations:
         # Jacobi as the compiled loop does it (r.Mr fused, M applied in the direction update),
         # unless a hook needs the preconditioned residual z itself
         self.fused_jacobi = self.dinv is not None and not hooks
-
-    def residual(self, x: np.ndarray) -> np.ndarray:
-        """``b - A x`` ``(N,)``, with the product the iterations use."""
-        if self._residual is not None:
-            return self._residual(x)
-        q = np.empty(x.shape[0])
-        self.matvec_dot(x, q)
-        return self._b - q
 
     def run(self, x: np.ndarray, r: np.ndarray, done: int, maxiter: int) -> int:
         """Iterate from residual ``r`` ``(N,)`` until the recurrence converges or ``maxiter`` is
