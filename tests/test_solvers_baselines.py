@@ -126,8 +126,10 @@ def test_auto_rule_by_size_and_kind():
     assert "warm_start" not in default_strategy(build_family("heat", n=48, dim=3))  # along a trajectory: warm
     # heat in 2D: one Cholesky per trajectory on small grids, GMG-PCG once the factor's fill costs more
     assert default_strategy(build_family("heat", n=256)) == {"method": "cg", "preconditioner": "gmg"}
-    assert default_strategy(build_family("heat", n=64))["method"] == (
-        "cholmod" if SOLVER_METHODS["cholmod"].available() else "direct")
+    assert default_strategy(build_family("heat", n=160)) == {"method": "cg", "preconditioner": "gmg"}
+    for n in (64, 128):
+        assert default_strategy(build_family("heat", n=n))["method"] == (
+            "cholmod" if SOLVER_METHODS["cholmod"].available() else "direct")
     small = default_strategy(build_family("darcy", n=32))
     assert small["method"] == ("cholmod" if SOLVER_METHODS["cholmod"].available() else "cg")
 

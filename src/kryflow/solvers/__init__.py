@@ -33,6 +33,7 @@ from ._methods import SOLVER_METHODS, SequenceMethod, check_solver_options, solv
 from ._preconditioners import PRECONDITIONERS, make_preconditioner
 from ._gmg import GMGPreconditioner  # noqa: F401  # isort: skip
 from ._sequence import SequenceSolver
+from ._start import SolutionWindow
 from ._choice import StrategyChoice, check_choice  # isort: skip
 from ._warm_up import warm_up
 
@@ -54,6 +55,7 @@ __all__ = [
     "RecycledCG",
     "GCRODR",
     "SolveInfo",
+    "SolutionWindow",
     "SolverDidNotConverge",
     "SOLVER_METHODS",
     "BASELINE_METHODS",

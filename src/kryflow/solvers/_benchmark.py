@@ -38,11 +38,11 @@ def default_strategy(family: Any) -> dict[str, Any]:
     * Nonsymmetric (advection–diffusion): GMRES with the geometric multigrid ``gmg`` from
       N >= 32² (2D) / 12³ (3D), where its V-cycle beats LU's fill-in and PARDISO; sparse LU below.
     * SPD, several solves per matrix (heat: every time step reuses one matrix): in 2D one sparse
-      Cholesky per sample (``cholmod`` where scikit-sparse is installed, else LU) up to 160²,
+      Cholesky per sample (``cholmod`` where scikit-sparse is installed, else LU) up to 128²,
       whose triangular solves are cheaper than a V-cycle there (as fast at 128²); beyond, the
-      factor's fill makes each solve cost more than GMG-PCG's 7-8 iterations (1.06-1.3x at
-      256², 1.14x at 512²); in 3D Jacobi-PCG up to 32³ (cheap iterations on a well-conditioned
-      matrix) and GMG-PCG beyond.
+      factor's fill makes each solve cost more than GMG-PCG's 5-6 iterations from the
+      ``start_window`` start (1.45x at 160², 1.6x at 192²); in 3D Jacobi-PCG up to 32³ (cheap
+      iterations on a well-conditioned matrix) and GMG-PCG beyond.
     * SPD, one solve per matrix (Darcy): small 2D grids are solved fastest by CHOLMOD (up to
       72², where its supernodal factorization is still cheaper than a V-cycle's set-up; without
       it Jacobi-PCG up to 56²); small 3D grids by Jacobi-PCG (up to 32³); everything larger by
@@ -78,7 +78,7 @@ def _fastest_kind(family: Any) -> dict[str, Any]:
             return {"method": "direct", "preconditioner": "none"}
         return {"method": "gmres", "preconditioner": "gmg"}
     if getattr(family, "solves_per_sample", 1) > 1:
-        if dim == 2 and n <= 160 * 160:
+        if dim == 2 and n <= 128 * 128:
             return {"method": "cholmod" if _available("cholmod") else "direct", "preconditioner": "none"}
         if dim == 3 and n <= 32**3:
             return {"method": "cg", "preconditioner": "jacobi"}
@@ -116,7 +116,9 @@ def default_strategies(family: Any) -> list[dict[str, Any]]:
     for many vectors (it never rebuilds, so it keeps improving along the sequence), GCRO-DR with
     a larger (k, m) unpreconditioned and a moderate one with ILU; the geometric multigrid
     (cold, warm, recycled, and with the interpolation and the precision ``auto`` does not pick); scipy's
-    GCROT(m, k); and the
+    GCROT(m, k); where one matrix serves several solves and the default is iterative, the default
+    with ``start_window: 1`` (the previous solution as the start instead of the combination of
+    earlier ones); and the
     strong baselines that are installed (:data:`STRONG_BASELINES`: CHOLMOD, PARDISO, pyamg, LU;
     LU not on large 3D grids). On grids of more than 50,000 unknowns the unpreconditioned and
     spectral strategies are left out (each takes minutes there and is far from the fastest).
@@ -174,6 +176,9 @@ def default_strategies(family: Any) -> list[dict[str, Any]]:
     s += [b for b in _baselines(family) if b not in s]
     if default not in s:
         s.append(default)
+    if getattr(family, "solves_per_sample", 1) > 1 and default.get("warm_start", True) \
+            and SOLVER_METHODS[default["method"]].uses_preconditioner:
+        s.append({**default, "start_window": 1})  # the default with the plain previous-solution start
     return s
 
 

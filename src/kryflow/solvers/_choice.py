@@ -134,7 +134,8 @@ class StrategyChoice:
         solver = self.solvers[i]
         changed = self._seen[i] != self._matrix
         start = x0
-        if start is None and solver.warm_start and self._x is not None and self._x.shape == np.shape(b):
+        # a strategy that keeps its matrix starts from its own previous solutions (its start_window)
+        if start is None and changed and solver.warm_start and self._x is not None and self._x.shape == np.shape(b):
             start = self._x
         x = solver(A, b, matrix_changed=changed, x0=start)
         self._seen[i] = self._matrix

@@ -48,6 +48,9 @@ COMMON_OPTIONS: dict[str, Param] = {
     "maxiter": MAXITER,
     "recycle_dim": RECYCLE_DIM,
     "warm_start": Param.flag(True, doc="start each solve from the previous solution (same size only)"),
+    "start_window": Param.integer(8, 1, doc="warm start of an iterative method while the matrix stays: the "
+                                  "residual-minimising combination of this many earlier solutions (1: the "
+                                  "previous solution as it is)"),
     "on_nonconvergence": Param.choice("raise", "raise", "flag",
                                       doc="raise SolverDidNotConverge, or flag the record and go on"),
     "atol": ATOL,

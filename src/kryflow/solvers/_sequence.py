@@ -16,6 +16,7 @@ import numpy as np
 from ._common import SolveInfo, SolverDidNotConverge
 from ._methods import check_solver_options, method_class
 from ._preconditioners import make_preconditioner, preconditioner_class
+from ._start import SolutionWindow
 from ._system import make_system
 from ._warm_up import warm_up_once
 
@@ -86,6 +87,10 @@ class SequenceSolver:
             not restart cycles; ignored by "direct").
         recycle_dim: recycle-space size for the methods that recycle ("rcg", "gcrodr", ...).
         warm_start: start each solve from the previous solution (same size only).
+        start_window: while the matrix stays the same (``matrix_changed=False``), an iterative
+            method's warm start is the combination of the last ``start_window`` solutions that
+            minimises the start's residual (:class:`~._start.SolutionWindow`: no product with A;
+            never worse than the previous solution); 1 = the previous solution as it is.
         on_nonconvergence: "raise" (:class:`SolverDidNotConverge`) or "flag" (return x, record
             ``converged=False``).
         method_options: ``atol``; ``blas_threads`` (default 1; None = no limit: threads for BLAS
@@ -102,18 +107,19 @@ class SequenceSolver:
     """
 
     def __init__(self, method: str = "rcg", preconditioner: str = "amg", rtol: float = 1e-8, maxiter: int = 2000,
-                 recycle_dim: int = 8, warm_start: bool = True, on_nonconvergence: str = "raise",
-                 **method_options: Any):
+                 recycle_dim: int = 8, warm_start: bool = True, start_window: int = 8,
+                 on_nonconvergence: str = "raise", **method_options: Any):
         self._method_class = method_class(method)  # "auto" is not a method: default_strategy resolves it
         opts = check_solver_options(method, preconditioner, {
             "rtol": rtol, "maxiter": maxiter, "recycle_dim": recycle_dim, "warm_start": warm_start,
-            "on_nonconvergence": on_nonconvergence, **method_options})
+            "start_window": start_window, "on_nonconvergence": on_nonconvergence, **method_options})
         uses_pre = self._method_class.uses_preconditioner
         self.method = method
         self.preconditioner = preconditioner if uses_pre else "none"
         self.rtol, self.maxiter, self.atol = float(opts["rtol"]), int(opts["maxiter"]), float(opts["atol"])
         self.recycle_dim = int(opts["recycle_dim"])
         self.warm_start = bool(opts["warm_start"])
+        self.start_window = int(opts["start_window"])
         self.on_nonconvergence = opts["on_nonconvergence"]
         self.blas_threads = opts["blas_threads"]
         self.options = dict(method_options)
@@ -126,6 +132,9 @@ class SequenceSolver:
     def _reset_state(self) -> None:
         self._n: int | None = None
         self._x: np.ndarray | None = None
+        # earlier solutions of the current matrix: only an iterative method uses a start
+        use = self.warm_start and self.start_window > 1 and self._method_class.uses_preconditioner
+        self._window = SolutionWindow(self.start_window) if use else None
         self._pre = make_preconditioner(self.preconditioner, symmetric=self._method_class.symmetric,
                                         **self._pre_options)
         self.solver_method = self._method_class.from_options(self.recycle_dim, **self._method_options)
@@ -133,6 +142,11 @@ class SequenceSolver:
     def __repr__(self) -> str:
         return (f"SequenceSolver(method={self.method!r}, preconditioner={self.preconditioner!r}, rtol={self.rtol}, "
                 f"maxiter={self.maxiter}, recycle_dim={self.recycle_dim}, warm_start={self.warm_start})")
+
+    @property
+    def window(self) -> SolutionWindow | None:
+        """The earlier solutions of the current matrix that warm starts combine (None: no window)."""
+        return self._window
 
     @property
     def learner(self) -> Any:
@@ -167,12 +181,7 @@ class SequenceSolver:
         if precondition:
             self._pre.update(system.operator, matrix_changed)
         M = self._pre if precondition and not self._pre.identity else None
-        if isinstance(start, str):
-            if start != "zero":
-                raise ValueError(f"x0 must be None, 'zero' or an array of shape ({system.n},), got {start!r}")
-            x0 = None
-        else:
-            x0 = start if start is not None else self._x if (self.warm_start and self._x is not None) else None
+        x0 = self._start(system, start, matrix_changed)
         x, info = method.run(system.with_start(x0, M), rtol=self.rtol, atol=self.atol, maxiter=self.maxiter,
                              matrix_changed=matrix_changed, started=t0, preconditioner=self.preconditioner)
         if precondition:
@@ -181,6 +190,29 @@ class SequenceSolver:
         self.records.append(info)
         if not info.converged and self.on_nonconvergence == "raise":
             raise SolverDidNotConverge(info, self.rtol, self.maxiter)
-        if self.warm_start and np.all(np.isfinite(x)):
-            self._x = x.copy()
+        self._keep(x, system.b, info)
         return x
+
+    def _start(self, system: Any, start: Any, matrix_changed: bool) -> np.ndarray | None:
+        """This solve's ``x0``: the caller's, zeros, the window's combination or the previous solution."""
+        if self._window is not None and matrix_changed:
+            self._window.clear()  # another matrix: A x_i = b_i no longer holds for the kept pairs
+        if isinstance(start, str):
+            if start != "zero":
+                raise ValueError(f"x0 must be None, 'zero' or an array of shape ({system.n},), got {start!r}")
+            return None
+        if start is not None or not self.warm_start:
+            return start
+        if self._window is not None and len(self._window):
+            return self._window.start(system.b)
+        return self._x
+
+    def _keep(self, x: np.ndarray, b: np.ndarray, info: SolveInfo) -> None:
+        """Keep ``x`` as the next warm start (and, converged, in the window; its time counts in the solve's)."""
+        if not self.warm_start or not np.all(np.isfinite(x)):
+            return
+        t0 = time.perf_counter()
+        self._x = x.copy()
+        if self._window is not None and info.converged:
+            self._window.add(x, b)
+        info.seconds += time.perf_counter() - t0
