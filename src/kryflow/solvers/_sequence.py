@@ -141,7 +141,8 @@ class SequenceSolver:
 
     def __repr__(self) -> str:
         return (f"SequenceSolver(method={self.method!r}, preconditioner={self.preconditioner!r}, rtol={self.rtol}, "
-                f"maxiter={self.maxiter}, recycle_dim={self.recycle_dim}, warm_start={self.warm_start})")
+                f"maxiter={self.maxiter}, recycle_dim={self.recycle_dim}, warm_start={self.warm_start}, "
+                f"start_window={self.start_window})")
 
     @property
     def window(self) -> SolutionWindow | None:
