@@ -30,6 +30,8 @@ class ArnoldiCycle:
         r: the start residual ``(N,)``; beta: ``||r|| > 0``.
         size: s, the most Arnoldi steps (matvecs) of the cycle.
         flexible: keep ``Z = M V`` (flexible form, GCRO-DR); else the update is ``M (Vᵀ y)``.
+        breakdown_tol: a new vector whose norm after orthogonalisation is at most this fraction of
+            its norm before counts as zero (an invariant subspace); 0: only an exact zero does.
 
     **Attributes:**
         V ``(s + 1, N)``: orthonormal rows. Z ``(s, N)`` or None. H ``(s + 1, s)``: the Hessenberg
@@ -37,7 +39,7 @@ class ArnoldiCycle:
         ``beta e_1``. j: steps taken. breakdown: the Krylov space became invariant.
     """
 
-    def __init__(self, r: np.ndarray, beta: float, size: int, flexible: bool = False):
+    def __init__(self, r: np.ndarray, beta: float, size: int, flexible: bool = False, breakdown_tol: float = 0.0):
         n = r.shape[0]
         self.V = np.empty((size + 1, n))
         self.Z = np.empty((size, n)) if flexible else None
@@ -49,6 +51,7 @@ class ArnoldiCycle:
         self._sn = np.zeros(size)
         self.V[0] = r / beta
         self.size, self.j, self.breakdown = size, 0, False
+        self.breakdown_tol = breakdown_tol
 
     def run(self, system: LinearSystem, tol: float, budget: int, bnorm: float,
             callback: Callable[[float], Any] | None = None,
@@ -77,18 +80,20 @@ class ArnoldiCycle:
         residual norm estimate ``|g_{j+1}|``."""
         j, V = self.j, self.V
         Vj = V[: j + 1]
+        h0 = nrm2(w) if self.breakdown_tol else 0.0
         h = Vj @ w
         w -= h @ Vj
         h2 = Vj @ w  # second pass: CGS is unstable alone
         w -= h2 @ Vj
         h += h2
         hn = nrm2(w)
-        self.H[: j + 1, j] = h
-        self.H[j + 1, j] = hn
-        if hn > 0.0:
+        if hn > self.breakdown_tol * h0:
             V[j + 1] = w / hn
         else:
+            hn = 0.0
             self.breakdown = True
+        self.H[: j + 1, j] = h
+        self.H[j + 1, j] = hn
         col = self.H[: j + 2, j].copy()
         cs, sn = self._cs, self._sn
         for i in range(j):
@@ -104,11 +109,23 @@ class ArnoldiCycle:
         self.j = j + 1
         return abs(self.g[j + 1])
 
-    def coefficients(self, what: str) -> np.ndarray:
-        """``y`` ``(j,)`` minimising the cycle's residual (``x += Z y`` or ``x += M Vᵀ y``);
-        ``ValueError`` naming ``what`` when the projected matrix is singular."""
+    def coefficients(self, what: str, singular: str = "raise") -> np.ndarray:
+        """``y`` ``(j,)`` minimising the cycle's residual (``x += Z y`` or ``x += M Vᵀ y``).
+
+        A singular projected matrix (only its last diagonal entry can vanish, at a breakdown) is a
+        ``ValueError`` naming ``what``, or with ``singular="least_squares"`` a minimiser all the
+        same: the last coefficient 0, the others from the nonsingular leading block (scipy's
+        convention: it returns such an iterate rather than raising).
+        """
         j = self.j
-        if self.R[j - 1, j - 1] == 0.0:
+        last = abs(self.R[j - 1, j - 1])
+        if singular == "least_squares" and last <= np.finfo(float).eps * np.linalg.norm(self.H[: j + 1, j - 1]):
+            y = np.zeros(j)
+            if j > 1:
+                y[: j - 1] = sla.solve_triangular(self.R[: j - 1, : j - 1], self.g[: j - 1], lower=False,
+                                                  check_finite=False)
+            return y
+        if last == 0.0:
             raise ValueError(f"{what} breakdown with a singular projected (Hessenberg) matrix: A appears singular; "
                              "check the system")
         return sla.solve_triangular(self.R[:j, :j], self.g[:j], lower=False, check_finite=False)

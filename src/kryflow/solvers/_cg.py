@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._common import SolveInfo, scipy_failure_code
+from ._common import SolveInfo
 from ._methods import MethodResult, SequenceMethod
 from ._pcg import pcg
 from ._system import LinearSystem
@@ -38,7 +38,8 @@ def cg(A: Any, b: Any, x0: Any = None, *, rtol: float = 1e-8, atol: float = 0.0,
             ``LinearOperator``. b: ``(N,)`` or ``(N, 1)``.
         x0: start ``(N,)`` / ``(N, 1)``, ``None`` (zeros) or ``"Mb"`` (``M @ b``).
         rtol, atol: stop when ``||b - A x|| <= max(rtol ||b||, atol)`` (true, unpreconditioned
-            2-norm, recomputed before stopping). kryflow's default ``rtol`` is 1e-8 (scipy: 1e-5).
+            2-norm, recomputed before stopping); any values >= 0 scipy accepts (``rtol=1.0``,
+            ``atol=inf``, both 0). kryflow's default ``rtol`` is 1e-8 (scipy: 1e-5).
         maxiter: iteration limit (default ``10 N``).
         M: approximate inverse of A: matrix, dense array, LinearOperator or callable ``r -> z``.
         callback: ``callback(xk)`` after each iteration.
@@ -46,13 +47,10 @@ def cg(A: Any, b: Any, x0: Any = None, *, rtol: float = 1e-8, atol: float = 0.0,
 
     **Returns:**
         ``(x, info)``: x ``(N,)``; info 0 on convergence, else ``maxiter`` (the iterations done),
-        as scipy; a :class:`SolveInfo` when ``full_output``.
-
-    Unlike scipy, which returns whatever iterate it reached, a breakdown (``pᵀ A p <= 0`` or an
-    overflowing step: A singular or not SPD) raises ``ValueError``.
+        as scipy; a :class:`SolveInfo` when ``full_output``. A breakdown (``pᵀ A p <= 0`` or an
+        overflowing step: A or M singular, or not SPD) returns the last iterate before it with the
+        failure code, as scipy returns what it reached (the sequence methods raise instead).
     """
-    x, info = ConjugateGradient().solve(A, b, x0, rtol=rtol, atol=atol, maxiter=maxiter, M=M, callback=callback)
-    if full_output:
-        return x, info
-    return x, 0 if info.converged else scipy_failure_code(maxiter, b)
+    return ConjugateGradient().solve_as_scipy(A, b, x0, rtol=rtol, atol=atol, maxiter=maxiter, M=M,
+                                              callback=callback, full_output=full_output)
 

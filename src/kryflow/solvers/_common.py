@@ -14,6 +14,7 @@ from kryflow._registry import Param, ParameterError, Registry
 __all__ = [
     "SolveInfo",
     "SolverDidNotConverge",
+    "KrylovBreakdown",
     "MatrixFingerprint",
     "SparsityPattern",
     "RegisteredByName",
@@ -21,6 +22,7 @@ __all__ = [
     "ATOL",
     "MAXITER",
     "check_tolerances",
+    "scipy_tolerances",
     "python_scalar",
     "scipy_failure_code",
     "stale_matrix_check",
@@ -93,6 +95,25 @@ class SolverDidNotConverge(RuntimeError):
         )
 
 
+class KrylovBreakdown(ValueError):
+    """A Krylov iteration cannot go on (A or the preconditioner singular, or A not SPD for CG).
+
+    ``.x`` ``(N,)``: the last iterate before the breakdown, and ``.iterations``, ``.matvecs`` spent so
+    far, where the iteration that raised knows them (else ``None``): a caller that follows scipy's
+    convention returns that iterate with a failure code instead of raising
+    (:meth:`~._methods.SequenceMethod.run` with ``on_breakdown="return"``).
+    """
+
+    x: np.ndarray | None = None
+    iterations: int = 0
+    matvecs: int = 0
+
+    def reached(self, x: np.ndarray, iterations: int, matvecs: int) -> KrylovBreakdown:
+        """This breakdown with the iterate it stopped at (returns self, to be raised again)."""
+        self.x, self.iterations, self.matvecs = x, iterations, matvecs
+        return self
+
+
 class RegisteredByName:
     """Base of classes that register themselves: ``class X(Base, name="x")`` puts X into
     ``Base.REGISTRY`` under ``"x"`` and sets ``X.name``; without ``name`` nothing is registered."""
@@ -126,6 +147,23 @@ def check_tolerances(rtol: float, atol: float, maxiter: int | None, n: int) -> i
     if maxiter is None:
         return 10 * n
     return int(MAXITER.validate("maxiter", python_scalar(maxiter)))
+
+
+def scipy_tolerances(rtol: Any, atol: Any) -> tuple[float, float]:
+    """``(rtol, atol)`` as floats where scipy's solvers accept them: any ``rtol >= 0`` and
+    ``atol >= 0``, ``1.0``, ``inf`` and both 0 included (then ``maxiter`` alone ends a solve).
+
+    Raises ``ValueError`` naming the argument for ``None``, a string (scipy's old ``"legacy"``), a
+    negative number or NaN.
+    """
+    out = []
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        value = python_scalar(value)
+        if isinstance(value, (str, bool)) or not isinstance(value, (int, float)) or not value >= 0.0:
+            raise ValueError(f"invalid `{name}`={value!r}: it must be a real, non-negative number "
+                             "(scipy's convention; inf is allowed)")
+        out.append(float(value))
+    return out[0], out[1]
 
 
 def scipy_failure_code(maxiter: int | None, b: Any) -> int:

@@ -19,7 +19,8 @@ import numpy as np
 
 from kryflow._registry import Param, ParameterError, Registry, check_params
 
-from ._common import ATOL, MAXITER, RTOL, RegisteredByName, SolveInfo, check_tolerances, nrm2, python_scalar
+from ._common import (ATOL, MAXITER, RTOL, KrylovBreakdown, RegisteredByName, SolveInfo, check_tolerances, nrm2,
+                      python_scalar, scipy_failure_code, scipy_tolerances)
 from ._preconditioners import PRECONDITIONERS, preconditioner_class
 from ._system import LinearSystem, make_system
 
@@ -172,20 +173,49 @@ class SequenceMethod(RegisteredByName, abc.ABC):
         return self.run(system, rtol=rtol, atol=atol, maxiter=maxiter, matrix_changed=matrix_changed,
                         callback=callback, started=t0)
 
+    def solve_as_scipy(self, A: Any, b: Any, x0: Any = None, *, rtol: Any, atol: Any, maxiter: int | None, M: Any,
+                       callback: Callable | None, full_output: bool) -> tuple[np.ndarray, int | SolveInfo]:
+        """:meth:`solve` with scipy's convention, as ``scipy.sparse.linalg.cg`` and ``gmres`` take it:
+        any ``rtol, atol >= 0`` (``rtol >= 1``, ``atol = inf`` and both 0 included; ``None`` or a
+        negative value is a ``ValueError``), a zero ``x0`` costs no product, and a breakdown (A or M
+        singular, A not SPD for CG) returns its last iterate as a failure instead of raising.
+
+        **Returns:** ``(x, info)``: x ``(N,)``; info 0 on convergence, else ``maxiter`` as given
+        (default ``10 N``), as scipy; a :class:`SolveInfo` when ``full_output``.
+        """
+        t0 = time.perf_counter()
+        rtol, atol = scipy_tolerances(rtol, atol)
+        system = make_system(A, b, x0, M)
+        if system.x0 is not None and not system.x0.any():
+            system = system.with_start(None, system.M)  # scipy: a zero start costs no product with A
+        limit = 10 * system.n if maxiter is None else int(MAXITER.validate("maxiter", python_scalar(maxiter)))
+        x, info = self.run(system, rtol=rtol, atol=atol, maxiter=limit, matrix_changed=True, callback=callback,
+                           started=t0, on_breakdown="return")
+        if full_output:
+            return x, info
+        return x, 0 if info.converged else scipy_failure_code(maxiter, system.b)
+
     def run(self, system: LinearSystem, *, rtol: float, atol: float, maxiter: int, matrix_changed: bool,
             callback: Callable | None = None, started: float | None = None,
-            preconditioner: str | None = None) -> tuple[np.ndarray, SolveInfo]:
+            preconditioner: str | None = None, on_breakdown: str = "raise") -> tuple[np.ndarray, SolveInfo]:
         """:meth:`solve` on a normalised system with checked tolerances; a zero ``b`` gives ``x = 0``.
 
         ``started``: ``perf_counter()`` at the start of the timed work; ``preconditioner``: the
-        name to record (default "none" or "custom").
+        name to record (default "none" or "custom"); ``on_breakdown``: ``"raise"`` the
+        :class:`~._common.KrylovBreakdown` of an iteration that cannot go on, or ``"return"`` its
+        last iterate, recorded as not converged (scipy's convention).
         """
         t0 = time.perf_counter() if started is None else started
         bnorm = system.bnorm
         if bnorm == 0.0:
             x, its, mv, k, rel = np.zeros(system.n), 0, 0, self.recycle_dim, 0.0
         else:
-            x, its, mv, k = self._iterate(system, rtol, atol, maxiter, matrix_changed, callback)
+            try:
+                x, its, mv, k = self._iterate(system, rtol, atol, maxiter, matrix_changed, callback)
+            except KrylovBreakdown as exc:
+                if on_breakdown != "return" or exc.x is None:
+                    raise
+                x, its, mv, k = exc.x, exc.iterations, exc.matvecs, self.recycle_dim
             rel = float(nrm2(system.residual(x)) / bnorm)
             mv += 1
         ok = bnorm == 0.0 or bool(np.isfinite(rel) and rel <= max(rtol, atol / bnorm) * (1 + 1e-12))

@@ -15,7 +15,7 @@ from typing import Any, Callable, NamedTuple, Protocol
 import numpy as np
 
 from . import _kernels as _k
-from ._common import nrm2, tolerance
+from ._common import KrylovBreakdown, nrm2, tolerance
 from ._system import LinearSystem
 
 __all__ = ["CGOutcome", "Deflation", "Harvest", "pcg"]
@@ -67,14 +67,18 @@ def pcg(system: LinearSystem, rtol: float, atol: float, maxiter: int, *, precond
         deflation, harvest: the hooks of recycled CG (module docstring).
         callback: ``callback(x)`` after each iteration (forces the Python loop).
 
-    **Returns:** a :class:`CGOutcome`. Raises ``ValueError`` on a breakdown (A singular or not SPD).
+    **Returns:** a :class:`CGOutcome`. Raises :class:`~._common.KrylovBreakdown` (a ``ValueError``)
+    on a breakdown (A singular or not SPD), carrying the last iterate.
     """
     bnorm = system.bnorm
     tol = tolerance(bnorm, rtol, atol)
     if bnorm == 0.0:
         return CGOutcome(np.zeros(system.n), 0, 0, True)
-    loop = _CGIterations(system, tol, preconditioned_scale, deflation, harvest, callback)
     x, r, mv = system.start()
+    try:
+        loop = _CGIterations(system, tol, preconditioned_scale, deflation, harvest, callback)
+    except KrylovBreakdown as exc:
+        raise exc.reached(x, 0, mv) from None
     mv += loop.scale_matvecs
     its = 0
     while True:
@@ -84,7 +88,10 @@ def pcg(system: LinearSystem, rtol: float, atol: float, maxiter: int, *, precond
             return CGOutcome(x, its, mv, True)
         if its >= maxiter:
             return CGOutcome(x, its, mv, False)
-        k = loop.run(x, r, its, maxiter)
+        try:
+            k = loop.run(x, r, its, maxiter)
+        except KrylovBreakdown as exc:  # x holds the last iterate before the failed step
+            raise exc.reached(x, exc.iterations, mv + exc.iterations - its) from None
         its += k
         mv += k
         if harvest is not None:
@@ -115,8 +122,8 @@ class _CGIterations:
         scale, self.scale_matvecs = ((1.0, 0) if unit and (system.csr is None or offered is not None)
                                      else system.diagonal_scale())
         if scale == 0.0:
-            raise ValueError("A has an all-zero diagonal (or maps a probe vector to 0), so it is not SPD; "
-                             "CG cannot solve it (use 'gmres' or 'direct')")
+            raise KrylovBreakdown("A has an all-zero diagonal (or maps a probe vector to 0), so it is not SPD; "
+                                  "CG cannot solve it (use 'gmres' or 'direct')")
         self.singular_alpha = 1e13 / (1.0 if unit else scale)
         self.deflation, self.harvest, self.callback = deflation, harvest, callback
         hooks = deflation is not None or harvest is not None
@@ -182,8 +189,10 @@ class _CGIterations:
         return its - done
 
 
-def _breakdown(its: int, pq: float) -> ValueError:
-    return ValueError(
+def _breakdown(its: int, pq: float) -> KrylovBreakdown:
+    exc = KrylovBreakdown(
         f"CG breakdown at iteration {its}: p^T A p = {pq:.3e} <= 0, so A (or the preconditioner) is singular "
         "(step length rz/pq overflows) or not symmetric positive definite; use method 'gmres', 'gcrodr' or 'direct'"
     )
+    exc.iterations = its  # the products spent, the failed step's included (pcg adds the iterate)
+    return exc
