@@ -105,6 +105,24 @@ def cmd_data_import(args) -> int:
     return 0
 
 
+def cmd_data_import_pdebench(args) -> int:
+    from kryflow.data import import_pdebench_darcy
+
+    out = import_pdebench_darcy(args.file, args.out, num_samples=args.num_samples, stride=args.stride,
+                                val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
+                                overwrite=args.overwrite)
+    print(f"imported into {out}")
+    return 0
+
+
+def cmd_data_export_well(args) -> int:
+    from kryflow.data import export_well
+
+    out = export_well(args.store, args.out, split=args.split, dataset_name=args.name, overwrite=args.overwrite)
+    print(f"exported {args.store} to {out} (The Well's HDF5 layout)")
+    return 0
+
+
 def cmd_generate(args) -> int:
     """One dataset; a sharded one shard by shard (``--shard K``: that part only), then merged."""
     from kryflow.config import dataset_shards, dataset_spec
@@ -274,6 +292,23 @@ def _add_data_commands(sub) -> None:
     s.add_argument("--overwrite", action="store_true")
     s.add_argument("out")
     s.set_defaults(func=cmd_data_import)
+    s = data.add_parser("import-pdebench", help="import a PDEBench 2D Darcy .hdf5 file (nu, tensor, beta)")
+    s.add_argument("file")
+    s.add_argument("out")
+    s.add_argument("--num-samples", type=int, default=None, help="the first N samples only (default: all)")
+    s.add_argument("--stride", type=int, default=1, help="every stride-th grid point (128² with 2: 64²)")
+    s.add_argument("--val-fraction", type=float, default=0.1)
+    s.add_argument("--test-fraction", type=float, default=0.1, help="the file's last samples, as PDEBench tests")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=cmd_data_import_pdebench)
+    s = data.add_parser("export-well", help="write a store as one HDF5 file in The Well's layout")
+    s.add_argument("store")
+    s.add_argument("out")
+    s.add_argument("--split", choices=["train", "val", "test"], default=None, help="that split only (default: all)")
+    s.add_argument("--name", default=None, help="dataset_name attribute (default: the store's name)")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=cmd_data_export_well)
 
 
 def _add_tracking_commands(sub) -> None:

@@ -44,6 +44,7 @@ a store at ``<path>`` is always complete; readers also refuse a store without th
 from ._loader import ChunkReader, SplitLoader, make_loader
 from ._merge import merge_dataset
 from ._neuraloperator import import_neuraloperator_darcy
+from ._pdebench import import_pdebench_darcy, read_pdebench_darcy_header
 from ._order import ORDERS, input_sketch, similarity_order, solve_order
 from ._schema import SCHEMA_VERSION, SPLITS, DatasetError, VariableSpec, assign_splits
 from ._store import (
@@ -64,6 +65,7 @@ from ._surrogate_start import (
     trained_on_of_store,
 )
 from ._synthetic import write_synthetic_dataset
+from ._well import export_well
 from ._writer import ZarrDatasetWriter
 
 __all__ = [
@@ -80,8 +82,10 @@ __all__ = [
     "ZarrDatasetWriter",
     "assign_splits",
     "dataset_digest",
+    "export_well",
     "grid_shape",
     "import_neuraloperator_darcy",
+    "import_pdebench_darcy",
     "input_sketch",
     "inspect_dataset",
     "load_start_model",
@@ -89,6 +93,7 @@ __all__ = [
     "merge_dataset",
     "normalization_stats",
     "open_dataset",
+    "read_pdebench_darcy_header",
     "resolve_surrogate",
     "similarity_order",
     "solve_order",
