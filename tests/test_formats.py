@@ -233,3 +233,29 @@ def test_command_line_imports_and_exports(tmp_path, capsys):
         np.testing.assert_array_equal(f["t0_fields/a"][()], data["nu"][train][:, ::2, ::2].transpose(0, 2, 1))
     assert main(["data", "export-well", str(store), str(tmp_path / "p.h5")]) == 2
     assert "exists" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_workflow_trains_on_a_pdebench_file(tmp_path):
+    """A config's ``source: {kind: pdebench_darcy, file: ...}`` imports the file through Snakemake
+    (rule import_pdebench), and the cell trains and evaluates on it like on generated data."""
+    import copy
+
+    import pandas as pd
+    from conftest import TINY_CONFIG, run_snakemake, write_config
+
+    src, data = _pdebench_file(tmp_path / "2D_DarcyFlow_beta1.0_Train.hdf5", n=24, ny=16, nx=16)
+    cfg = copy.deepcopy(TINY_CONFIG)
+    cfg["experiment"] = "kryflow-pdebench"
+    cfg["datasets"] = {"pdebench": {"source": {"kind": "pdebench_darcy", "file": str(src), "stride": 2,
+                                               "test_fraction": 0.25, "val_fraction": 0.2}}}
+    cfg["models"] = {"fno": cfg["models"]["fno"]}
+    cfg["optimizers"] = {"adam": cfg["optimizers"]["adam"]}
+    cfg["solver_benchmark"] = {"enabled": False}
+    proc = run_snakemake(tmp_path, write_config(tmp_path / "pdebench.yaml", cfg))
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    ds = open_dataset(tmp_path / "data" / "pdebench.zarr")
+    assert ds["a"].shape == (24, 8, 8) and (ds["split"].values == 2).sum() == 6
+    np.testing.assert_array_equal(ds["u"].values, data["tensor"][:, 0, ::2, ::2].transpose(0, 2, 1))
+    summary = pd.read_csv(tmp_path / "results" / "summary.csv")
+    assert len(summary) == 1 and summary.loc[0, "status"] == "finished" and summary.loc[0, "dataset"] == "pdebench"

@@ -242,15 +242,21 @@ def run_merge(name: str, spec: Mapping, parts: Sequence[Pathish], out_path: Path
 
 def run_import(name: str, source: Mapping, out_path: Pathish, tracking_json: Pathish,
                transfer_out: Pathish | None = None) -> Path:
-    """Import an external dataset (neuraloperator's Darcy sets) into kryflow's schema."""
-    from kryflow.data import dataset_digest, import_neuraloperator_darcy
+    """Import an external dataset (neuraloperator's Darcy sets, a PDEBench 2D Darcy file) into
+    kryflow's schema."""
+    from kryflow.data import dataset_digest, import_neuraloperator_darcy, import_pdebench_darcy
 
     tags = {"dataset": name, "rule": "import_dataset", "source": source["kind"]}
     with stage(tracking_json, f"generate/{name}", f"import-{name}", tags) as tracker:
         tracker.log_params({"source": dict(source)})
         out_path = Path(out_path)
-        path = Path(import_neuraloperator_darcy(source["train"], source["test"], out_path,
-                                                test_hi_pt=source.get("test_hi"), overwrite=True))
+        if source["kind"] == "pdebench_darcy":
+            options = {k: source[k] for k in ("num_samples", "stride", "val_fraction", "test_fraction", "seed")
+                       if k in source}
+            path = Path(import_pdebench_darcy(source["file"], out_path, overwrite=True, **options))
+        else:
+            path = Path(import_neuraloperator_darcy(source["train"], source["test"], out_path,
+                                                    test_hi_pt=source.get("test_hi"), overwrite=True))
         tracker.log_dataset(name, path, dataset_digest(path), context="generation")
         if source.get("test_hi"):
             # the importer names the fine-grid store by its grid size; the workflow by role

@@ -111,7 +111,28 @@ rule import_dataset:
         main=directory(layout.DATASET),
         hi=directory(layout.IMPORTED_HI),
     wildcard_constraints:
-        dataset=name_pattern(imported_dataset_names(config)),
+        dataset=name_pattern(imported_dataset_names(config, "neuraloperator_darcy")),
+    params:
+        source=lambda w: config["datasets"][w.dataset]["source"],
+    log:
+        layout.rule_log("import_dataset", "{dataset}"),
+    benchmark:
+        layout.rule_benchmark("import_dataset", "{dataset}")
+    conda:
+        "../../envs/kryflow.yaml"
+    script:
+        "../../scripts/import_dataset.py"
+
+
+rule import_pdebench:
+    # A PDEBench 2D Darcy .hdf5 file in kryflow's schema (read in place, never copied); one store,
+    # no finer-grid test set.
+    input:
+        tracking=ancient(layout.TRACKING_JSON),
+    output:
+        main=directory(layout.DATASET),
+    wildcard_constraints:
+        dataset=name_pattern(imported_dataset_names(config, "pdebench_darcy")),
     params:
         source=lambda w: config["datasets"][w.dataset]["source"],
     log:
