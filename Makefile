@@ -38,12 +38,15 @@ system-deps:
 	fi
 
 # The optional solver baselines (CHOLMOD through scikit-sparse, MKL PARDISO through pypardiso),
-# after the system packages so that scikit-sparse finds SuiteSparse's headers. Never fatal:
+# after the system packages so that scikit-sparse finds SuiteSparse's headers, and neuraloperator's
+# models (the neuralop extra). Never fatal:
 # where they do not install, their methods report themselves absent and their tests and
 # benchmark rows skip.
 $(EXTRAS): $(STAMP) pyproject.toml | system-deps
 	$(BIN)/python -m pip install --quiet -e ".[solvers]" \
 	  || echo "note: solver extras (scikit-sparse, pypardiso) absent: their tests and benchmark rows skip"
+	$(BIN)/python -m pip install --quiet -e ".[neuralop]" \
+	  || echo "note: neuraloperator absent: the neuralop_* models say so and their tests skip"
 	touch $(EXTRAS)
 
 solver-extras: $(EXTRAS)
