@@ -266,3 +266,39 @@ def test_iid_is_the_default_and_drift_correlates_neighbours():
     mean_v = [np.array([s.fields["vx"].mean(), s.fields["vy"].mean()]) for s in fam.samples(6, 0)]
     angles = [np.arctan2(v[1], v[0]) for v in mean_v]
     assert np.ptp(angles) > 1.0
+
+
+def test_advection_diffusion_trajectory_variant():
+    # num_steps > 0: heat's implicit steps on the same operator, stored as heat stores them
+    steady = build_family("advection_diffusion", n=12)
+    timed = build_family("advection_diffusion", n=12, num_steps=200, save_every=50, dt=0.5)
+    assert steady.solves_per_sample == 1 and steady.extra_coords() == {} and steady.states == {}
+    assert timed.inputs == ["f", "vx", "vy", "u0"] and timed.solves_per_sample == 200
+    assert timed.states == {"u": ("u0", "trajectory")}
+    assert timed.variables()["trajectory"]["dims"] == ("time", "x", "y")
+    np.testing.assert_allclose(timed.extra_coords()["time"][1], [25.0, 50.0, 75.0, 100.0])
+    a, b = next(iter(steady.samples(1, seed=3))), next(iter(timed.samples(1, seed=3)))
+    for key in a.fields:  # the steady problem's f and v, and a u0 of its own stream
+        np.testing.assert_array_equal(a.fields[key], b.fields[key])
+    assert not any(np.array_equal(b.fields["u0"], b.fields[k]) for k in a.fields)
+    calls = []
+
+    def solve(A, rhs, *, matrix_changed):
+        calls.append(matrix_changed)
+        return lu_solve(A, rhs, matrix_changed=matrix_changed)
+
+    out = b.solve(solve)
+    assert calls == [True] + [False] * 199  # one matrix per sample
+    assert out["trajectory"].shape == (4, 12, 12)
+    np.testing.assert_array_equal(out["u"], out["trajectory"][-1])
+    # backward Euler's fixed point is the steady solution, reached long before t = 100
+    u_steady = a.solve(lu_solve)["u"]
+    assert np.abs(out["u"] - u_steady).max() < 1e-8 * np.abs(u_steady).max()
+
+
+@pytest.mark.parametrize("bad,key", [({"num_steps": -1}, "num_steps"), ({"num_steps": 10, "save_every": 3}, "save_every"),
+                                     ({"num_steps": 4, "dt": 0.0}, "dt"), ({"num_steps": 4, "scheme": "rk4"}, "scheme")])
+def test_bad_advection_diffusion_time_params(bad, key):
+    with pytest.raises(ValueError, match=key) as err:
+        build_family("advection_diffusion", **bad)
+    assert err.value.param == key

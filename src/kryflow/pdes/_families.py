@@ -44,6 +44,15 @@ _COEFFICIENT = {
 }
 
 
+_TIME = {
+    "scheme": "backward_euler",  # or "crank_nicolson"
+    "dt": 0.002,
+    "num_steps": 20,
+    "save_every": 5,
+    "rannacher_steps": 2,  # Crank–Nicolson only: start-up steps done as two backward-Euler half steps
+}
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
 
@@ -127,6 +136,13 @@ class PDEFamily(abc.ABC):
 
     #: independent white-noise streams a sample draws from (one per random input field)
     noise_streams: int = 1
+    #: time-dependent families: state variable -> (its initial-state input, its trajectory output)
+    states: dict[str, tuple[str, str]] = {}
+
+    @property
+    def stream_ids(self) -> list[int]:
+        """The stream numbers of the ``noise_streams`` GRF draws, in the order ``_sample`` gets them."""
+        return list(range(self.noise_streams))
 
     def samples(self, num_samples: int, seed: int, start: int = 0, stop: int | None = None) -> Iterator[Sample]:
         """Samples ``start .. stop-1`` (default all) of the dataset ``(seed, num_samples)``, in index order.
@@ -143,7 +159,7 @@ class PDEFamily(abc.ABC):
             raise ValueError(f"sample range [{start}, {stop}) is not inside [0, {num_samples})")
         p, grf = self.params, self._grf()
         streams = [grf.draws(seed, j, range(start, stop), p["relation"], p["drift_angle"])
-                   for j in range(self.noise_streams)]
+                   for j in self.stream_ids]
         for draws in zip(*streams):
             yield self._sample(draws[0][0], seed, [field for _, field in draws])
 
@@ -245,6 +261,61 @@ class DarcyFamily(PDEFamily):
         return Sample(index, {"a": a}, run)
 
 
+def _validate_time(p: dict[str, Any]) -> None:
+    """Check the implicit time-stepping parameters (``_TIME``), naming the bad one."""
+    rs = p["rannacher_steps"]
+    if not isinstance(rs, (int, np.integer)) or not 0 <= rs <= p["num_steps"]:
+        raise ParameterError(f"rannacher_steps must be an integer in [0, num_steps={p['num_steps']}], got {rs!r}",
+                             "rannacher_steps")
+    if p["scheme"] not in ("backward_euler", "crank_nicolson"):
+        raise ParameterError(f"scheme must be 'backward_euler' or 'crank_nicolson', got {p['scheme']!r}", "scheme")
+    _positive_finite(p, "dt")
+    ns, se = p["num_steps"], p["save_every"]
+    if not isinstance(ns, (int, np.integer)) or ns < 1:
+        raise ParameterError(f"num_steps must be an integer >= 1, got {ns!r}", "num_steps")
+    if not isinstance(se, (int, np.integer)) or se < 1 or ns % se:
+        raise ParameterError(f"save_every must be a positive divisor of num_steps={ns}, got {se!r}", "save_every")
+
+
+def _time_coords(p: dict[str, Any]) -> dict[str, tuple]:
+    t = p["dt"] * p["save_every"] * np.arange(1, p["num_steps"] // p["save_every"] + 1)
+    return {"time": (("time",), t, {"units": "s", "long_name": "time after the initial state"})}
+
+
+def _rannacher(p: dict[str, Any]) -> int:
+    return int(p["rannacher_steps"]) if p["scheme"] == "crank_nicolson" else 0
+
+
+def _theta_steps(L: sp.csr_matrix, f: float | np.ndarray, u0: np.ndarray, shape: tuple[int, ...],
+                 p: dict[str, Any], linear_solve: LinearSolve) -> dict[str, np.ndarray]:
+    """``u_t + L u = f`` from ``u0`` (flat ``(N,)``) by backward Euler or Crank–Nicolson (with
+    Rannacher's start-up), ``num_steps`` steps of ``dt``: one matrix ``I + θ dt L``, one solve per
+    step (two per start-up step). Returns ``u`` (final, grid-shaped) and ``trajectory``
+    ``(num_steps / save_every, *shape)``."""
+    u = u0
+    dt = float(p["dt"])
+    eye = sp.identity(L.shape[0], format="csr")
+    theta = 1.0 if p["scheme"] == "backward_euler" else 0.5
+    A = on_grid((eye + theta * dt * L).tocsr(), shape)
+    B = (eye - (1.0 - theta) * dt * L).tocsr() if theta < 1.0 else None
+    saved = []
+    first = True
+    for step in range(1, p["num_steps"] + 1):
+        if step <= _rannacher(p):
+            # two backward-Euler half steps: (I + dt/2 L) u' = u + dt/2 f, the same matrix A
+            for _ in range(2):
+                u = np.asarray(linear_solve(A, u + 0.5 * dt * f, matrix_changed=first), dtype=np.float64)
+                first = False
+        else:
+            rhs = (B @ u if B is not None else u) + dt * f
+            # the same A object every step: recycled solvers keep A·W, direct keeps its factors
+            u = np.asarray(linear_solve(A, rhs, matrix_changed=first), dtype=np.float64)
+            first = False
+        if step % p["save_every"] == 0:
+            saved.append(u.reshape(shape))
+    return {"u": u.reshape(shape), "trajectory": np.stack(saved)}
+
+
 class HeatFamily(PDEFamily):
     """Implicit heat equation ``u_t = div(a grad u) + f``, ``u = 0`` on the boundary, ``u(0) = u0``.
 
@@ -265,44 +336,19 @@ class HeatFamily(PDEFamily):
     matrix_kind = "spd"
     inputs = ["a", "u0"]
     targets = ["u"]
-    DEFAULTS = {
-        **_COMMON,
-        **_COEFFICIENT,
-        "forcing": 1.0,
-        "scheme": "backward_euler",  # or "crank_nicolson"
-        "dt": 0.002,
-        "num_steps": 20,
-        "save_every": 5,
-        "rannacher_steps": 2,  # Crank–Nicolson only: start-up steps done as two backward-Euler half steps
-    }
+    DEFAULTS = {**_COMMON, **_COEFFICIENT, "forcing": 1.0, **_TIME}
+    states = {"u": ("u0", "trajectory")}
 
     def _validate(self, p):
         self._validate_coefficient(p)
-        rs = p["rannacher_steps"]
-        if not isinstance(rs, (int, np.integer)) or not 0 <= rs <= p["num_steps"]:
-            raise ParameterError(f"rannacher_steps must be an integer in [0, num_steps={p['num_steps']}], got {rs!r}",
-                                 "rannacher_steps")
-        if p["scheme"] not in ("backward_euler", "crank_nicolson"):
-            raise ParameterError(f"scheme must be 'backward_euler' or 'crank_nicolson', got {p['scheme']!r}", "scheme")
-        _positive_finite(p, "dt")
-        ns, se = p["num_steps"], p["save_every"]
-        if not isinstance(ns, (int, np.integer)) or ns < 1:
-            raise ParameterError(f"num_steps must be an integer >= 1, got {ns!r}", "num_steps")
-        if not isinstance(se, (int, np.integer)) or se < 1 or ns % se:
-            raise ParameterError(f"save_every must be a positive divisor of num_steps={ns}, got {se!r}", "save_every")
+        _validate_time(p)
 
     @property
     def solves_per_sample(self) -> int:  # type: ignore[override]
-        return int(self.params["num_steps"]) + self._rannacher()
-
-    def _rannacher(self) -> int:
-        p = self.params
-        return int(p["rannacher_steps"]) if p["scheme"] == "crank_nicolson" else 0
+        return int(self.params["num_steps"]) + _rannacher(self.params)
 
     def extra_coords(self):
-        p = self.params
-        t = p["dt"] * p["save_every"] * np.arange(1, p["num_steps"] // p["save_every"] + 1)
-        return {"time": (("time",), t, {"units": "s", "long_name": "time after the initial state"})}
+        return _time_coords(self.params)
 
     def variables(self):
         d = self._axes
@@ -327,48 +373,47 @@ class HeatFamily(PDEFamily):
         """Time-step from ``u0`` (grid-shaped) with coefficient ``a``; returns ``u`` and ``trajectory``."""
         a = check_field("a", a, self.shape, positive=True)
         u = check_field("u0", u0, self.shape).ravel().copy()
-        p = self.params
-        dt, f = float(p["dt"]), float(p["forcing"])
-        L = diffusion_operator(a)
-        eye = sp.identity(L.shape[0], format="csr")
-        theta = 1.0 if p["scheme"] == "backward_euler" else 0.5
-        A = on_grid((eye + theta * dt * L).tocsr(), self.shape)
-        B = (eye - (1.0 - theta) * dt * L).tocsr() if theta < 1.0 else None
-        saved = []
-        first = True
-        for step in range(1, p["num_steps"] + 1):
-            if step <= self._rannacher():
-                # two backward-Euler half steps: (I + dt/2 L) u' = u + dt/2 f, the same matrix A
-                for _ in range(2):
-                    u = np.asarray(linear_solve(A, u + 0.5 * dt * f, matrix_changed=first), dtype=np.float64)
-                    first = False
-            else:
-                rhs = (B @ u if B is not None else u) + dt * f
-                # the same A object every step: recycled solvers keep A·W, direct keeps its factors
-                u = np.asarray(linear_solve(A, rhs, matrix_changed=first), dtype=np.float64)
-                first = False
-            if step % p["save_every"] == 0:
-                saved.append(u.reshape(self.shape))
-        return {"u": u.reshape(self.shape), "trajectory": np.stack(saved)}
+        return _theta_steps(diffusion_operator(a), float(self.params["forcing"]), u, self.shape, self.params,
+                            linear_solve)
 
 
 class AdvectionDiffusionFamily(PDEFamily):
-    """Steady advection–diffusion ``-eps lap u + v·grad u = f``, ``u = 0`` on the boundary.
+    """Advection–diffusion ``-eps lap u + v·grad u = f``, ``u = 0`` on the boundary: steady, or
+    in time from ``u0`` (``num_steps > 0``).
 
     ``eps = 1/peclet`` with ``max|v| = 1``. The velocity is a uniform unit vector, in a random
     direction (``relation: iid``) or one that turns by ``rotation`` radians per sample (``drift``),
     plus a divergence-free GRF swirl of relative size ``swirl``. Forcing ``f`` is a GRF. Nonsymmetric.
+
+    ``num_steps: 0`` (the default) solves the steady problem, one solve per sample. ``num_steps > 0``
+    solves ``u_t - eps lap u + v·grad u = f`` from a GRF ``u0`` with heat's implicit steps
+    (``scheme``, ``dt``, ``save_every``, ``rannacher_steps``: one matrix per sample, one solve per
+    step) and stores trajectories as heat does: input ``u0``, outputs ``u`` (final) and
+    ``trajectory`` (every ``save_every`` steps, time-major). The steady variables ``f`` and ``v``
+    of a seed are the same in both variants (``u0`` has a stream of its own).
     """
 
     name = "advection_diffusion"
     matrix_kind = "nonsymmetric"
-    solves_per_sample = 1
     targets = ["u"]
-    DEFAULTS = {**_COMMON, "peclet": 50.0, "rotation": 0.05, "swirl": 0.5}
+    DEFAULTS = {**_COMMON, "peclet": 50.0, "rotation": 0.05, "swirl": 0.5, **_TIME, "dt": 0.01, "num_steps": 0,
+                "save_every": 1}
+
+    @property
+    def time_dependent(self) -> bool:
+        return int(self.params["num_steps"]) > 0
+
+    @property
+    def solves_per_sample(self) -> int:  # type: ignore[override]
+        return int(self.params["num_steps"]) + _rannacher(self.params) if self.time_dependent else 1
+
+    @property
+    def states(self) -> dict[str, tuple[str, str]]:  # type: ignore[override]
+        return {"u": ("u0", "trajectory")} if self.time_dependent else {}
 
     @property
     def inputs(self) -> list[str]:  # type: ignore[override]
-        return ["f"] + [f"v{ax}" for ax in self._axes]
+        return ["f"] + [f"v{ax}" for ax in self._axes] + (["u0"] if self.time_dependent else [])
 
     def _validate(self, p):
         _positive_finite(p, "peclet")
@@ -376,30 +421,60 @@ class AdvectionDiffusionFamily(PDEFamily):
             raise ParameterError(f"rotation must be finite (radians per sample), got {p['rotation']!r}", "rotation")
         if not (0.0 <= float(p["swirl"]) < 10.0):
             raise ParameterError(f"swirl must be in [0, 10), got {p['swirl']!r}", "swirl")
+        ns = p["num_steps"]
+        if isinstance(ns, bool) or not isinstance(ns, (int, np.integer)) or ns < 0:
+            raise ParameterError(f"num_steps must be an integer >= 0 (0: the steady problem), got {ns!r}",
+                                 "num_steps")
+        if ns > 0:
+            _validate_time(p)
+
+    def extra_coords(self):
+        return _time_coords(self.params) if self.time_dependent else {}
 
     def variables(self):
         d = self._axes
         out = {"f": {"dims": d, "long_name": "source term", "units": "1", "role": "input"}}
         for ax in d:
             out[f"v{ax}"] = {"dims": d, "long_name": f"velocity component {ax}", "units": "1", "role": "input"}
-        out["u"] = {"dims": d, "long_name": "solution of -eps lap u + v.grad u = f", "units": "1", "role": "output"}
+        if not self.time_dependent:
+            out["u"] = {"dims": d, "long_name": "solution of -eps lap u + v.grad u = f", "units": "1",
+                        "role": "output"}
+            return out
+        out["u0"] = {"dims": d, "long_name": "initial state", "units": "1", "role": "input"}
+        out["u"] = {"dims": d, "long_name": "state at the final time", "units": "1", "role": "output"}
+        out["trajectory"] = {"dims": ("time",) + d, "long_name": "saved states", "units": "1", "role": "output"}
         return out
 
-    def system(self, f: np.ndarray, velocity: tuple[np.ndarray, ...]) -> tuple[sp.csr_matrix, np.ndarray]:
-        """Assemble ``(A, b)`` from forcing ``f`` and velocity components (grid-shaped)."""
-        f = check_field("f", f, self.shape)
+    def operator(self, velocity: tuple[np.ndarray, ...]) -> sp.csr_matrix:
+        """``L u = -eps lap u + v·grad u`` for velocity components (grid-shaped): ``(N, N)``, tagged."""
         if len(velocity) != self.dim:
             raise ValueError(f"velocity needs {self.dim} components, got {len(velocity)}")
         vel = tuple(check_field(f"v{ax}", v, self.shape) for ax, v in zip(self._axes, velocity))
         eps = 1.0 / float(self.params["peclet"])
-        A = on_grid((eps * diffusion_operator(np.ones(self.shape)) + advection_operator(vel)).tocsr(), self.shape)
-        return A, f.ravel().copy()
+        return on_grid((eps * diffusion_operator(np.ones(self.shape)) + advection_operator(vel)).tocsr(), self.shape)
+
+    def system(self, f: np.ndarray, velocity: tuple[np.ndarray, ...]) -> tuple[sp.csr_matrix, np.ndarray]:
+        """Assemble ``(A, b)`` of the steady problem from forcing ``f`` and velocity components (grid-shaped)."""
+        f = check_field("f", f, self.shape)
+        return self.operator(velocity), f.ravel().copy()
+
+    def integrate(self, f: np.ndarray, velocity: tuple[np.ndarray, ...], u0: np.ndarray,
+                  linear_solve: LinearSolve) -> dict[str, np.ndarray]:
+        """Time-step from ``u0`` (grid-shaped) with forcing ``f`` and velocity; returns ``u`` and ``trajectory``."""
+        f = check_field("f", f, self.shape)
+        u = check_field("u0", u0, self.shape).ravel().copy()
+        return _theta_steps(self.operator(velocity), f.ravel(), u, self.shape, self.params, linear_solve)
+
+    @property
+    def _direction_stream(self) -> int:
+        """The stream number of the mean direction's draw (after the GRF streams of the steady problem)."""
+        return 1 + (1 if self.dim == 2 else 3)
 
     def _mean_direction(self, k: int, seed: int) -> tuple[float, ...]:
         """The unit mean velocity of sample k: uniformly random from ``(seed, k)`` (iid), or
         turning by ``rotation`` radians per sample (drift)."""
         if self.params["relation"] != "drift":
-            d = np.random.default_rng([int(seed), self.noise_streams, int(k)]).standard_normal(self.dim)
+            d = np.random.default_rng([int(seed), self._direction_stream, int(k)]).standard_normal(self.dim)
             return tuple(d / np.linalg.norm(d))
         phi = self.params["rotation"] * k
         if self.dim == 2:
@@ -422,12 +497,25 @@ class AdvectionDiffusionFamily(PDEFamily):
 
     @property
     def noise_streams(self) -> int:  # type: ignore[override]
-        return 1 + (1 if self.dim == 2 else 3)  # forcing, stream function(s) of the swirl
+        # forcing, stream function(s) of the swirl, and the initial state in time
+        return self._direction_stream + (1 if self.time_dependent else 0)
+
+    @property
+    def stream_ids(self) -> list[int]:
+        # u0 comes after the direction's stream, so that f and v are those of the steady variant
+        return list(range(self._direction_stream)) + ([self._direction_stream + 1] if self.time_dependent else [])
 
     def _sample(self, index, seed, xis):
-        f, psi = xis[0], xis[1:]
+        f, psi = xis[0], xis[1:self._direction_stream]
         vel = self._velocity(index, seed, psi)
         fields = {"f": f, **{f"v{ax}": v for ax, v in zip(self._axes, vel)}}
+        if self.time_dependent:
+            fields["u0"] = xis[self._direction_stream]
+
+            def run(linear_solve, f=f, vel=vel, u0=fields["u0"]):
+                return self.integrate(f, vel, u0, linear_solve)
+
+            return Sample(index, fields, run)
 
         def run(linear_solve, f=f, vel=vel):
             A, b = self.system(f, vel)
