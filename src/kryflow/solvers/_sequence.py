@@ -104,6 +104,13 @@ class SequenceSolver:
     ``LinearOperator`` for methods and preconditioners that need no entries; b ``(N,)``); one
     :class:`SolveInfo` per call is appended to ``records``. With an operator nothing can check
     ``matrix_changed``: it is trusted.
+
+    Interleaved sequences: a time step that solves with several matrices in turn (Navier–Stokes:
+    two momentum components and a pressure increment) tags each with ``A.sequence_key``
+    (:func:`kryflow.pdes.sequence_key`). The solver keeps one state per key (factorization,
+    preconditioner set-up, recycle space, window of earlier solutions, warm start), as if each
+    key were a sequence of its own; a key's state that last served another matrix object is told
+    the matrix changed. Untagged matrices share the one state, as before.
     """
 
     def __init__(self, method: str = "rcg", preconditioner: str = "amg", rtol: float = 1e-8, maxiter: int = 2000,
@@ -127,10 +134,13 @@ class SequenceSolver:
         self._pre_options = {k: opts[k] for k in preconditioner_class(preconditioner).OPTIONS} if uses_pre else {}
         self.records: list[SolveInfo] = []
         self._popped = 0
+        self._key: Any = None  # the sequence_key of the state in use
+        self._parked: dict[Any, tuple] = {}  # the other keys' states
         self._reset_state()
 
     def _reset_state(self) -> None:
         self._n: int | None = None
+        self._matrix: Any = None  # the matrix of the last solve (to tell a parked state its matrix changed)
         self._x: np.ndarray | None = None
         # earlier solutions of the current matrix: only an iterative method uses a start
         use = self.warm_start and self.start_window > 1 and self._method_class.uses_preconditioner
@@ -171,6 +181,7 @@ class SequenceSolver:
         t0 = time.perf_counter()
         # a process's first solve loads the compiled kernels (and a method's optional library): one-time cost
         warm = warm_up_once() + self._method_class.warm_up()
+        matrix_changed = self._use_state_of(A, matrix_changed)
         system = make_system(A, b)
         if self._n is not None and system.n != self._n:
             self._reset_state()  # a new problem size: nothing carries over
@@ -192,7 +203,22 @@ class SequenceSolver:
         if not info.converged and self.on_nonconvergence == "raise":
             raise SolverDidNotConverge(info, self.rtol, self.maxiter)
         self._keep(x, system.b, info)
+        self._matrix = A
         return x
+
+    def _use_state_of(self, A: Any, matrix_changed: bool) -> bool:
+        """Switch to the state of ``A``'s ``sequence_key`` (parking the current one); returns
+        ``matrix_changed``, True where that state last solved with another matrix object."""
+        key = getattr(A, "sequence_key", None)
+        if key == self._key:
+            return matrix_changed
+        self._parked[self._key] = (self._n, self._matrix, self._x, self._window, self._pre, self.solver_method)
+        self._key = key
+        if key in self._parked:
+            self._n, self._matrix, self._x, self._window, self._pre, self.solver_method = self._parked.pop(key)
+        else:
+            self._reset_state()
+        return matrix_changed or self._matrix is not A
 
     def _start(self, system: Any, start: Any, matrix_changed: bool) -> np.ndarray | None:
         """This solve's ``x0``: the caller's, zeros, the window's combination or the previous solution."""
