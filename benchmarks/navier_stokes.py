@@ -357,7 +357,8 @@ def main(argv: list[str] | None = None) -> dict:
     if "divergence" in sections:
         result["divergence"] = divergence_check(n=32 if args.quick else 128, steps=30 if args.quick else 100)
         for d in result["divergence"]:
-            log(f"divergence n={d['n']} rtol {d['rtol']:.0e}: ||D u||/||D u*|| max {d['max_div_over_predicted_div']:.2e}"
+            log(f"divergence n={d['n']} rtol {d['rtol']:.0e}: ||D u||/||D u*|| max "
+                f"{d['max_div_over_predicted_div']:.2e}"
                 f", pressure rel. residual max {d['max_pressure_rel_residual']:.2e}, "
                 f"max|D u| h/max|u| {d['max_scaled_divergence']:.2e}")
     if "energy" in sections:

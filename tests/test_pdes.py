@@ -300,8 +300,10 @@ def test_advection_diffusion_trajectory_variant():
     assert np.abs(out["u"] - u_steady).max() < 1e-8 * np.abs(u_steady).max()
 
 
-@pytest.mark.parametrize("bad,key", [({"num_steps": -1}, "num_steps"), ({"num_steps": 10, "save_every": 3}, "save_every"),
-                                     ({"num_steps": 4, "dt": 0.0}, "dt"), ({"num_steps": 4, "scheme": "rk4"}, "scheme")])
+@pytest.mark.parametrize("bad,key", [({"num_steps": -1}, "num_steps"),
+                                     ({"num_steps": 10, "save_every": 3}, "save_every"),
+                                     ({"num_steps": 4, "dt": 0.0}, "dt"),
+                                     ({"num_steps": 4, "scheme": "rk4"}, "scheme")])
 def test_bad_advection_diffusion_time_params(bad, key):
     with pytest.raises(ValueError, match=key) as err:
         build_family("advection_diffusion", **bad)

@@ -226,10 +226,11 @@ class StaggeredFlow:
         self.K_u, self.K_v = Ku, Kv
         c = 0.5 * self.dt * self.nu
         eye_u, eye_v = sp.identity(Ku.shape[0], format="csr"), sp.identity(Kv.shape[0], format="csr")
-        self.A_u = sequence_key(on_grid((eye_u + c * Ku).tocsr(), self.open_u.shape), "momentum_x")
-        self.A_v = sequence_key(on_grid((eye_v + c * Kv).tocsr(), self.open_v.shape), "momentum_y")
+        keys = NavierStokesFamily.sequence_keys
+        self.A_u = sequence_key(on_grid((eye_u + c * Ku).tocsr(), self.open_u.shape), keys[0])
+        self.A_v = sequence_key(on_grid((eye_v + c * Kv).tocsr(), self.open_v.shape), keys[1])
         self.pin = _pin_cell(fluid)
-        self.A_p = sequence_key(on_grid(_pressure_operator(fluid, self.pin, self.h), (n, n)), "pressure")
+        self.A_p = sequence_key(on_grid(_pressure_operator(fluid, self.pin, self.h), (n, n)), keys[2])
         self.U = np.array(U0, dtype=np.float64)
         self.V = np.array(V0, dtype=np.float64)
         if self.U.shape != (n + 1, n) or self.V.shape != (n, n + 1):
@@ -407,6 +408,8 @@ class NavierStokesFamily(PDEFamily):
         "num_steps": 100,
         "save_every": 10,
     }
+    #: the matrices a step solves with in turn (``A.sequence_key``); ``method: auto`` has a rule for them
+    sequence_keys = ("momentum_x", "momentum_y", "pressure")
     #: state variable -> (its initial-state input, its trajectory output); heat's is u -> (u0, trajectory)
     states = {"vx": ("vx0", "trajectory_vx"), "vy": ("vy0", "trajectory_vy")}
 
