@@ -6,13 +6,15 @@ import pytest
 import torch
 
 from kryflow.models import (
-    MODELS, FNO, ModeMixing, build_model, model_config, model_from_config, model_parameters, resolution_divisor,
+    MODELS, FNO, ModeMixing, build_model, matched_width, model_config, model_from_config, model_parameters,
+    parameter_count, resolution_divisor,
 )
 
 TINY = {
     "fno": {"width": 6, "modes": 3, "layers": 2, "projection_width": 8},
     "unet": {"width": 4, "depth": 2},
     "resnet": {"width": 6, "blocks": 1, "dilations": [1, 2]},
+    "sinenet": {"width": 4, "waves": 2, "depth": 2},
     "neuralop_fno": {"n_modes": 4, "hidden_channels": 6, "n_layers": 2},
     "neuralop_tfno": {"n_modes": 4, "hidden_channels": 6, "n_layers": 2},
     "neuralop_uno": {"hidden_channels": 6, "lifting_channels": 6, "projection_channels": 6,
@@ -94,6 +96,7 @@ def test_resolution_divisor():
     assert resolution_divisor("unet", depth=3) == 8
     assert resolution_divisor("unet") == 2 ** model_parameters("unet")["depth"]
     assert resolution_divisor("fno") == 1 and resolution_divisor("resnet") == 1
+    assert resolution_divisor("sinenet", depth=2) == 4
 
 
 def test_unet_rejects_indivisible_grid():
@@ -111,6 +114,10 @@ def test_unet_rejects_indivisible_grid():
         ({"name": "fno", "modes": [4, 4, 4]}, "modes"),
         ({"name": "unet", "depth": 0}, "depth"),
         ({"name": "resnet", "dilations": []}, "dilations"),
+        ({"name": "sinenet", "waves": 0}, "waves"),
+        ({"name": "sinenet", "padding": "reflect"}, "padding"),
+        ({"name": "sinenet", "interpolation": "cubic", "dim": 3}, "2D only"),
+        ({"name": "sinenet", "multiplier": 0.01}, "multiplier"),
     ],
 )
 def test_bad_arguments_raise(kwargs, match):
@@ -122,3 +129,44 @@ def test_bad_arguments_raise(kwargs, match):
     if name not in MODELS:
         with pytest.raises(ValueError, match="valid models"):
             model_parameters(name)
+
+
+def test_sinenet_waves_add_to_the_latent_state():
+    """A wave whose output is zero leaves the state as it is: the residual per wave."""
+    torch.manual_seed(0)
+    net = build_model("sinenet", in_channels=3, out_channels=2, dim=2, width=4, waves=3, depth=2)
+    x = torch.randn(2, 3, 8, 8)
+    for wave in net.waves:
+        for stage in wave.up[:1]:  # the last stage of a wave writes its output
+            for p in stage.parameters():
+                torch.nn.init.zeros_(p)
+    torch.testing.assert_close(net(x), net.project(net.lift(x)))
+
+
+def test_sinenet_one_wave_is_a_unet_of_the_same_size():
+    """One wave with channels doubling per level has a U-Net's parameters (up to the disentangled
+    inputs and residual projections): SineNet's cost is its number of waves."""
+    kw = {"in_channels": 4, "out_channels": 1, "dim": 2}
+    one = parameter_count("sinenet", **kw, width=16, waves=1, multiplier=2.0)
+    unet = parameter_count("unet", **kw, width=16, depth=3)
+    assert abs(one - unet) / unet < 0.01
+    four = parameter_count("sinenet", **kw, width=16, waves=4, multiplier=2.0)
+    assert 3.9 < four / one < 4.0
+
+
+def test_sinenet_circular_padding_commutes_with_shifts():
+    torch.manual_seed(0)
+    net = build_model("sinenet", in_channels=1, out_channels=1, dim=2, width=4, waves=2, depth=2, padding="circular",
+                      interpolation="cubic")
+    x = torch.randn(1, 1, 16, 16)
+    torch.testing.assert_close(net(torch.roll(x, (4, 8), (2, 3))), torch.roll(net(x), (4, 8), (2, 3)))
+
+
+def test_matched_width_finds_the_nearest_parameter_count():
+    kw = {"in_channels": 4, "out_channels": 1, "dim": 2}
+    target = parameter_count("sinenet", **kw, width=16, waves=8, multiplier=1.425)
+    width, count = matched_width(target, "unet", **kw, depth=3)
+    neighbours = [parameter_count("unet", **kw, width=w, depth=3) for w in (width - 1, width + 1)]
+    assert count == parameter_count("unet", **kw, width=width, depth=3)
+    assert all(abs(count - target) <= abs(n - target) for n in neighbours)
+    assert abs(count - target) / target < 0.05

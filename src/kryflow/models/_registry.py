@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ._base import _REQUIRED, MODELS, RegisteredModel
 
-__all__ = ["MODELS", "build_model", "model_config", "model_from_config", "model_parameters", "resolution_divisor"]
+__all__ = [
+    "MODELS", "build_model", "matched_width", "model_config", "model_from_config", "model_parameters",
+    "parameter_count", "resolution_divisor",
+]
 
 
 def model_parameters(name: str) -> dict:
@@ -47,3 +51,38 @@ def resolution_divisor(name: str, **kwargs) -> int:
     cls = MODELS[name]
     cls.check_arguments(kwargs)
     return cls.resolution_divisor(**kwargs)
+
+
+def parameter_count(name: str, *, in_channels: int, out_channels: int, dim: int, **kwargs) -> int:
+    """Number of trainable parameters of model ``name`` with these arguments.
+
+    The model is built on torch's meta device: no memory is allocated and nothing is initialised,
+    so wide 3D models are counted as cheaply as small ones.
+    """
+    with torch.device("meta"):
+        model = build_model(name, in_channels=in_channels, out_channels=out_channels, dim=dim, **kwargs)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def matched_width(target: int, name: str, *, in_channels: int, out_channels: int, dim: int, key: str = "width",
+                  **kwargs) -> tuple[int, int]:
+    """The integer argument ``key`` of model ``name`` whose parameter count is nearest ``target``.
+
+    For comparisons at a matched parameter count: e.g. the U-Net width that matches a SineNet,
+    ``matched_width(parameter_count("sinenet", ...), "unet", ...)``. The other arguments stay as
+    given; the count must grow with ``key`` (it does for every width of kryflow's models).
+
+    **Returns:** ``(value, its parameter count)``.
+    """
+    def count(value: int) -> int:
+        return parameter_count(name, in_channels=in_channels, out_channels=out_channels, dim=dim,
+                               **{**kwargs, key: value})
+
+    lo, hi = 1, 1
+    while count(hi) < target:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:  # count(lo) < target <= count(hi), or lo == hi == 1
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if count(mid) < target else (lo, mid)
+    best = min({lo, hi}, key=lambda v: (abs(count(v) - target), v))
+    return best, count(best)
