@@ -179,3 +179,19 @@ def test_auto_strategy_rule_for_interleaved_sequences():
     assert small == {"method": factor, "preconditioner": "none"}
     large = default_strategy(build_family("navier_stokes", n=96, dt=0.001))
     assert large["method"] == "cg" and large["preconditioner"] == "gmg" and large.get("warm_start", True)
+
+
+def test_example_config_is_valid_and_a_dataset_stores_trajectories(tmp_path):
+    from kryflow.config import load_config
+    from kryflow.data import open_dataset
+    from kryflow.data.generate import generate_dataset
+
+    cfg = load_config(ROOT / "config" / "navier_stokes.yaml")
+    assert cfg["datasets"]["ns2d"]["family"] == "navier_stokes"
+    summary = generate_dataset(tmp_path / "ns.zarr", family="navier_stokes", num_samples=3, seed=0, chunk_samples=2,
+                               params={"n": 16, "num_steps": 4, "save_every": 2}, progress=False)
+    assert summary["num_solves"] == 3 * 12 and summary["flagged"] == 0
+    ds = open_dataset(tmp_path / "ns.zarr")
+    assert ds["trajectory_vx"].dims == ("sample", "time", "x", "y") and ds.sizes["time"] == 2
+    assert ds["solver_iterations"].dims == ("sample", "solve") and ds.sizes["solve"] == 12
+    np.testing.assert_array_equal(ds["vx"].values, ds["trajectory_vx"].values[:, -1])
