@@ -11,7 +11,7 @@ from kryflow.pipeline import run_select, setup_logging
 
 def main(smk):
     with setup_logging(smk.log[0]):
-        run_select(smk.params.workload, list(smk.input.trials), smk.params.studies, smk.output[0], smk.input.tracking)
+        run_select(smk.params.workload, list(smk.input.batches), smk.params.studies, smk.output[0], smk.input.tracking)
 
 
 if "snakemake" in globals():

@@ -96,7 +96,7 @@ def tuning_config() -> dict:
                                    "params": {**cfg["datasets"]["darcy"]["params"], "contrast_high": 4.0}}
     cfg["models"] = {"fno": cfg["models"]["fno"]}
     cfg["optimizers"] = {"adamw": {"lr": 3e-3}, "sgdwild": {"name": "sgd", "lr": 0.1}}
-    cfg["tuning"] = {"trials": 3, "seed": 0, "space": {"sgdwild": {"lr": {"low": 1e5, "high": 1e6, "log": True}}},
+    cfg["tuning"] = {"trials": 3, "batch": 3, "seed": 0, "space": {"sgdwild": {"lr": {"low": 1e5, "high": 1e6, "log": True}}},
                      "finetune": [{"dataset": "darcy_shift", "from": "darcy", "max_steps": 6}],
                      "heldout": [{"dataset": "darcy_hi", "of": "darcy"}]}
     cfg["solver_benchmark"] = {"enabled": False}

@@ -6,6 +6,7 @@ import copy
 import itertools
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,6 +83,9 @@ BAD = [
     ({"trials": 0}, "tuning.trials"),
     ({"trials": 4, "studies": 3}, "tuning.studies"),
     ({"reference": "sgd"}, "tuning.reference"),
+    ({"batch": 0}, "tuning.batch"),
+    ({"batch": 2, "concurrent": 3}, "tuning.concurrent"),
+    ({"concurrent": 0}, "tuning.concurrent"),
     ({"heldout": [{"dataset": "nope", "of": "darcy"}]}, "tuning.heldout.0.dataset"),
     ({"heldout": [{"dataset": "heat", "of": "darcy"}]}, "tuning.heldout.0.dataset"),
     ({"heldout": [{"dataset": "darcy", "of": "nope"}]}, "tuning.heldout.0.of"),
@@ -180,31 +184,163 @@ def test_a_trial_never_reads_the_test_split(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "trial1" / "trial.json").read_text())["trial"] == 1
 
 
-def test_same_config_and_seed_select_the_same_setting(tmp_path, monkeypatch):
-    """Two runs of the same trials on CPU train identically, so they select the same setting."""
+def _tracked_syn(tmp_path, monkeypatch, trials: int, studies: int = 1, **tuning):
+    """A synthetic dataset, a sqlite store with the parent runs of (syn, fno, adam), the config."""
     from kryflow.data import write_synthetic_dataset
-    from kryflow.pipeline import init_tracking, run_select, run_trial
+    from kryflow.pipeline import init_tracking
 
     data = write_synthetic_dataset(tmp_path / "syn.zarr", num_samples=24, grid=(8, 8), chunk_samples=8)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    cfg = _config(trials=3)
-    parents = [("workload/syn/fno", "w", None), ("tune/syn/fno/adam", "p", "workload/syn/fno"),
-               ("tune/syn/fno/adam/study0", "s", "tune/syn/fno/adam")]
+    cfg = _config(trials=trials, studies=studies, **tuning)
+    parents = [("workload/syn/fno", "w", None), ("tune/syn/fno/adam", "p", "workload/syn/fno")]
+    parents += [(f"tune/syn/fno/adam/study{s}", "s", "tune/syn/fno/adam") for s in range(studies)]
     init_tracking(cfg["experiment"], {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}, tmp_path / "tracking.json",
                   tmp_path, parents=parents)
-    spec = {"model": {"name": "fno", "width": 4, "modes": 2, "layers": 1}, "optimizer": {"name": "adam", "lr": 3e-3}}
+    return data, cfg
+
+
+SYN_SPEC = {"model": {"name": "fno", "width": 4, "modes": 2, "layers": 1}, "optimizer": {"name": "adam", "lr": 3e-3}}
+SYN_CELL = {"dataset": "syn", "model": "fno", "optimizer": "adam"}
+
+
+def _run_batches(root, cfg, data, tracking, training):
+    """Every batch of (syn, fno, adam) as the workflow runs them: one job (call) per batch."""
+    from kryflow.config import batch_cells
+    from kryflow.pipeline import run_trial_batch
+
+    cfg = {**cfg, "datasets": {"syn": cfg["datasets"]["darcy"]}, "models": {"fno": {}}, "optimizers": {"adam": {}}}
+    paths = []
+    for _, _, _, b in batch_cells(cfg):
+        paths.append(root / f"batch{b}.json")
+        run_trial_batch(SYN_CELL, b, SYN_SPEC, training, cfg["tuning"], data, paths[-1], tracking)
+    return paths
+
+
+def test_same_config_and_seed_select_the_same_setting(tmp_path, monkeypatch):
+    """Two runs of the same trials on CPU train identically, so they select the same setting."""
+    from kryflow.pipeline import run_select
+
+    data, cfg = _tracked_syn(tmp_path, monkeypatch, trials=3)
     training = {"batch_size": 4, "max_steps": 6, "eval_every": 2, "checkpoint_every": 6, "device": "cpu"}
-    cell = {"dataset": "syn", "model": "fno", "optimizer": "adam"}
     chosen = []
     for run in ("a", "b"):
-        for t in range(3):
-            run_trial(cell, t, spec, training, cfg["tuning"], data, tmp_path / run / f"trial{t}", tmp_path / "tracking.json")
-        chosen.append(run_select(cell, [tmp_path / run / f"trial{t}" / "trial.json" for t in range(3)], 1,
-                                 tmp_path / run / "selected.json", tmp_path / "tracking.json"))
+        batches = _run_batches(tmp_path / run, cfg, data, tmp_path / "tracking.json", training)
+        chosen.append(run_select(SYN_CELL, batches, 1, tmp_path / run / "selected.json", tmp_path / "tracking.json"))
     a, b = chosen
     assert [t["best_val_rel_l2"] for t in a["trials"]] == [t["best_val_rel_l2"] for t in b["trials"]]
     assert a["selected"] == b["selected"] and a["setting"] == b["setting"]
     assert len({t["best_val_rel_l2"] for t in a["trials"]}) == 3  # the trials differ, the choice is not a tie
+
+
+def test_batches_hold_whole_studies_in_trial_order():
+    from kryflow.tuning import study_batches
+
+    assert study_batches(10, 2, 3) == ((0, 1, 2), (3, 4), (5, 6, 7), (8, 9))
+    assert study_batches(4, 1, 8) == ((0, 1, 2, 3),)
+    assert study_batches(3, 3, 2) == ((0,), (1,), (2,))
+    with pytest.raises(ValueError):
+        study_batches(4, 1, 0)
+
+
+def test_trial_batches_give_the_same_trials_as_one_job_per_trial(tmp_path, monkeypatch):
+    """The batch size (and trials trained at once) changes how trials are run, never what they
+    give: the same settings and validation errors on CPU, each trial its own folder and run."""
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    torch.set_num_threads(1)  # a worker of a concurrent batch trains with one thread here too
+    training = {"batch_size": 4, "max_steps": 6, "eval_every": 2, "checkpoint_every": 6, "device": "cpu"}
+    got = {}
+    for name, tuning in (("one", {"batch": 1}), ("three", {"batch": 3}), ("concurrent", {"batch": 4, "concurrent": 2})):
+        sub = tmp_path / name
+        sub.mkdir()
+        data, cfg = _tracked_syn(sub, monkeypatch, trials=4, studies=2, **tuning)
+        batches = _run_batches(sub / "tune", cfg, data, sub / "tracking.json", training)
+        assert len(batches) == {"one": 4, "three": 2, "concurrent": 2}[name]  # a batch never spans two studies
+        records = sorted((t for p in batches for t in json.loads(p.read_text())["trials"]), key=lambda t: t["trial"])
+        got[name] = [(t["trial"], t["setting"], t["best_val_rel_l2"]) for t in records]
+        assert all((sub / "tune" / f"trial{t}" / "history.csv").exists() for t in range(4))
+        info = json.loads((sub / "tracking.json").read_text())
+        client = MlflowClient(tracking_uri=info["uri"])
+        runs = client.search_runs([info["experiment_id"]], "tags.rule = 'tune_batch'")
+        assert sorted(r.data.tags["kryflow.key"] for r in runs) == [f"tune/syn/fno/adam/trial{t}" for t in range(4)]
+        assert all(len(client.get_metric_history(r.info.run_id, "val_rel_l2")) == 3 for r in runs)
+    assert got["one"] == got["three"] == got["concurrent"]
+    assert all(math.isfinite(v) for _, _, v in got["one"])
+
+
+_BATCH_JOB = """
+import json, sys
+from kryflow.pipeline import run_trial_batch
+args = json.loads(sys.argv[1])
+run_trial_batch(args["cell"], 0, args["spec"], args["training"], args["tuning"], args["data"], args["out"],
+                args["tracking"])
+"""
+
+
+def test_a_killed_batch_job_resumes_at_its_first_unfinished_trial(tmp_path, monkeypatch):
+    """SIGKILL in the middle of the second trial: the job run again keeps the first trial (its
+    files and its MLflow run), continues the second from its checkpoint and trains the third."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    from kryflow.pipeline import run_trial_batch
+
+    data, cfg = _tracked_syn(tmp_path, monkeypatch, trials=3, batch=3)
+    training = {"batch_size": 4, "max_steps": 400, "eval_every": 50, "checkpoint_every": 20, "device": "cpu"}
+    out = tmp_path / "tune" / "batch0.json"
+    args = {"cell": SYN_CELL, "spec": SYN_SPEC, "training": training, "tuning": cfg["tuning"], "data": str(data),
+            "out": str(out), "tracking": str(tmp_path / "tracking.json")}
+    proc = subprocess.Popen([sys.executable, "-c", _BATCH_JOB, json.dumps(args)])
+    first, second = tmp_path / "tune" / "trial0" / "trial.json", tmp_path / "tune" / "trial1" / "checkpoint.pt"
+    deadline = time.monotonic() + 240
+    while not (first.exists() and second.exists()) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert first.exists() and second.exists() and not out.exists(), "the job was not killed inside its second trial"
+    stamp = first.stat().st_mtime_ns
+    killed_at = torch_load_step(second)
+    result = run_trial_batch(SYN_CELL, 0, SYN_SPEC, training, cfg["tuning"], data, out, tmp_path / "tracking.json")
+    assert [t.get("kept", False) for t in result["trials"]] == [True, False, False]
+    assert first.stat().st_mtime_ns == stamp
+    assert killed_at >= 20 and result["trials"][1]["steps"] == 400
+    assert [t["status"] for t in result["trials"]] == ["finished"] * 3
+    info = json.loads((tmp_path / "tracking.json").read_text())
+    runs = MlflowClient(tracking_uri=info["uri"]).search_runs([info["experiment_id"]], "tags.rule = 'tune_batch'")
+    keys = sorted(r.data.tags["kryflow.key"] for r in runs)
+    assert keys == [f"tune/syn/fno/adam/trial{t}" for t in range(3)]  # no duplicate run for the resumed trial
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def torch_load_step(path) -> int:
+    import torch
+
+    return int(torch.load(path, weights_only=False)["state"]["step"])
+
+
+def test_a_failed_trial_is_recorded_and_the_batch_goes_on(tmp_path, monkeypatch):
+    import kryflow.training as training_pkg
+
+    data, cfg = _tracked_syn(tmp_path, monkeypatch, trials=3, batch=3)
+    real = training_pkg.train_cell
+
+    def failing_second(dataset_path, out_dir, **kw):
+        if Path(out_dir).name == "trial1":
+            raise MemoryError("out of device memory")  # any error of a trial, not only a bad setting
+        return real(dataset_path, out_dir, **kw)
+
+    monkeypatch.setattr(training_pkg, "train_cell", failing_second)
+    training = {"batch_size": 4, "max_steps": 4, "eval_every": 2, "checkpoint_every": 4, "device": "cpu"}
+    (batch,) = _run_batches(tmp_path / "tune", cfg, data, tmp_path / "tracking.json", training)
+    status = [t["status"] for t in json.loads(batch.read_text())["trials"]]
+    assert status == ["finished", "failed", "finished"]
+    failed = json.loads((tmp_path / "tune" / "trial1" / "train.json").read_text())
+    assert "MemoryError: out of device memory" in failed["reason"]
 
 
 @pytest.mark.slow

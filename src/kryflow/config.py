@@ -43,6 +43,8 @@ __all__ = [
     "variant_source",
     "parent_runs",
     "trial_cells",
+    "batch_cells",
+    "batch_trials",
     "read_yaml",
 ]
 
@@ -223,6 +225,26 @@ def trial_cells(config: Mapping) -> list[tuple[str, str, str, int]]:
         return []
     return [(d, m, o, t) for d, m, o in itertools.product(grid_datasets(config), config["models"], config["optimizers"])
             for t in range(int(tuning["trials"]))]
+
+
+def batch_trials(tuning: Mapping, batch: int) -> tuple[int, ...]:
+    """The trials batch ``batch`` of every (dataset, model, optimizer) runs (``tuning.batch`` at a
+    time, never across studies)."""
+    from kryflow.tuning import study_batches
+
+    return study_batches(int(tuning["trials"]), int(tuning.get("studies", 1)), int(tuning.get("batch", 8)))[batch]
+
+
+def batch_cells(config: Mapping) -> list[tuple[str, str, str, int]]:
+    """Every job of tuning trials: (dataset, model, optimizer, batch); none without ``tuning``."""
+    from kryflow.tuning import study_batches
+
+    tuning = config.get("tuning")
+    if not tuning:
+        return []
+    n = len(study_batches(int(tuning["trials"]), int(tuning.get("studies", 1)), int(tuning.get("batch", 8))))
+    return [(d, m, o, b) for d, m, o in itertools.product(grid_datasets(config), config["models"], config["optimizers"])
+            for b in range(n)]
 
 
 #: The tuning protocol's workloads on another dataset: the key in ``tuning`` and the key that
@@ -469,6 +491,10 @@ def _check_tuning(config: Mapping) -> None:
     if tuning["trials"] % tuning["studies"]:
         raise ConfigError(f"{tuning['trials']} trials do not split into {tuning['studies']} studies of equal size",
                           "tuning.studies")
+    if tuning["concurrent"] > tuning["batch"]:
+        raise ConfigError(f"{tuning['concurrent']} concurrent trials in batches of {tuning['batch']}: a job trains at "
+                          "most its own batch at once; lower tuning.concurrent or raise tuning.batch",
+                          "tuning.concurrent")
     if tuning["reference"] not in config["optimizers"]:
         raise ConfigError(f"reference optimizer '{tuning['reference']}' is not in the optimizers section; add it "
                           "(it sets every workload's target and budget) or name another", "tuning.reference")

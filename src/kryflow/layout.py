@@ -13,8 +13,8 @@ from pathlib import Path
 __all__ = [
     "DATA_DIR", "RESULTS_DIR", "RUNS_DIR", "FIGURES_DIR", "TABLES_DIR", "TRACKING_JSON", "SUMMARY_CSV",
     "SUMMARY_AGGREGATE_CSV", "DATASET", "DATASET_PART", "IMPORTED_HI", "CELL", "RUN_DIR", "SOLVER_BENCHMARK",
-    "TUNING_DIR", "TRIAL_DIR", "SELECTED", "BUDGET", "TUNING_REPORT", "VARIANT_DIR",
-    "dataset_part_path", "dataset_path", "rule_benchmark", "trial_dir", "tuning_root_of", "rule_log", "run_dir", "run_file", "runs_root_of", "solver_benchmark_path",
+    "TUNING_DIR", "TRIAL_DIR", "BATCH", "SELECTED", "BUDGET", "TUNING_REPORT", "VARIANT_DIR",
+    "dataset_part_path", "dataset_path", "rule_benchmark", "trial_dir", "tuning_root_of", "tuning_root_of_batch", "rule_log", "run_dir", "run_file", "runs_root_of", "solver_benchmark_path",
 ]
 
 DATA_DIR = "data"
@@ -38,6 +38,9 @@ RUN_DIR = f"{RUNS_DIR}/{CELL}"
 TUNING_DIR = f"{RESULTS_DIR}/tuning"
 TRIAL = "{dataset}/{model}/{optimizer}/trial{trial}"
 TRIAL_DIR = f"{TUNING_DIR}/{TRIAL}"
+#: One job's batch of trials of a (dataset, model, optimizer): their records (the trials' own
+#: files stay in their :data:`TRIAL_DIR` folders).
+BATCH = f"{TUNING_DIR}/{{dataset}}/{{model}}/{{optimizer}}/batch{{batch}}.json"
 SELECTED = f"{TUNING_DIR}/{{dataset}}/{{model}}/{{optimizer}}/selected.json"
 BUDGET = f"{TUNING_DIR}/{{dataset}}/{{model}}/budget.json"
 TUNING_REPORT = f"{TUNING_DIR}/report.json"
@@ -83,6 +86,11 @@ def runs_root_of(run_file: Root) -> Path:
 def tuning_root_of(trial_file: Root) -> Path:
     """The tuning root of a file inside a trial's folder (the inverse of :func:`trial_dir`)."""
     return Path(trial_file).parents[TRIAL.count("/") + 1]
+
+
+def tuning_root_of_batch(batch_file: Root) -> Path:
+    """The tuning root of a :data:`BATCH` file (its trials' folders lie beside it)."""
+    return Path(batch_file).parents[BATCH.count("/") - TUNING_DIR.count("/") - 1]
 
 
 def solver_benchmark_path(name: str, root: Root = ".") -> Path:

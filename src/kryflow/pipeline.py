@@ -34,6 +34,7 @@ __all__ = [
     "run_solver_benchmark",
     "run_train",
     "run_trial",
+    "run_trial_batch",
     "run_select",
     "run_budget",
     "run_variant",
@@ -122,6 +123,7 @@ def stage(tracking_json: Pathish, key: str, run_name: str, tags: Mapping[str, An
     except BaseException as exc:
         tracker.finish("failed", f"{type(exc).__name__}: {exc}")
         raise
+    tracker.flush()
     if run_id is None and not getattr(tracker, "finished", False):
         tracker.finish("finished")
 
@@ -363,51 +365,190 @@ def run_train(cell: Mapping, spec: Mapping, training: Mapping, dataset_path: Pat
     return info
 
 
+def _trial_plan_entry(cell: Mapping, trial: int, spec: Mapping, training: Mapping, tuning: Mapping,
+                      budget: Mapping | None, setting: Mapping | None = None) -> dict:
+    """What one trial trains with: its point of the search space (drawn here unless the workflow
+    hands it over: the DAG knows every trial), its study, the optimizer's hyperparameters and the
+    training section under the workload budget."""
+    from kryflow.config import ConfigError
+    from kryflow.optim import OPTIMIZERS, apply_setting
+    from kryflow.tuning import budgeted_training
+
+    d, m, o = cell["dataset"], cell["model"], cell["optimizer"]
+    trials, studies = int(tuning["trials"]), int(tuning.get("studies", 1))
+    if not 0 <= trial < trials:
+        raise ConfigError(f"trial {trial} of {o} on {d}/{m} is not planned (tuning.trials is {trials})", "tuning.trials")
+    if setting is None:
+        from kryflow.tuning._plan import _plan_of
+
+        setting = _plan_of(tuning, spec["optimizer"]["name"], o, d, m).settings[trial]
+    opt_spec = OPTIMIZERS[spec["optimizer"]["name"]]
+    hp, train = apply_setting(opt_spec, spec["optimizer"], setting, training)
+    zeroth = opt_spec.family == "zeroth_order"
+    return {"setting": dict(setting), "study": trial // (trials // studies), "spec": opt_spec, "hp": hp,
+            "train": budgeted_training(train, budget, zeroth), "zeroth": zeroth, "seed": int(tuning.get("seed", 0))}
+
+
+def _trial_fingerprint(entry: Mapping, model: Mapping, dataset_path: Pathish, budget: Mapping | None) -> str:
+    """Everything that shapes a trial's outcome; a finished trial with the same fingerprint is kept
+    when its batch job runs again (after a kill), one with another is trained again."""
+    import hashlib
+
+    from kryflow.data import dataset_digest
+
+    ident = {"setting": entry["setting"], "optimizer": [entry["spec"].name, entry["hp"]], "training": entry["train"],
+             "model": dict(model), "seed": entry["seed"], "dataset": dataset_digest(dataset_path),
+             "target": (budget or {}).get("target_val_rel_l2")}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _finished_trial(out: Path, fingerprint: str) -> dict | None:
+    """The trial.json of a trial that already ran with this fingerprint, else None."""
+    try:
+        info = json.loads((out / "trial.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return info if info.get("fingerprint") == fingerprint else None
+
+
 def run_trial(cell: Mapping, trial: int, spec: Mapping, training: Mapping, tuning: Mapping, dataset_path: Pathish,
-              out_dir: Pathish, tracking_json: Pathish, budget_json: Pathish | None = None) -> dict:
+              out_dir: Pathish, tracking_json: Pathish, budget_json: Pathish | None = None,
+              setting: Mapping | None = None) -> dict:
     """One tuning trial: the cell's optimizer with the trial's point of its search space, trained
     with the tuning seed (under the workload budget, except for the reference) and judged on the
     validation split; writes ``trial.json``. A trial that diverges or fails is recorded as such
-    (its best validation error is inf) and the study goes on."""
-    from kryflow.config import ConfigError
-    from kryflow.optim import OPTIMIZERS, apply_setting
+    (its best validation error is inf) and the study goes on. A trial that already finished with
+    the same fingerprint (:func:`_trial_fingerprint`) is not trained again; one that was killed
+    continues from its checkpoint."""
     from kryflow.training import train_cell
-    from kryflow.tuning import budget_kind, budgeted_training, trial_record
-    from kryflow.tuning._plan import _plan_of
+    from kryflow.tuning import budget_kind, trial_record
 
     d, m, o = cell["dataset"], cell["model"], cell["optimizer"]
-    plan = _plan_of(tuning, spec["optimizer"]["name"], o, d, m)
-    if not 0 <= trial < len(plan.settings):
-        raise ConfigError(f"trial {trial} of {o} on {d}/{m} is not planned (tuning.trials is {len(plan.settings)})",
-                          "tuning.trials")
-    setting, study = plan.settings[trial], plan.study_of(trial)
-    opt_spec = OPTIMIZERS[spec["optimizer"]["name"]]
-    hp, train = apply_setting(opt_spec, spec["optimizer"], setting, training)
     budget = _json(budget_json)
-    zeroth = opt_spec.family == "zeroth_order"
-    train = budgeted_training(train, budget, zeroth)
+    entry = _trial_plan_entry(cell, trial, spec, training, tuning, budget, setting)
+    setting, study, opt_spec, hp, train = (entry[k] for k in ("setting", "study", "spec", "hp", "train"))
+    model_kwargs = {k: v for k, v in spec["model"].items() if k != "name"}
     out = Path(out_dir)
-    tags = {"dataset": d, "model": m, "optimizer": o, "trial": trial, "study": study, "rule": "tune_trial"}
+    fingerprint = _trial_fingerprint(entry, spec["model"], dataset_path, budget)
+    done = _finished_trial(out, fingerprint)
+    if done is not None:
+        log.info("trial %d of %s/%s/%s finished before with this setting: kept", trial, d, m, o)
+        return {**done, "kept": True}
+    tags = {"dataset": d, "model": m, "optimizer": o, "trial": trial, "study": study, "rule": "tune_batch"}
     key = f"tune/{d}/{m}/{o}/trial{trial}"
     with stage(tracking_json, key, f"{d}-{m}-{o}-trial{trial}", tags, parent_key=f"tune/{d}/{m}/{o}/study{study}") as tr:
         tr.log_params({"setting": setting, "optimizer": {"name": opt_spec.name, **hp}, "training": train})
         try:
-            train_cell(dataset_path, out, model_name=spec["model"]["name"],
-                       model_kwargs={k: v for k, v in spec["model"].items() if k != "name"},
-                       optimizer_name=opt_spec.name, optimizer_kwargs=hp, seed=plan.seed, train_cfg=train,
+            train_cell(dataset_path, out, model_name=spec["model"]["name"], model_kwargs=model_kwargs,
+                       optimizer_name=opt_spec.name, optimizer_kwargs=hp, seed=entry["seed"], train_cfg=train,
                        tracker=tr, progress=False)
-        except (ValueError, RuntimeError, FloatingPointError) as exc:  # a setting that cannot train
-            log.warning("trial %s failed: %s", key, exc)
+        except Exception as exc:  # noqa: BLE001 (a setting that cannot train: recorded, the batch goes on)
+            log.warning("trial %s failed: %s", key, exc, exc_info=True)
             _record_failed_trial(out, exc)
         record = trial_record(out, budget["target_val_rel_l2"] if budget else None)
         info = {"trial": trial, "study": study, "setting": setting, "hyperparameters": hp,
                 "training": {k: train[k] for k in ("max_steps", "max_seconds", "max_grad_evals", "scheduler")
                              if k in train},
-                "budget_kind": budget_kind(budget, zeroth), **record}
-        (out / "trial.json").write_text(json.dumps(info, indent=2, default=float))
+                "budget_kind": budget_kind(budget, entry["zeroth"]), **record, "fingerprint": fingerprint}
         tr.log_metrics({"best_val_rel_l2": record["best_val_rel_l2"]})
+        tr.log_artifact(out / "history.csv")
         tr.finish(record["status"], json.loads((out / "train.json").read_text()).get("reason"))
+    # written last: a trial.json means the trial and its MLflow run are complete
+    _write_json_atomic(out / "trial.json", info)
     return info
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=float))
+    os.replace(tmp, path)
+
+
+def _trial_worker_init(threads: int, log_path: str | None) -> None:
+    """A worker process of a batch that trains several trials at once (``tuning.concurrent``)."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    if log_path:
+        handler = logging.FileHandler(log_path)
+        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s [worker {os.getpid()}] %(name)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
+        logging.getLogger().setLevel(logging.INFO)
+        logging.captureWarnings(True)
+
+
+def _run_concurrent(args: list[tuple], concurrent: int, threads: int) -> list[dict]:
+    """``run_trial(*a)`` for every ``a`` in ``args``, ``concurrent`` at a time in worker processes
+    (spawned: CUDA and torch's thread pools do not survive a fork). A worker that dies takes only
+    the trials it was training: they are recorded as failed and the rest goes on in a new pool."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    results: dict[int, dict] = {}
+    pending = list(range(len(args)))
+    while pending:
+        with ProcessPoolExecutor(concurrent, mp_context=mp.get_context("spawn"), initializer=_trial_worker_init,
+                                 initargs=(threads // concurrent, os.environ.get("KRYFLOW_JOB_LOG"))) as pool:
+            futures = {i: pool.submit(run_trial, *args[i]) for i in pending}
+            broken = []
+            for i, fut in futures.items():
+                try:
+                    results[i] = fut.result()
+                except BrokenProcessPool as exc:
+                    broken.append((i, exc))
+        if not broken:
+            break
+        # the trials that never started are tried again; those that were running when the worker died fail
+        first = broken[0][0]
+        for i, exc in broken[:concurrent]:
+            out = Path(args[i][6])
+            _record_failed_trial(out, RuntimeError(f"the worker process training this trial died ({exc})"))
+            results[i] = {"trial": args[i][1], "status": "failed", "best_val_rel_l2": math.inf}
+        pending = [i for i, _ in broken[concurrent:]]
+        log.warning("a worker of the batch died while training trial(s) from %d; %d trial(s) left", first, len(pending))
+    return [results[i] for i in range(len(args))]
+
+
+def run_trial_batch(cell: Mapping, batch: int, spec: Mapping, training: Mapping, tuning: Mapping,
+                    dataset_path: Pathish, out_json: Pathish, tracking_json: Pathish,
+                    budget_json: Pathish | None = None, threads: int = 1,
+                    settings: Sequence[Mapping] | None = None) -> dict:
+    """A batch of tuning trials of one (dataset, model, optimizer) in one job (``tuning.batch``):
+    the process starts, imports and opens the tracking store once; every trial keeps its own
+    folder ``trial<k>/``, seed and MLflow run, exactly as alone (:func:`run_trial`). A trial that
+    diverges or fails is recorded and the batch goes on; a batch job that was killed starts again
+    at its first unfinished trial. ``tuning.concurrent`` > 1 trains that many trials at once in
+    worker processes (small models on one GPU).
+
+    ``settings``: the batch's points of the search space, one per trial, as the workflow planned
+    them (:func:`kryflow.tuning.trial_plan`); drawn here when None.
+
+    Writes ``out_json`` (``batch<b>.json``: the batch's trial records, the job's wall seconds and
+    the seconds spent in training steps) and returns it."""
+    import time
+
+    from kryflow.config import batch_trials
+
+    t0 = time.perf_counter()
+    trials = batch_trials(tuning, batch)
+    root = Path(out_json).parent
+    if settings is not None and len(settings) != len(trials):
+        raise ValueError(f"batch {batch} holds trials {list(trials)}, but {len(settings)} settings were given")
+    args = [(cell, t, spec, training, tuning, dataset_path, root / f"trial{t}", tracking_json, budget_json,
+             None if settings is None else settings[i]) for i, t in enumerate(trials)]
+    concurrent = min(int(tuning.get("concurrent", 1)), len(trials))
+    if concurrent > 1:
+        infos = _run_concurrent(args, concurrent, threads)
+    else:
+        infos = [run_trial(*a) for a in args]
+    wall = time.perf_counter() - t0
+    trained = sum(float(i.get("train_seconds") or 0.0) for i in infos if not i.get("kept"))
+    out = {**{k: cell[k] for k in ("dataset", "model", "optimizer")}, "batch": batch, "trials": infos,
+           "concurrent": concurrent, "seconds": wall, "train_seconds": trained}
+    _write_json_atomic(Path(out_json), out)
+    log.info("batch %d: %d trials in %.1f s (%.1f s training)", batch, len(trials), wall, trained)
+    return out
 
 
 def _record_failed_trial(out: Path, exc: BaseException) -> None:
@@ -420,14 +561,16 @@ def _record_failed_trial(out: Path, exc: BaseException) -> None:
         (out / "history.csv").write_text(",".join(HISTORY_COLUMNS) + "\n")
 
 
-def run_select(workload: Mapping, trial_jsons: Sequence[Pathish], studies: int, out_json: Pathish,
+def run_select(workload: Mapping, batch_jsons: Sequence[Pathish], studies: int, out_json: Pathish,
                tracking_json: Pathish) -> dict:
     """The setting an optimizer reruns: the trial with the lowest validation error (per study
-    too, for the protocol's median over studies); logged into the optimizer's tuning run."""
+    too, for the protocol's median over studies); logged into the optimizer's tuning run.
+    ``batch_jsons``: every ``batch<b>.json`` of the optimizer (:func:`run_trial_batch`)."""
     from kryflow.tuning import select_trials
 
     d, m, o = workload["dataset"], workload["model"], workload["optimizer"]
-    trials = sorted((json.loads(Path(p).read_text()) for p in trial_jsons), key=lambda t: t["trial"])
+    records = [t for p in batch_jsons for t in json.loads(Path(p).read_text())["trials"]]
+    trials = sorted(({k: v for k, v in t.items() if k != "kept"} for t in records), key=lambda t: t["trial"])
     chosen = select_trials(trials, studies)
     best = trials[chosen["selected"]]
     out = {**workload, **chosen, "setting": best["setting"], "hyperparameters": best["hyperparameters"],

@@ -2,6 +2,7 @@
 # functions that turn config into paths, params and resources. Rules look values up here;
 # every path comes from kryflow.layout, every stage's params from kryflow.config.
 
+import functools
 import json
 import os
 import re
@@ -21,7 +22,8 @@ from kryflow.config import (
     imported_dataset_names,
     parent_runs,
     read_yaml,
-    trial_cells,
+    batch_cells,
+    batch_trials,
     training_cells,
     transfer_dataset,
     variant_cells,
@@ -44,7 +46,7 @@ wildcard_constraints:
     model=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     optimizer=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     seed=r"\d+",
-    trial=r"\d+",
+    batch=r"\d+",
 
 
 RUN = layout.RUN_DIR  # results/runs/{dataset}/{model}/{optimizer}/{seed}
@@ -114,9 +116,10 @@ def workload_budget_of(wildcards):
     return layout.BUDGET.format(dataset=wildcards.dataset, model=wildcards.model)
 
 
-def trials_of(wildcards):
-    """Every trial.json of one (dataset, model, optimizer)."""
-    return [f"{layout.TRIAL_DIR}/trial.json".format(trial=t, **wildcards) for t in range(int(TUNING["trials"]))]
+def batches_of(wildcards):
+    """Every batch file of one (dataset, model, optimizer): its trials' records, in trial order."""
+    return [layout.BATCH.format(batch=b, **wildcards) for d, m, o, b in batch_cells(config)
+            if (d, m, o) == (wildcards.dataset, wildcards.model, wildcards.optimizer)]
 
 
 def reference_reruns(wildcards):
@@ -170,6 +173,30 @@ def train_mem_mb(wildcards, attempt):
     spec = config["datasets"][wildcards.dataset]
     batch = cell_training(config, wildcards.dataset)["batch_size"]
     return int((2048 + _unknowns(spec) * batch * 4 * 200 / 2**20) * attempt)
+
+
+@functools.lru_cache(maxsize=None)
+def _trial_plan(dataset, model, optimizer):
+    from kryflow.tuning import trial_plan
+
+    return trial_plan(config, dataset, model, optimizer)
+
+
+def batch_settings(wildcards):
+    """The points of the search space a batch trains, one per trial (known before any job runs)."""
+    plan = _trial_plan(wildcards.dataset, wildcards.model, wildcards.optimizer)
+    return [plan.settings[t] for t in batch_trials(TUNING, int(wildcards.batch))]
+
+
+def batch_mem_mb(wildcards, attempt):
+    """Memory of a batch job: one training's per trial trained at once."""
+    return train_mem_mb(wildcards, attempt) * (TUNING["concurrent"] if TUNING else 1)
+
+
+def batch_runtime(wildcards, attempt):
+    """Minutes: every trial of the batch, ``concurrent`` at a time."""
+    rounds = -(-len(batch_trials(TUNING, int(wildcards.batch))) // TUNING["concurrent"])
+    return train_runtime(wildcards, attempt) * rounds
 
 
 def training_of(wildcards):

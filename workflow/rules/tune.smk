@@ -7,38 +7,40 @@ WORKLOADS = [(d, m) for d in grid_datasets(config) for m in config["models"]]
 TUNED = [(d, m, o) for d, m in WORKLOADS for o in config["optimizers"]]
 
 
-rule tune_trial:
+rule tune_batch:
+    # a batch of trials of one (dataset, model, optimizer, study) in one process; every trial
+    # writes its own folder results/tuning/.../trial<k>/ (kept when the job is killed, so a
+    # rerun starts at the first unfinished trial) and its own nested MLflow run
     input:
         dataset=layout.DATASET,
         tracking=ancient(layout.TRACKING_JSON),
         budget=workload_budget_of,
     output:
-        trial=f"{layout.TRIAL_DIR}/trial.json",
-        history=f"{layout.TRIAL_DIR}/history.csv",
-        train=f"{layout.TRIAL_DIR}/train.json",
+        batch=layout.BATCH,
     params:
         spec=cell_spec_of,
         training=training_of,
         tuning=TUNING,
-        trial=lambda w: int(w.trial),
+        batch=lambda w: int(w.batch),
+        settings=batch_settings,
     log:
-        layout.rule_log("tune_trial", "{dataset}/{model}/{optimizer}/{trial}"),
+        layout.rule_log("tune_batch", "{dataset}/{model}/{optimizer}/batch{batch}"),
     benchmark:
-        layout.rule_benchmark("tune_trial", "{dataset}/{model}/{optimizer}/{trial}")
-    threads: 1
+        layout.rule_benchmark("tune_batch", "{dataset}/{model}/{optimizer}/batch{batch}")
+    threads: TUNING["concurrent"] if TUNING else 1
     resources:
-        mem_mb=train_mem_mb,
-        runtime=train_runtime,
+        mem_mb=batch_mem_mb,
+        runtime=batch_runtime,
         gpu=use_gpu(),
     conda:
         "../../envs/kryflow.yaml"
     script:
-        "../../scripts/tune_trial.py"
+        "../../scripts/tune_batch.py"
 
 
 rule select_setting:
     input:
-        trials=trials_of,
+        batches=batches_of,
         tracking=ancient(layout.TRACKING_JSON),
     output:
         layout.SELECTED,
@@ -115,8 +117,7 @@ rule tuning_report:
         budgets=expand(layout.BUDGET, zip, dataset=[d for d, _ in WORKLOADS], model=[m for _, m in WORKLOADS]),
         selected=expand(layout.SELECTED, zip, dataset=[d for d, _, _ in TUNED], model=[m for _, m, _ in TUNED],
                         optimizer=[o for _, _, o in TUNED]),
-        trials=[f"{layout.TRIAL_DIR}/history.csv".format(dataset=d, model=m, optimizer=o, trial=t)
-                for d, m, o, t in trial_cells(config)],
+        batches=[layout.BATCH.format(dataset=d, model=m, optimizer=o, batch=b) for d, m, o, b in batch_cells(config)],
         reruns=cell_outputs("metrics.json"),
         finetune=variant_outputs("finetune"),
         heldout=variant_outputs("heldout"),
@@ -126,7 +127,7 @@ rule tuning_report:
     params:
         reference=TUNING["reference"] if TUNING else None,
         seeds=config["seeds"],
-        trial_root=lambda w, input: layout.tuning_root_of(input.trials[0]),
+        trial_root=lambda w, input: layout.tuning_root_of_batch(input.batches[0]),
         runs_root=lambda w, input: layout.runs_root_of(input.reruns[0]),
     log:
         layout.rule_log("tuning_report"),

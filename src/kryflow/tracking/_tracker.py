@@ -128,8 +128,10 @@ def ensure_parent_runs(uri: str, experiment: str, parents: list[tuple[str, str, 
     return ids
 
 
+@functools.lru_cache(maxsize=8)
 def git_commit(cwd: str | os.PathLike | None = None) -> str:
-    """The current git commit (with '-dirty' if the tree has changes), or 'unknown'."""
+    """The current git commit (with '-dirty' if the tree has changes), or 'unknown'; asked once
+    per process (a batch job opens a run per trial)."""
     try:
         cwd = cwd or Path(__file__).resolve().parent
         sha = subprocess.run(
@@ -243,26 +245,41 @@ class Tracker:
         for i in range(0, len(items), 100):
             _retry(self.client.log_batch)(self.run_id, params=items[i : i + 100])
 
+    #: MLflow's limit of metrics per ``log_batch`` request.
+    BATCH_LIMIT = 1000
+    #: Buffered metrics are sent at the latest this long after the first of them (the UI stays live).
+    FLUSH_SECONDS = 30.0
+
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Metrics at ``step``; buffered and sent in requests of up to :attr:`BATCH_LIMIT` (see :meth:`flush`)."""
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        items = [
-            Metric(k, float(v), ts, int(step or 0))
-            for k, v in metrics.items()
-            if v is not None and _is_number(v)
-        ]
-        for i in range(0, len(items), 500):
-            _retry(self.client.log_batch)(self.run_id, metrics=items[i : i + 500])
+        self._queue([Metric(k, float(v), ts, int(step or 0)) for k, v in metrics.items()
+                     if v is not None and _is_number(v)])
 
     def log_metric_series(self, name: str, values: Iterable[float], start_step: int = 0) -> None:
-        """A per-step series (e.g. iterations per solve) as one stepped metric."""
+        """A per-step series (e.g. iterations per solve) as one stepped metric (buffered)."""
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        items = [Metric(name, float(v), ts, start_step + i) for i, v in enumerate(values)]
-        for i in range(0, len(items), 500):
-            _retry(self.client.log_batch)(self.run_id, metrics=items[i : i + 500])
+        self._queue([Metric(name, float(v), ts, start_step + i) for i, v in enumerate(values)])
+
+    def _queue(self, items: list) -> None:
+        pending = self.__dict__.setdefault("_pending", [])
+        if not pending:
+            self._pending_since = time.monotonic()
+        pending.extend(items)
+        if len(pending) >= self.BATCH_LIMIT or time.monotonic() - self._pending_since >= self.FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send every buffered metric now, :attr:`BATCH_LIMIT` a request (a job logs a trial's or a
+        dataset's series in a few requests instead of one per row or sample)."""
+        pending = self.__dict__.get("_pending") or []
+        while pending:
+            _retry(self.client.log_batch)(self.run_id, metrics=pending[: self.BATCH_LIMIT])
+            del pending[: self.BATCH_LIMIT]
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """All tags in one store call (one sqlite transaction, one HTTP request)."""
@@ -337,6 +354,7 @@ class Tracker:
     def finish(self, status: str, reason: str | None = None) -> None:
         """Close the run. ``status`` is kryflow's (finished / diverged / failed)."""
         self.finished = True
+        self.flush()
         self.log_job_log()
         tags = {"status": status}
         if reason:

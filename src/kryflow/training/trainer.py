@@ -94,9 +94,29 @@ class TrainResult(dict):
     """status ('finished'|'diverged'), reason, steps, train_seconds, seconds_per_step, peak_memory_mb."""
 
 
+def _reset_peak_memory(device: torch.device) -> None:
+    """Start a cell's peak-memory count afresh (several trials train one after another in a
+    batch job): CUDA's allocator statistics, or on Linux the process's resident high-water mark."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # resets VmHWM (proc(5))
+    except OSError:
+        pass  # elsewhere the peak is the process's since it started
+
+
 def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
 
 
@@ -153,6 +173,18 @@ class _Cell:
     label: str
 
 
+def _deterministic_cpu() -> None:
+    """torch's deterministic algorithms (warn where an op has none). The public switch also sets
+    inductor's flag, importing torch._inductor and torch._dynamo (seconds at every job's start);
+    kryflow never compiles, so unless inductor is already loaded only the kernel switch is set."""
+    import sys
+
+    if "torch._inductor" in sys.modules or not hasattr(torch._C, "_set_deterministic_algorithms"):
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch._C._set_deterministic_algorithms(True, warn_only=True)
+
+
 def _surrogate(dataset_path, model_name: str, model_kwargs: Mapping, init_from) -> Surrogate:
     """A new surrogate with the train split's normalisation, or (fine-tuning) the trained one in
     ``init_from`` with the normalisation it was trained with."""
@@ -185,7 +217,7 @@ def _build(dataset_path, model_name: str, model_kwargs: Mapping, optimizer_name:
     torch.manual_seed(seed)
     np.random.seed(seed)
     if device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        _deterministic_cpu()
     surrogate = _surrogate(dataset_path, model_name, model_kwargs, init_from).to(device)
     batch_size = int(train_cfg.get("batch_size", 8))
     train_loader = make_loader(dataset_path, "train", batch_size=batch_size, shuffle=True, seed=seed,
@@ -353,6 +385,8 @@ def _loop(cell: _Cell, state: dict, checkpoint: Checkpoint, tracker, progress: b
                           f"{cell.divergence_factor:g}x the initial loss {initial}")
             elif step % cell.checkpoint_every == 0:
                 checkpoint.save(cell, state)
+                if tracker is not None:  # what the checkpoint resumes from is in MLflow too
+                    tracker.flush()
             if diverged or last:
                 done = True
                 break
@@ -418,6 +452,7 @@ def train_cell(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cell = _build(dataset_path, model_name, model_kwargs, optimizer_name, optimizer_kwargs, seed, train_cfg, init_from)
+    _reset_peak_memory(cell.device)
     shaping = dict(train_cfg)
     if init_from is not None:  # a fine-tuning run's trajectory starts from that model
         shaping["init_from"] = hashlib.sha256(Path(init_from).read_bytes()).hexdigest()

@@ -12,7 +12,7 @@ score, the geometric-mean speed-up over the reference, test errors with bootstra
 expected best-of-k-trials curves.
 """
 
-from ._plan import TrialPlan, trial_plan
+from ._plan import TrialPlan, study_batches, trial_plan
 from ._report import (
     bootstrap_interval,
     expected_best_of_k,
@@ -36,6 +36,7 @@ __all__ = [
     "profile_score",
     "reference_target",
     "select_trials",
+    "study_batches",
     "time_to_target",
     "trial_plan",
     "trial_record",

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["TrialPlan", "trial_plan"]
+__all__ = ["TrialPlan", "trial_plan", "study_batches"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,30 @@ class TrialPlan:
 
     def study_of(self, trial: int) -> int:
         return trial // self.trials_per_study
+
+    def batches(self, size: int) -> tuple[tuple[int, ...], ...]:
+        """The trials in batches of at most ``size`` (:func:`study_batches`)."""
+        return study_batches(len(self.settings), self.studies, size)
+
+
+def study_batches(trials: int, studies: int, size: int) -> tuple[tuple[int, ...], ...]:
+    """Trial indices in batches of at most ``size``, in trial order, a batch never spanning two
+    studies (so a study's trials can be rerun, or moved to other hardware, batch by batch).
+
+    **Arguments:**
+        trials: trials per (dataset, model, optimizer); studies: consecutive groups of equal size.
+        size: ``tuning.batch``.
+
+    **Returns:** one tuple of trial indices per batch; batch ``b`` is the ``b``-th tuple.
+    """
+    if size < 1:
+        raise ValueError(f"a batch holds at least one trial, got {size}")
+    per = trials // studies
+    out = []
+    for s in range(studies):
+        first, last = s * per, (s + 1) * per
+        out += [tuple(range(t, min(t + size, last))) for t in range(first, last, size)]
+    return tuple(out)
 
 
 def trial_plan(config: Mapping, dataset: str, model: str, optimizer: str) -> TrialPlan:
