@@ -11,8 +11,8 @@ stores them real, trailing dimension 2, viewed as complex inside ``forward``
 parameters, M-FAC and L-BFGS flatten gradients into one real vector, and zeroth-order
 perturbations of complex tensors are half-scaled. :func:`store_complex_as_real` does the same to
 a built neuraloperator model: each complex parameter is replaced by a real one
-(``<name>_as_real``, shape ``(*shape, 2)``) and the module sees the complex view of it on every
-forward pass, so every registered optimizer treats the factorised weights as ordinary real
+(``<name>_as_real``, shape ``(*shape, 2)``) and the module sees the complex view of it during
+every forward pass (:func:`show_complex`), so every registered optimizer treats the factorised weights as ordinary real
 parameters (``tests/test_neuralop.py`` takes a few steps with each).
 """
 
@@ -32,7 +32,7 @@ from kryflow._registry import ParameterError, unknown_names
 
 from ._base import RegisteredModel, _check_like_default
 
-__all__ = ["NeuralopFNO", "NeuralopTFNO", "NeuralopUNO", "neuralop_available", "store_complex_as_real"]
+__all__ = ["NeuralopFNO", "NeuralopTFNO", "NeuralopUNO", "neuralop_available", "show_complex", "store_complex_as_real"]
 
 #: What a user installs to get these entries.
 EXTRA = "neuralop"
@@ -53,10 +53,9 @@ def store_complex_as_real(net: nn.Module) -> list[tuple[nn.Module, str, nn.Param
         net: a built model; changed in place.
 
     Returns:
-        The slots ``(module, name, real)``: ``module.<name>`` must be set to
-        ``torch.view_as_complex(real)`` before each forward pass (:func:`_show_complex`), so that
-        gradients reach ``real``. ``real`` is registered on ``module`` as ``<name>_as_real``, shape
-        ``(*complex_shape, 2)``; a state dict therefore holds only real tensors.
+        The slots ``(module, name, real)``: ``real`` is registered on ``module`` as ``<name>_as_real``,
+        shape ``(*complex_shape, 2)``, so a state dict holds only real tensors. ``module.<name>``
+        exists only while :func:`show_complex` has set it (the model's forward pass).
     """
     slots = []
     for module in net.modules():
@@ -67,18 +66,26 @@ def store_complex_as_real(net: nn.Module) -> list[tuple[nn.Module, str, nn.Param
             real = nn.Parameter(torch.view_as_real(p.detach()).clone(), requires_grad=p.requires_grad)
             module.register_parameter(f"{name}_as_real", real)
             slots.append((module, name, real))
-    _show_complex(slots, detach=True)
     return slots
 
 
-def _show_complex(slots, detach: bool = False) -> None:
-    """Set each slot's complex attribute to the complex view of its real parameter.
+@contextlib.contextmanager
+def show_complex(slots):
+    """Within the block, each slot's module sees ``<name>`` as the complex view of its real parameter.
 
     Attribute lookup finds the instance dictionary before nn.Module's registries, so the module's
-    own code (``self.core``, ``self.factors[i]``) reads the view."""
+    own code (``self.core``, ``self.factors[i]``) reads the view and gradients reach the real
+    parameter. The views go again afterwards: a view aliases its parameter's storage with another
+    dtype, which ``torch.save`` of the whole module (MLflow's model) refuses, and a view kept
+    between steps would hold the previous step's graph.
+    """
     for module, name, real in slots:
-        view = torch.view_as_complex(real.detach() if detach else real)
-        module.__dict__[name] = view
+        module.__dict__[name] = torch.view_as_complex(real)
+    try:
+        yield
+    finally:
+        for module, name, _ in slots:
+            module.__dict__.pop(name, None)
 
 
 class _NeuralOperator(RegisteredModel):
@@ -140,12 +147,8 @@ class _NeuralOperator(RegisteredModel):
         if x.dim() != self.dim + 2:
             raise ValueError(f"{self.name}(dim={self.dim}) expects input (B, C, *grid) with {self.dim} grid axes, "
                              f"got {tuple(x.shape)}")
-        _show_complex(self._complex_slots)
-        try:
+        with show_complex(self._complex_slots):
             return self.net(x)
-        finally:
-            # views without the graph between steps: the module pickles (MLflow) and deep-copies
-            _show_complex(self._complex_slots, detach=True)
 
     def state_dict(self, *args, **kwargs):
         # neuraloperator's BaseModel adds its constructor arguments (functions, modules) under the
@@ -153,12 +156,6 @@ class _NeuralOperator(RegisteredModel):
         # model's config itself, and a state dict of tensors only loads strictly and safely
         out = super().state_dict(*args, **kwargs)
         out.pop("_metadata", None)
-        return out
-
-    def _apply(self, fn, recurse=True):
-        # .to(device) replaces the real parameters; the complex views must follow
-        out = super()._apply(fn, recurse)
-        _show_complex(self._complex_slots, detach=True)
         return out
 
 
