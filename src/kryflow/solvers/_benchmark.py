@@ -255,7 +255,7 @@ def benchmark_sequence(family: Any, num_samples: int, seed: int, strategies: lis
         plus the comparisons of :func:`add_targets` (with ``matvec_ratio`` and ``wall_ratio``).
     """
     strategies = default_strategies(family) if strategies is None else list(strategies)
-    warm_up()  # load the compiled kernels first: the first strategy must not pay for it
+    warm_up(strategies)  # load the compiled kernels first: the first strategy must not pay for it
     for strat in strategies:  # nor for loading a baseline's library (MKL, CHOLMOD): one-time costs
         SOLVER_METHODS[strat["method"]].warm_up()
     systems = _sequence_systems(family, num_samples, seed)

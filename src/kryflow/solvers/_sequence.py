@@ -179,8 +179,9 @@ class SequenceSolver:
 
     def _solve(self, A, b, matrix_changed: bool, start: np.ndarray | None = None) -> np.ndarray:
         t0 = time.perf_counter()
-        # a process's first solve loads the compiled kernels (and a method's optional library): one-time cost
-        warm = warm_up_once() + self._method_class.warm_up()
+        # a process's first solve loads the compiled kernels its strategy runs (and a method's optional
+        # library): one-time cost
+        warm = warm_up_once(self.method, self.preconditioner) + self._method_class.warm_up()
         matrix_changed = self._use_state_of(A, matrix_changed)
         system = make_system(A, b)
         if self._n is not None and system.n != self._n:
