@@ -20,6 +20,13 @@ from . import _schema as S
 from ._schema import DatasetError, VariableSpec
 
 
+#: Whole chunks the writer buffers and writes together after the first (each write costs about a
+#: millisecond per array whatever its size: three chunks at once write a generation store 1.2x as
+#: fast as one at a time), fewer where they would exceed :data:`WRITE_BYTES`.
+WRITE_CHUNKS = 3
+WRITE_BYTES = 32 * 2**20
+
+
 def _compressors():
     # crc32c after zstd: a flipped byte in a chunk file fails on read instead of decoding to garbage.
     return (ZstdCodec(level=3), Crc32cCodec())
@@ -91,8 +98,9 @@ def _remove_dead_writers(path: Path) -> None:
 class ZarrDatasetWriter:
     """Write a dataset sample by sample into one zarr v3 store, moved into place when complete.
 
-    Samples are buffered in memory one chunk (``chunk_samples`` whole samples) at a time and
-    appended to a temporary store ``<path>.tmp-<id>`` through xarray. On a clean exit of the
+    Samples are buffered in memory and written to a temporary store ``<path>.tmp-<id>``: the
+    first chunk (``chunk_samples`` whole samples) through xarray, which lays the store out, as
+    soon as it is full; later ones straight into its arrays, :data:`WRITE_CHUNKS` at a time. On a clean exit of the
     ``with`` block the writer adds checksums, normalisation statistics (train split only), the
     dataset digest and the completion marker, then renames the temporary store to ``path``.
     On an exception, or if fewer than ``num_samples`` samples were appended, the temporary
@@ -149,6 +157,7 @@ class ZarrDatasetWriter:
         self._buffer: dict[str, np.ndarray] = {}
         self._count = 0  # samples appended
         self._fill = 0  # samples in the buffer
+        self._cap: int | None = None  # samples the buffer holds (whole chunks)
         self._chunk_sha: dict[str, list[str]] = {name: [] for name in self.variables}
         self._chunk_sha[S.SPLIT_VAR] = []
         self._moments = {name: _Moments() for name in self.inputs + self.targets}
@@ -266,6 +275,7 @@ class ZarrDatasetWriter:
                 f"dataset {self.path}: sample {self._count} missing variables {sorted(missing)}, "
                 f"unknown variables {sorted(unknown)}"
             )
+        checked = {}
         for name, value in values.items():
             spec = self.variables[name]
             value = np.asarray(value)
@@ -277,8 +287,10 @@ class ZarrDatasetWriter:
                 )
             if spec.role != "solver_stat" and not np.all(np.isfinite(value)):
                 raise DatasetError(f"dataset {self.path}: sample {self._count} variable {name!r} is not finite")
-            if name not in self._buffer:
-                self._buffer[name] = np.empty((self.chunk_samples, *shape), dtype=spec.dtype)
+            checked[name] = value
+        for name, value in checked.items():
+            if name not in self._buffer:  # every shape is known now
+                self._buffer[name] = np.empty((self._capacity(), *value.shape), dtype=self.variables[name].dtype)
             self._buffer[name][self._fill] = value
         split = self.splits[self._count]
         if split == "train":
@@ -286,21 +298,42 @@ class ZarrDatasetWriter:
                 self._moments[name].add(self._buffer[name][self._fill])
         self._fill += 1
         self._count += 1
-        if self._fill == self.chunk_samples:
+        if self._fill % self.chunk_samples == 0:
+            self._checksum_chunk()
+        # the first chunk lays the store out as soon as it is full; later ones are written in blocks
+        if self._fill == (self._capacity() if self._started else self.chunk_samples):
             self._flush()
+
+    def _capacity(self) -> int:
+        """Samples the buffer holds: :data:`WRITE_CHUNKS` whole chunks, fewer where they would
+        exceed :data:`WRITE_BYTES` (at least one); known from the first sample's shapes."""
+        if self._cap is None:
+            per_chunk = self.chunk_samples * sum(int(np.prod(self._shapes[n])) * np.dtype(spec.dtype).itemsize
+                                                 for n, spec in self.variables.items())
+            self._cap = self.chunk_samples * max(1, min(WRITE_CHUNKS, WRITE_BYTES // max(1, per_chunk)))
+        return self._cap
+
+    def _checksum_chunk(self) -> None:
+        """Checksums of the buffer's last chunk (the last ``fill % chunk_samples`` samples when partial)."""
+        m = self._fill % self.chunk_samples or self.chunk_samples
+        j0 = self._fill - m
+        for name in self.variables:
+            self._chunk_sha[name].append(S.array_sha256(self._buffer[name][j0:self._fill]))
+        i0 = self._count - m
+        codes = np.array([S.SPLIT_CODES[s] for s in self.splits[i0 : i0 + m]], dtype=np.int8)
+        self._chunk_sha[S.SPLIT_VAR].append(S.array_sha256(codes))
 
     def _flush(self) -> None:
         n, i0 = self._fill, self._count - self._fill
         if n == 0:
             return
+        if n % self.chunk_samples:  # the last, partial chunk
+            self._checksum_chunk()
         data_vars = {}
         for name, spec in self.variables.items():
-            block = self._buffer[name][:n]
-            self._chunk_sha[name].append(S.array_sha256(block))
             attrs = {"long_name": spec.long_name, "units": spec.units, "role": spec.role}
-            data_vars[name] = ((S.SAMPLE_DIM, *spec.dims), block, attrs)
+            data_vars[name] = ((S.SAMPLE_DIM, *spec.dims), self._buffer[name][:n], attrs)
         codes = np.array([S.SPLIT_CODES[s] for s in self.splits[i0 : i0 + n]], dtype=np.int8)
-        self._chunk_sha[S.SPLIT_VAR].append(S.array_sha256(codes))
         data_vars[S.SPLIT_VAR] = (
             (S.SAMPLE_DIM,),
             codes,
@@ -323,10 +356,17 @@ class ZarrDatasetWriter:
             }
             encoding[S.SAMPLE_DIM] = {"chunks": (self.chunk_samples,)}
             ds.to_zarr(self._tmp, mode="w-", zarr_format=3, consolidated=False, encoding=encoding)
+            # xarray lays out the store (metadata, coordinates, encodings) from the first chunk; later
+            # chunks go straight into arrays grown to every sample now: an xarray append re-reads and
+            # resizes the whole store per chunk (~0.15 s for a generation store, more than the solves)
+            group = zarr.open_group(self._tmp, mode="r+", zarr_format=3)
+            self._arrays = {name: group[name] for name in [*data_vars, S.SAMPLE_DIM]}
+            for arr in self._arrays.values():
+                arr.resize((self.num_samples, *arr.shape[1:]))
             self._started = True
         else:
-            ds = xr.Dataset(data_vars, coords={S.SAMPLE_DIM: sample})
-            ds.to_zarr(self._tmp, append_dim=S.SAMPLE_DIM, consolidated=False)
+            for name, arr in self._arrays.items():
+                arr[i0:i0 + n] = sample if name == S.SAMPLE_DIM else data_vars[name][1]
         self._fill = 0
 
     def finalize(self) -> Path:
