@@ -294,11 +294,15 @@ class Tracker:
 
     def log_dataset(self, name: str, path: str | os.PathLike, digest: str, context: str) -> None:
         """Record a zarr store as an MLflow dataset input (digest = the store's checksum)."""
-        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.dataset_source_registry import get_registered_sources, resolve_dataset_source
         from mlflow.data.meta_dataset import MetaDataset
         from mlflow.entities import DatasetInput, InputTag
 
-        source = resolve_dataset_source(str(Path(path).resolve()))
+        # a local path: MLflow registers a "local" source class for two URI schemes ("" and "file")
+        # and warns that the path "can be interpreted in multiple ways" when left to choose; take
+        # the one it would take (the last registered)
+        local = [s for s in get_registered_sources() if s._get_source_type() == "local"][-1:]
+        source = resolve_dataset_source(str(Path(path).resolve()), candidate_sources=local or None)
         ds = MetaDataset(source=source, name=name, digest=digest[:36])
         entity = DatasetInput(
             dataset=ds._to_mlflow_entity(),
