@@ -12,8 +12,18 @@ parameters, M-FAC and L-BFGS flatten gradients into one real vector, and zeroth-
 perturbations of complex tensors are half-scaled. :func:`store_complex_as_real` does the same to
 a built neuraloperator model: each complex parameter is replaced by a real one
 (``<name>_as_real``, shape ``(*shape, 2)``) and the module sees the complex view of it during
-every forward pass (:func:`show_complex`), so every registered optimizer treats the factorised weights as ordinary real
-parameters (``tests/test_neuralop.py`` takes a few steps with each).
+every forward pass (:func:`show_complex`), so every registered optimizer treats the factorised
+weights as ordinary real parameters (``tests/test_neuralop.py`` takes a few steps with each).
+
+Per optimizer family, on these models: first-order methods, L-BFGS, the Hutchinson methods
+(AdaHessian, Sophia-H: double backward through the FFTs and the factorised contraction), the
+Shampoo/SOAP/Kron preconditioners, M-FAC and zeroth-order SPSA act on every real parameter alike,
+the factors of a Tucker/CP/TT weight included. K-FAC and MKOR capture the layers they know
+(neuraloperator's lifting, projection, channel-MLP and skip convolutions) and give the spectral
+weights, which no Kronecker factorisation here models, the plain gradient with momentum. Kept in
+neuraloperator's complex storage instead, Sophia-H, Shampoo, SOAP and Kron refuse the complex
+parameters and M-FAC casts away their imaginary parts (measured with neuraloperator 2.0.0), which
+is why no optimizer needs refusing for these entries.
 """
 
 from __future__ import annotations
@@ -32,7 +42,9 @@ from kryflow._registry import ParameterError, unknown_names
 
 from ._base import RegisteredModel, _check_like_default
 
-__all__ = ["NeuralopFNO", "NeuralopTFNO", "NeuralopUNO", "neuralop_available", "show_complex", "store_complex_as_real"]
+__all__ = [
+    "NeuralopFNO", "NeuralopTFNO", "NeuralopUNO", "neuralop_available", "show_complex", "store_complex_as_real",
+]
 
 #: What a user installs to get these entries.
 EXTRA = "neuralop"
@@ -46,16 +58,16 @@ def neuralop_available() -> bool:
     return importlib.util.find_spec("neuralop") is not None
 
 
-def store_complex_as_real(net: nn.Module) -> list[tuple[nn.Module, str, nn.Parameter]]:
+def store_complex_as_real(net: nn.Module) -> list[tuple[nn.Module, str]]:
     """Replace every complex parameter of ``net`` by a real one holding its real and imaginary parts.
 
     Arguments:
         net: a built model; changed in place.
 
     Returns:
-        The slots ``(module, name, real)``: ``real`` is registered on ``module`` as ``<name>_as_real``,
-        shape ``(*complex_shape, 2)``, so a state dict holds only real tensors. ``module.<name>``
-        exists only while :func:`show_complex` has set it (the model's forward pass).
+        The slots ``(module, name)``: the real parameter is registered on ``module`` as
+        ``<name>_as_real``, shape ``(*complex_shape, 2)``, so a state dict holds only real tensors.
+        ``module.<name>`` exists only while :func:`show_complex` has set it (the model's forward pass).
     """
     slots = []
     for module in net.modules():
@@ -65,7 +77,7 @@ def store_complex_as_real(net: nn.Module) -> list[tuple[nn.Module, str, nn.Param
             del module._parameters[name]
             real = nn.Parameter(torch.view_as_real(p.detach()).clone(), requires_grad=p.requires_grad)
             module.register_parameter(f"{name}_as_real", real)
-            slots.append((module, name, real))
+            slots.append((module, name))
     return slots
 
 
@@ -79,12 +91,13 @@ def show_complex(slots):
     dtype, which ``torch.save`` of the whole module (MLflow's model) refuses, and a view kept
     between steps would hold the previous step's graph.
     """
-    for module, name, real in slots:
-        module.__dict__[name] = torch.view_as_complex(real)
+    for module, name in slots:
+        # looked up each time: loading a state dict with assign=True replaces the parameter
+        module.__dict__[name] = torch.view_as_complex(getattr(module, f"{name}_as_real"))
     try:
         yield
     finally:
-        for module, name, _ in slots:
+        for module, name in slots:
             module.__dict__.pop(name, None)
 
 
@@ -211,7 +224,8 @@ class NeuralopFNO(_NeuralOperator):
         return models.FNO(
             n_modes=tuple(modes), in_channels=in_channels, out_channels=out_channels,
             hidden_channels=cfg["hidden_channels"], n_layers=cfg["n_layers"],
-            lifting_channel_ratio=cfg["lifting_channel_ratio"], projection_channel_ratio=cfg["projection_channel_ratio"],
+            lifting_channel_ratio=cfg["lifting_channel_ratio"],
+            projection_channel_ratio=cfg["projection_channel_ratio"],
             positional_embedding=_none(cfg["positional_embedding"]), norm=_none(cfg["norm"]),
             use_channel_mlp=cfg["use_channel_mlp"], channel_mlp_expansion=cfg["channel_mlp_expansion"],
             channel_mlp_skip=_none(cfg["channel_mlp_skip"]), fno_skip=_none(cfg["fno_skip"]),
