@@ -22,7 +22,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
-from numba import typed
 
 from kryflow._registry import Param
 
@@ -226,10 +225,12 @@ class GMGPreconditioner(Preconditioner, name="gmg"):
         self._cycle_arrays = [a.astype(self._dtype) if low else a for a in self._st + self._dinv + self._W]
         nl = len(levels)
         st, dinv, W = self._cycle_arrays[:nl], self._cycle_arrays[nl:2 * nl], self._cycle_arrays[2 * nl:]
-        self._cycle_levels = typed.List(
-            [(s, lv.off, lv.inner, d, np.zeros(lv.size, self._dtype), np.zeros(lv.size, self._dtype))
-             for s, lv, d in zip(st, levels, dinv)])
-        self._cycle_transfers = typed.List([(w, tr.parent) for w, tr in zip(W, transfers)])
+        # tuples, not numba typed lists: the kernels compile once per level count and numba caches
+        # them on disk, while a typed list compiles its own methods in every process (5-10 s a job)
+        self._cycle_levels = tuple(
+            (s, lv.off, lv.inner, d, np.zeros(lv.size, self._dtype), np.zeros(lv.size, self._dtype))
+            for s, lv, d in zip(st, levels, dinv))
+        self._cycle_transfers = tuple((w, tr.parent) for w, tr in zip(W, transfers))
         if len(shape) == 2 and len(levels) > 1:
             self._allocate_2d(levels, st, dinv, W)
         self._shape = shape
@@ -246,9 +247,9 @@ class GMGPreconditioner(Preconditioner, name="gmg"):
             src, shift = np.arange(lv.off.shape[0]), np.zeros(lv.off.shape[0], dtype=np.int64)  # set per matrix
             smoothers.append((stT, lv.off, src, shift, others, west, east, np.zeros_like(d), np.zeros_like(d), d))
         self._mirrors = [np.array([int(np.flatnonzero(lv.off == -o)[0]) for o in lv.off]) for lv in levels[:-1]]
-        self._smoothers = typed.List(smoothers)
-        self._Ws = typed.List(W)
-        self._residuals = typed.List([np.zeros(lv.size, self._dtype) for lv in levels[:-1]])
+        self._smoothers = tuple(smoothers)
+        self._Ws = tuple(W)
+        self._residuals = tuple(np.zeros(lv.size, self._dtype) for lv in levels[:-1])
         fine = levels[0]
         star = [(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)]  # centre, row below, row above, west, east
         self._star_slots = np.array([int(np.flatnonzero((fine.deltas == d).all(axis=1))[0]) for d in star])
