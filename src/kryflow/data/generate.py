@@ -246,7 +246,7 @@ def generate_dataset(
     split_arr = _split_array(num_samples, splits, seed, split_block)
     totals = _Totals()
     t0 = time.perf_counter()
-    warm = warm_up([solver_cfg])  # the compiled kernels the chosen strategy runs: a one-time cost
+    warm = warm_up([solver_cfg], fam.shape)  # the compiled kernels the chosen strategy runs: a one-time cost
     samples, order_seconds = _in_order(order_kind, fam.samples(num_samples, seed, start, stop))
     attrs = _store_attrs(fam, {**solver_cfg, "order": order_kind, **_start_attrs(solver, start_model)}, num_samples,
                          seed, split_block, provenance)

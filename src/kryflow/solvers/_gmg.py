@@ -356,12 +356,18 @@ def _laplacian(shape: tuple[int, ...]) -> sp.csr_matrix:
     return A
 
 
-def warm_up() -> None:
+def warm_up(shape: tuple[int, ...] | None = None) -> None:
     """Load every kernel specialisation the V-cycle uses (2D and 3D, both interpolations) and
-    the 2D stencil product."""
-    for shape in ((12, 12), (6, 6, 6)):
+    the 2D stencil product; with ``shape`` (cells per dimension) also the V-cycle's for that
+    grid's number of levels (the kernels take one tuple entry per level, so each level count is
+    a specialisation of its own, compiled once on a machine and then loaded from numba's cache)."""
+    combos = list(itertools.product(("operator", "linear"), ("double", "single")))
+    grids = [((12, 12), combos), ((6, 6, 6), combos)]
+    if shape is not None and len(grid_levels(tuple(shape))[0]) > 1:
+        grids.append((tuple(shape), [("auto", "double"), ("auto", "single")]))
+    for shape, settings in grids:
         A = _laplacian(shape)
-        for interpolation, precision in itertools.product(("operator", "linear"), ("double", "single")):
+        for interpolation, precision in settings:
             M = GMGPreconditioner(interpolation, precision=precision)
             M.setup(A)
             v = np.ones(A.shape[0])

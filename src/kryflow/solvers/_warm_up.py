@@ -52,15 +52,19 @@ def kernel_groups(strategies: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
     return tuple(g for g in KERNEL_GROUPS if g in groups)
 
 
-def _load(group: str) -> None:
+def _load(group: str, grid_shape: tuple[int, ...] | None = None) -> None:
     from . import _gmg, _kernels, _ssor
 
-    {"cg": _kernels.warm_up, "gmg": _gmg.warm_up, "ssor": _ssor.warm_up}[group]()
+    if group == "gmg":
+        _gmg.warm_up(grid_shape)
+    else:
+        {"cg": _kernels.warm_up, "ssor": _ssor.warm_up}[group]()
 
 
-def warm_up(strategies: Iterable[Mapping[str, Any]] | None = None) -> float:
+def warm_up(strategies: Iterable[Mapping[str, Any]] | None = None, grid_shape: tuple[int, ...] | None = None) -> float:
     """Load (the first time on a machine: compile) the compiled kernels that ``strategies`` run
-    (:func:`kernel_groups`); ``None``: every kernel the solvers have.
+    (:func:`kernel_groups`); ``None``: every kernel the solvers have. ``grid_shape`` (cells per
+    dimension of the systems to come): the multigrid's V-cycle for that grid's number of levels too.
 
     Dataset generation calls it first with the strategy it solves with and records its time as
     one-time cost (``solver_warm_up_seconds``), so that no solve pays for it; a
@@ -73,7 +77,7 @@ def warm_up(strategies: Iterable[Mapping[str, Any]] | None = None) -> float:
     groups = KERNEL_GROUPS if strategies is None else kernel_groups(strategies)
     t0 = time.perf_counter()
     for group in groups:
-        _load(group)
+        _load(group, grid_shape)
         _LOADED.add(group)
     return time.perf_counter() - t0
 
