@@ -66,6 +66,34 @@ def test_eight_concurrent_jobs_lose_nothing(tmp_path):
         assert r.data.params["cfg.lr"]
 
 
+def test_metrics_go_in_requests_of_at_most_a_thousand(tmp_path, monkeypatch):
+    """A run's rows and series are buffered: 2,500 metrics in three requests, none lost; what is
+    pending is sent by finish (and by the stage's exit, see test_stages)."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ensure_experiment(uri, "exp", (tmp_path / "art").as_uri())
+    t = Tracker(uri, "exp", key="many", run_name="many", tags={})
+    sizes = []
+    real = t.client.log_batch
+
+    def counting(run_id, metrics=(), **kw):
+        if metrics:
+            sizes.append(len(metrics))
+        return real(run_id, metrics=metrics, **kw)
+
+    monkeypatch.setattr(t.client, "log_batch", counting)
+    for step in range(1000):
+        t.log_metrics({"loss": 1.0 / (step + 1), "acc": float(step)}, step=step)
+    t.log_metric_series("solve_iterations", range(500))
+    assert sizes == [1000, 1000]  # sent as the buffer fills, 500 still pending
+    t.finish("finished")
+    assert sizes == [1000, 1000, 500]
+    client = MlflowClient(tracking_uri=uri)
+    assert len(client.get_metric_history(t.run_id, "loss")) == 1000
+    assert [m.step for m in client.get_metric_history(t.run_id, "solve_iterations")] == list(range(500))
+
+
 def test_system_metrics_are_sampled_into_the_run(tmp_path):
     from mlflow.tracking import MlflowClient
 

@@ -96,3 +96,60 @@ def test_jobs_registering_one_dataset_at_once_all_succeed(server, tmp_path):
     assert [p.exitcode for p in procs] == [0] * 6
     runs = MlflowClient(tracking_uri=server["uri"]).search_runs([exp])
     assert len(runs) == 6 and all(len(r.inputs.dataset_inputs) == 1 for r in runs)
+
+
+def _batch_job(uri: str, tracking_json: str, data: str, out: str, job: int) -> None:
+    """One tuning batch job (3 trials) of its own (dataset, model, optimizer), as the workflow runs it."""
+    import os
+
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    from kryflow.pipeline import run_trial_batch
+
+    cell = {"dataset": f"syn{job}", "model": "fno", "optimizer": "adam"}
+    spec = {"model": {"name": "fno", "width": 4, "modes": 2, "layers": 1}, "optimizer": {"name": "adam", "lr": 3e-3}}
+    training = {"batch_size": 4, "max_steps": 12, "eval_every": 1, "checkpoint_every": 12, "device": "cpu"}
+    tuning = {"trials": 3, "studies": 1, "batch": 3, "concurrent": 1, "seed": 0, "reference": "adam"}
+    run_trial_batch(cell, 0, spec, training, tuning, data, out, tracking_json)
+
+
+@pytest.mark.slow
+def test_eight_concurrent_batch_jobs_lose_nothing_on_the_server(server, tmp_path):
+    """8 batch jobs at once against the MLflow server on PostgreSQL: every trial's run, every
+    metric row and every artifact arrives (24 trials of 12 validated steps each)."""
+    import multiprocessing as mp
+
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from kryflow.data import write_synthetic_dataset
+    from kryflow.pipeline import init_tracking
+
+    uri = server["uri"]
+    data = write_synthetic_dataset(tmp_path / "syn.zarr", num_samples=24, grid=(8, 8), chunk_samples=8)
+    parents = []
+    for j in range(8):
+        parents += [(f"workload/syn{j}/fno", "w", None), (f"tune/syn{j}/fno/adam", "o", f"workload/syn{j}/fno"),
+                    (f"tune/syn{j}/fno/adam/study0", "s", f"tune/syn{j}/fno/adam")]
+    init_tracking("batches", {"uri": uri}, tmp_path / "tracking.json", tmp_path, parents=parents)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_batch_job, args=(uri, str(tmp_path / "tracking.json"), str(data),
+                                                  str(tmp_path / f"job{j}" / "batch0.json"), j)) for j in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(600)
+    assert [p.exitcode for p in procs] == [0] * 8
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("batches")
+    runs = client.search_runs([exp.experiment_id], "tags.rule = 'tune_batch'", max_results=100)
+    keys = sorted(r.data.tags["kryflow.key"] for r in runs)
+    assert keys == sorted(f"tune/syn{j}/fno/adam/trial{t}" for j in range(8) for t in range(3))
+    for r in runs:
+        j, t = r.data.tags["dataset"][3:], r.data.tags["trial"]
+        history = pd.read_csv(tmp_path / f"job{j}" / f"trial{t}" / "history.csv")
+        assert r.info.status == "FINISHED" and r.data.tags["status"] == "finished"
+        for metric in ("val_rel_l2", "train_loss", "seconds", "lr", "grad_evals"):
+            got = client.get_metric_history(r.info.run_id, metric)
+            assert sorted(m.step for m in got) == list(history["step"]), (r.data.tags["kryflow.key"], metric)
+        assert r.data.metrics["best_val_rel_l2"] == pytest.approx(history["val_rel_l2"].min())
+        assert "history.csv" in [a.path for a in client.list_artifacts(r.info.run_id)]

@@ -40,6 +40,21 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from kryflow.planning import CostTable, format_plan, plan_workflow
+
+    cfg = _config(args.config)
+    print(f"planning {args.config}: Snakemake's dry run, then the costs ...", flush=True)
+    plan = plan_workflow(cfg, args.config, table=CostTable(args.costs), measure=not args.no_measure,
+                         device=args.device, gpu=args.gpu)
+    print(format_plan(plan))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(plan, indent=2, default=float))
+        print(f"  written       {args.json}")
+    return 0
+
+
 def cmd_run(args) -> int:
     snakemake = shutil.which("snakemake") or str(Path(sys.executable).with_name("snakemake"))
     cmd = [snakemake, "--cores", str(args.cores), "--configfile", args.config, *args.extra]
@@ -232,6 +247,17 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("validate", help="check a workflow config against the schema and registries")
     s.add_argument("config")
     s.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("plan", help="jobs, trials, training steps and CPU/GPU-hours of a config, before it runs")
+    s.add_argument("config")
+    s.add_argument("--costs", default=f"{layout.RESULTS_DIR}/benchmarks/step_costs.json",
+                   help="measured costs, read and extended (default: %(default)s)")
+    s.add_argument("--no-measure", action="store_true", help="use recorded costs only; report what is missing")
+    s.add_argument("--device", default="cpu", help="where to measure steps: cpu, or cuda on a GPU node")
+    s.add_argument("--gpu", default="h100", choices=["h100", "a100"],
+                   help="GPU the GPU-hours are modelled on when --device is not a GPU (default: %(default)s)")
+    s.add_argument("--json", help="write the plan here too")
+    s.set_defaults(func=cmd_plan)
 
     s = sub.add_parser("run", help="run the Snakemake workflow (extra args go to snakemake)")
     s.add_argument("--config", default="config/config.yaml")
