@@ -108,6 +108,17 @@ def _rms(*arrays: np.ndarray) -> float:
     return float(np.sqrt(sum(np.sum(a**2) for a in arrays) / sum(a.size for a in arrays)))
 
 
+def _max(*arrays: np.ndarray) -> float:
+    return float(max(np.abs(a).max() for a in arrays))
+
+
+def _orders(rows: list[dict], *keys: str) -> None:
+    """``order`` (of the rms error) and ``max_order`` between consecutive rows: ``log2(e_k / e_{k+1})``."""
+    for a, b in zip(rows, rows[1:]):
+        for key, name in zip(keys, ("order", "max_order")):
+            a[name] = math.log2(a[key] / b[key])
+
+
 # -- the runs -------------------------------------------------------------------------------------
 def lid_driven_cavity(n: int, reynolds: float, *, cfl: float = 0.45, t_max: float = 100.0, steady: float = 1e-5,
                       solver: dict | None = None, check_every: int = 50, log=None):
@@ -179,16 +190,15 @@ def self_convergence(space_grids=(16, 32, 64, 128), time_grid: int = 32, time_st
     space = []
     for n in space_grids[:-1]:
         Uc, Vc = restrict_faces(flows[2 * n].U, flows[2 * n].V)
-        space.append({"n": n, "error_vs_2n": _rms(flows[n].U - Uc, flows[n].V - Vc)})
-    for a, b in zip(space, space[1:]):
-        a["order"] = math.log2(a["error_vs_2n"] / b["error_vs_2n"])
+        space.append({"n": n, "error_vs_2n": _rms(flows[n].U - Uc, flows[n].V - Vc),
+                      "max_error_vs_2n": _max(flows[n].U - Uc, flows[n].V - Vc)})
+    _orders(space, "error_vs_2n", "max_error_vs_2n")
     runs = {k: _run_box(time_grid, t_end / k, t_end, reynolds) for k in time_steps}
     tm = []
     for k in time_steps[:-1]:
-        tm.append({"steps": k, "dt": t_end / k, "error_vs_half_dt": _rms(runs[k].U - runs[2 * k].U,
-                                                                         runs[k].V - runs[2 * k].V)})
-    for a, b in zip(tm, tm[1:]):
-        a["order"] = math.log2(a["error_vs_half_dt"] / b["error_vs_half_dt"])
+        dU, dV = runs[k].U - runs[2 * k].U, runs[k].V - runs[2 * k].V
+        tm.append({"steps": k, "dt": t_end / k, "error_vs_half_dt": _rms(dU, dV), "max_error_vs_half_dt": _max(dU, dV)})
+    _orders(tm, "error_vs_half_dt", "max_error_vs_half_dt")
     return {"t_end": t_end, "reynolds": reynolds, "space": {"dt": dt, "grids": list(space_grids), "errors": space},
             "time": {"n": time_grid, "errors": tm}}
 
@@ -346,14 +356,13 @@ def main(argv: list[str] | None = None) -> dict:
                 f"max deviation u {rec['max_u_deviation']:.4f} v {rec['max_v_deviation']:.4f} "
                 f"({rec['seconds']:.0f} s, {rec['solver']})")
     if "convergence" in sections:
-        grids = (16, 32, 64) if args.quick else (16, 32, 64, 128)
+        grids = (16, 32, 64) if args.quick else (16, 32, 64, 128, 256)
         result["convergence"] = conv = self_convergence(space_grids=grids)
-        log("self-convergence, space: " + ", ".join(f"n={e['n']} e={e['error_vs_2n']:.2e}"
-                                                    + (f" order {e['order']:.2f}" if "order" in e else "")
-                                                    for e in conv["space"]["errors"]))
-        log("self-convergence, time: " + ", ".join(f"dt={e['dt']:.4g} e={e['error_vs_half_dt']:.2e}"
-                                                   + (f" order {e['order']:.2f}" if "order" in e else "")
-                                                   for e in conv["time"]["errors"]))
+        for kind, key, label in (("space", "error_vs_2n", "n"), ("time", "error_vs_half_dt", "dt")):
+            log(f"self-convergence, {kind} (rms, max): " + ", ".join(
+                f"{label}={e[label]:.4g} e={e[key]:.2e}, {e['max_' + key]:.2e}"
+                + (f" orders {e['order']:.2f}, {e['max_order']:.2f}" if "order" in e else "")
+                for e in conv[kind]["errors"]))
     if "divergence" in sections:
         result["divergence"] = divergence_check(n=32 if args.quick else 128, steps=30 if args.quick else 100)
         for d in result["divergence"]:
