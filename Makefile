@@ -49,8 +49,7 @@ solver-system-deps:
 	fi
 
 # The optional solver baselines (CHOLMOD through scikit-sparse, MKL PARDISO through pypardiso),
-# after the system packages so that scikit-sparse finds SuiteSparse's headers, and neuraloperator's
-# models (the neuralop extra). Never fatal:
+# after the system packages so that scikit-sparse finds SuiteSparse's headers. Never fatal:
 # where they do not install, their methods report themselves absent and their tests and
 # benchmark rows skip.
 $(SOLVERS): $(STAMP) pyproject.toml | solver-system-deps
@@ -58,6 +57,8 @@ $(SOLVERS): $(STAMP) pyproject.toml | solver-system-deps
 	  || echo "note: solver extras (scikit-sparse, pypardiso) absent: auto takes LU or Jacobi-PCG where it would take CHOLMOD; their tests and benchmark rows skip"
 	touch $(SOLVERS)
 
+# make test adds neuraloperator's models (the neuralop extra); never fatal either: the neuralop_*
+# entries say so at config time and their tests skip.
 $(EXTRAS): $(SOLVERS) pyproject.toml | system-deps
 	$(BIN)/python -m pip install --quiet -e ".[neuralop]" \
 	  || echo "note: neuraloperator absent: the neuralop_* models say so and their tests skip"
