@@ -67,6 +67,25 @@ def _slurm_config() -> dict:
     return cfg
 
 
+def _submissions(out: str) -> list[tuple[str, str, str]]:
+    """(rule, SLURM job id, log) of every Snakemake job the run submitted: alone (``<id>``) or as a
+    task of an array (``<id>_<task>``)."""
+    rule_of, rule = {}, None
+    for line in out.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):$", line) or re.match(r"^\s+jobid: (\d+)$", line)
+        if m and line.lstrip().startswith("jobid"):
+            rule_of[m.group(1)] = rule
+        elif m:
+            rule = m.group(1)
+    jobs = [(rule_of.get(j, "?"), sid, log) for j, sid, log in
+            re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)", out)]
+    for ids, sid, first, last in re.findall(r"Submitted array job with Snakemake IDs ([\d,]+) and SLURM job ID "
+                                            r"(\d+)\. The individual task IDs are (\d+)-(\d+)", out):
+        for task, j in zip(range(int(first), int(last) + 1), ids.split(",")):
+            jobs.append((rule_of.get(j, "?"), f"{sid}_{task}", ""))
+    return jobs
+
+
 # --------------------------------------------------------------------------- the real cluster
 
 @pytest.fixture(scope="module")
@@ -118,6 +137,9 @@ def test_tiny_workflow_runs_through_slurm(cluster, tracking, tmp_path):
     from mlflow.tracking import MlflowClient
 
     cfg = _slurm_config()
+    # the tuning protocol, 2 trials a workload and optimizer in batches of 1: the batches that are
+    # ready together go to SLURM as one job array
+    cfg["tuning"] = {"trials": 2, "batch": 1, "reference": "adam"}
     configfile = write_config(tmp_path / "slurm.yaml", cfg)
     env = {**cluster.env, "KRYFLOW_SLURM_GPUS": "0"}
     if tracking:
@@ -129,19 +151,22 @@ def test_tiny_workflow_runs_through_slurm(cluster, tracking, tmp_path):
     # the status command was chosen for a cluster without accounting
     assert "status command is not 'sacct'" not in out
 
-    # every non-local job was submitted to SLURM and completed there
-    submitted = re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)", out)
-    rules = sorted(re.search(r"/rule_([a-z_]+)/", log).group(1) for _, _, log in submitted)
-    assert rules == ["evaluate", "evaluate", "generate_dataset", "solver_benchmark", "train", "train"], out[-4000:]
+    # every non-local job was submitted to SLURM and completed there; the trial batches as arrays
+    submitted = _submissions(out)
+    rules = sorted(rule for rule, _, _ in submitted)
+    assert rules == sorted(["evaluate", "evaluate", "generate_dataset", "solver_benchmark", *["tune_batch"] * 4,
+                            "train", "train"]), (submitted, out[-4000:])
+    arrays = [sid for rule, sid, _ in submitted if rule == "tune_batch" and "_" in sid]
+    assert len(arrays) == 4 and len({a.split("_")[0] for a in arrays}) == 2, submitted  # 2 arrays of 2 tasks
     sq = subprocess.run(["squeue", "-t", "all", "-h", "-o", "%i %T"], env={**os.environ, **cluster.env},
                         capture_output=True, text=True, check=True).stdout
     states = dict(line.split() for line in sq.splitlines())
     for _, slurm_id, log in submitted:
         assert states.get(slurm_id) == "COMPLETED", (slurm_id, sq)
-        # the job's own log: snakemake ran the rule inside the allocation
-        text = Path(log).read_text()
-        assert re.search(r"Finished jobid: 0|Finished job 0", text), text[-2000:]
-    print("\n".join(line for line in out.splitlines() if "SLURM jobid" in line))
+        if log:  # the job's own log: snakemake ran the rule inside the allocation
+            text = Path(log).read_text()
+            assert re.search(r"Finished jobid: 0|Finished job 0", text), text[-2000:]
+    print("\n".join(line for line in out.splitlines() if "SLURM job" in line))
     print(sq)
 
     # outputs
@@ -164,9 +189,12 @@ def test_tiny_workflow_runs_through_slurm(cluster, tracking, tmp_path):
     exp = client.get_experiment_by_name(cfg["experiment"])
     runs = client.search_runs([exp.experiment_id], max_results=100)
     keys = sorted(r.data.tags.get("kryflow.key", "") for r in runs)
-    # (+ the figures' "report" run, logged on the login node)
-    assert [k for k in keys if k != "report"] == [
+    # (+ the figures' and the tuning report's runs, logged on the login node, and the runs that
+    # group the protocol's: workload, optimizers, studies)
+    assert [k for k in keys if k.split("/")[0] in ("generate", "solver_benchmark", "train")] == [
         "generate/darcy", "solver_benchmark/darcy", "train/darcy/fno/adam/0", "train/darcy/fno/zo_spsa/0"], keys
+    assert [k for k in keys if "/trial" in k] == [f"tune/darcy/fno/{o}/trial{t}" for o in ("adam", "zo_spsa")
+                                                  for t in range(2)], keys
     for r in runs:
         assert r.info.status == "FINISHED", (r.data.tags.get("kryflow.key"), r.info.status)
         if r.data.tags["kryflow.key"].startswith("train/"):

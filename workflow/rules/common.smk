@@ -169,10 +169,15 @@ def generate_runtime(wildcards, attempt):
     return int(max(10, seconds / 60) * attempt)
 
 
+def _trained_datasets():
+    return [d for d in config["datasets"] if "source" not in config["datasets"][d]]
+
+
 def train_mem_mb(wildcards, attempt):
-    spec = config["datasets"][wildcards.dataset]
-    batch = cell_training(config, wildcards.dataset)["batch_size"]
-    return int((2048 + _unknowns(spec) * batch * 4 * 200 / 2**20) * attempt)
+    """Memory of a training job: the largest any dataset of the config needs, so that every job of
+    the rule asks the same (the SLURM profile submits them as one array, which asks once)."""
+    need = [_unknowns(config["datasets"][d]) * cell_training(config, d)["batch_size"] for d in _trained_datasets()]
+    return int((2048 + max(need, default=0) * 4 * 200 / 2**20) * attempt)
 
 
 @functools.lru_cache(maxsize=None)
@@ -194,8 +199,9 @@ def batch_mem_mb(wildcards, attempt):
 
 
 def batch_runtime(wildcards, attempt):
-    """Minutes: every trial of the batch, ``concurrent`` at a time."""
-    rounds = -(-len(batch_trials(TUNING, int(wildcards.batch))) // TUNING["concurrent"])
+    """Minutes: every trial of a full batch, ``concurrent`` at a time (the same for every batch job)."""
+    size = min(TUNING["batch"], TUNING["trials"] // TUNING["studies"])
+    rounds = -(-size // TUNING["concurrent"])
     return train_runtime(wildcards, attempt) * rounds
 
 
@@ -203,12 +209,17 @@ def training_of(wildcards):
     return cell_training(config, wildcards.dataset)
 
 
-def train_runtime(wildcards, attempt):
-    """Minutes: the wall-clock budget if one is set, else a bound from the step budget."""
-    tcfg = cell_training(config, wildcards.dataset)
+def _runtime_of(dataset):
+    tcfg = cell_training(config, dataset)
     if tcfg.get("max_seconds"):
-        return int((tcfg["max_seconds"] / 60 + 15) * attempt)
-    return int((30 + tcfg["max_steps"] * 0.05) * attempt)
+        return tcfg["max_seconds"] / 60 + 15
+    return 30 + tcfg["max_steps"] * 0.05
+
+
+def train_runtime(wildcards, attempt):
+    """Minutes: the wall-clock budget if one is set, else a bound from the step budget; the
+    longest of the config's datasets (every job of the rule asks the same, as train_mem_mb)."""
+    return int(max((_runtime_of(d) for d in config["datasets"]), default=30) * attempt)
 
 
 def use_gpu():
