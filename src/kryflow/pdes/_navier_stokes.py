@@ -184,8 +184,9 @@ def _pressure_operator(fluid: np.ndarray, pin: tuple[int, int], h: float) -> sp.
 
 
 def _pin_cell(fluid: np.ndarray) -> tuple[int, int]:
-    """The fluid cell where the pressure is fixed: the one nearest the centre among the cells that
-    stay coarse points on every multigrid level (index ``2^k - 1`` per axis), else any nearest."""
+    """The fluid cell where the pressure is fixed: one that stays a coarse point through the most
+    multigrid levels (index ``2^k - 1`` per axis with k largest; nearest the centre among equals).
+    Where the pin sits moves GMG-PCG by an iteration at most (8-9 from zero at 256², measured)."""
     n0, n1 = fluid.shape
     cand = np.argwhere(fluid)
     centre = np.array([(n0 - 1) / 2.0, (n1 - 1) / 2.0])
@@ -381,7 +382,9 @@ class NavierStokesFamily(PDEFamily):
     (ν = 1/reynolds), ``lid_speed`` (0: a closed box), ``obstacles`` (discs per sample, 0: none)
     and ``obstacle_radius``, ``initial_speed`` (max speed of the random initial flow; 0: at rest),
     ``forcing`` (max of a random steady divergence-free body force; 0: none), ``dt``,
-    ``num_steps``, ``save_every``. Module docstring: the discretisation and why.
+    ``num_steps``, ``save_every``. Module docstring: the discretisation and why. ``relation:
+    drift`` correlates the GRF fields of neighbouring samples; the obstacles stay drawn from
+    ``(seed, index)`` alone.
 
     A sample's ``make_flow()`` gives its :class:`StaggeredFlow` at the initial state (the face
     velocities the stored cell-centred inputs average), to be stepped with :meth:`integrate`.
