@@ -418,3 +418,14 @@ def test_zeroth_order_gets_the_reference_gradient_evaluations():
     zo = budgeted_training({"max_steps": 5}, budget, zeroth_order=True)
     assert zo["max_grad_evals"] == 100.0 and zo["max_seconds"] is None and zo["max_steps"] >= 150
     assert budget_kind(budget) == "steps+seconds" and budget_kind(budget, True) == "grad_evals"
+
+
+def test_a_run_says_which_budget_ended_it():
+    from kryflow.tuning._summary import stopped_by
+
+    budget = {"max_steps": 100, "max_seconds": 10.0}
+    assert stopped_by({"status": "finished", "steps": 100, "train_seconds": 5.0}, budget) == "steps"
+    assert stopped_by({"status": "finished", "steps": 40, "train_seconds": 10.2}, budget) == "seconds"
+    assert stopped_by({"status": "diverged", "steps": 3}, budget) == "diverged"
+    assert stopped_by({"status": "finished", "steps": 90, "grad_evals": 50.0},
+                      {"max_steps": 150, "max_grad_evals": 50.0}) == "grad_evals"

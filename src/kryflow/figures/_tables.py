@@ -273,7 +273,8 @@ def _tuning_frame(path: str | Path) -> tuple[pd.DataFrame, str | None]:
                          "failed": o["diverged_or_failed_trials"], "score": _num(scores.get(opt)),
                          "speedup": _num((speed.get(opt) or {}).get("geometric_mean")),
                          "per_step": _num(o.get("seconds_per_step")), "memory": _num(o.get("peak_memory_mb")),
-                         "heldout": "missed " + ", ".join(o["heldout_missed"]) if o.get("heldout_missed") else ""})
+                         "heldout": "missed " + ", ".join(o["heldout_missed"]) if o.get("heldout_missed") else "",
+                         "why": o.get("not_reached_because") or ""})
     frame = pd.DataFrame(rows)
     if not frame.empty:  # workloads alphabetically, optimizers in registry order
         rank = {o: i for i, o in enumerate(OPTIMIZER_ORDER)}
@@ -344,6 +345,7 @@ def _tuning_columns() -> list[_Column]:
         col("s/step", "per_step", "min"),
         col("Peak MB", "memory", "min"),
         _Column("Held-out", nan, lambda r: str(r["heldout"]), align="l"),
+        _Column("Not reached because", nan, lambda r: str(r.get("why", "")), align="l"),
     ]
 
 

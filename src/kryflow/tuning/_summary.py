@@ -41,6 +41,36 @@ def _times(run_dir: Path, target: float, status: str) -> dict[str, float]:
     return {u: (float(hit[key[u]]) if hit else math.inf) for u in UNITS}
 
 
+def stopped_by(train: Mapping, budget: Mapping) -> str:
+    """What ended a run: ``diverged`` or ``failed``, else the budget it spent first (``steps``,
+    ``seconds``, ``grad_evals``), from its ``train.json`` and its training budget."""
+    status = train.get("status", "failed")
+    if status != "finished":
+        return status
+    if budget.get("max_grad_evals") and (train.get("grad_evals") or 0) >= budget["max_grad_evals"]:
+        return "grad_evals"
+    if budget.get("max_seconds") and (train.get("train_seconds") or 0) >= budget["max_seconds"] \
+            and (train.get("steps") or 0) < int(budget.get("max_steps") or 0):
+        return "seconds"
+    return "steps"
+
+
+def _why_not_reached(runs: Sequence[Mapping], trials: Sequence[Mapping]) -> str | None:
+    """Why an optimizer's reruns did not reach the target: every trial diverged or failed, its
+    steps were too slow for the wall budget, or it spent its whole step (gradient-evaluation)
+    budget short of the target."""
+    if any(r["time_to_target"]["steps"] is not None for r in runs):
+        return None
+    if trials and all(t["status"] != "finished" for t in trials):
+        return "every trial diverged or failed"
+    ends = [r["stopped_by"] for r in runs]
+    top = max(set(ends), key=ends.count)
+    return {"seconds": "wall-clock budget spent before its step budget (slow steps)",
+            "steps": "whole step budget spent above the target",
+            "grad_evals": "whole gradient-evaluation budget spent above the target",
+            "diverged": "its reruns diverged", "failed": "its reruns failed"}[top]
+
+
 def _optimizer(selected: Mapping, trial_dirs: Sequence[Path], reruns: Sequence[Path], target: float) -> dict:
     trials = selected["trials"]
     per_trial = [_times(trial_dirs[t["trial"]], target, t["status"]) for t in trials]
@@ -50,10 +80,12 @@ def _optimizer(selected: Mapping, trial_dirs: Sequence[Path], reruns: Sequence[P
     for r in reruns:
         metrics = json.loads((r / "metrics.json").read_text()) if (r / "metrics.json").exists() else {}
         train = json.loads((r / "train.json").read_text()) if (r / "train.json").exists() else {}
+        cfg = json.loads((r / "effective_config.json").read_text()) if (r / "effective_config.json").exists() else {}
         runs.append({"run": str(r), "status": train.get("status", "failed"),
                      "test_rel_l2": metrics.get("test_rel_l2_mean"),
                      "time_to_target": {u: _finite(v) for u, v in _times(r, target, train.get("status")).items()},
-                     "seconds_per_step": train.get("seconds_per_step"), "peak_memory_mb": train.get("peak_memory_mb")})
+                     "seconds_per_step": train.get("seconds_per_step"), "peak_memory_mb": train.get("peak_memory_mb"),
+                     "steps": train.get("steps"), "stopped_by": stopped_by(train, cfg.get("training") or {})})
     errs = [x["test_rel_l2"] for x in runs if x["status"] == "finished" and x["test_rel_l2"] is not None]
     return {"time_to_target": {u: _finite(v) for u, v in median.items()}, "studies": studies,
             "seconds_per_step": _median_of(runs, "seconds_per_step"), "peak_memory_mb": _median_of(runs, "peak_memory_mb"),
@@ -61,7 +93,8 @@ def _optimizer(selected: Mapping, trial_dirs: Sequence[Path], reruns: Sequence[P
             "test_rel_l2_mean": float(np.mean(errs)) if errs else None,
             "test_rel_l2_ci95": list(bootstrap_interval(errs)) if errs else None,
             "best_of_k_val_rel_l2": [_finite(v) for v in expected_best_of_k([t["best_val_rel_l2"] for t in trials])],
-            "diverged_or_failed_trials": sum(t["status"] != "finished" for t in trials)}
+            "diverged_or_failed_trials": sum(t["status"] != "finished" for t in trials),
+            "not_reached_because": _why_not_reached(runs, trials)}
 
 
 def _median_of(runs: Sequence[Mapping], key: str) -> float | None:
