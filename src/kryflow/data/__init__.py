@@ -65,6 +65,7 @@ from ._surrogate_start import (
     trained_on_of_store,
 )
 from ._synthetic import write_synthetic_dataset
+from ._task import TASK_KINDS, Task, TrajectoryLayout, check_task, task_stats, trajectory_layout, unrolled_loss
 from ._well import export_well
 from ._writer import ZarrDatasetWriter
 
@@ -73,14 +74,18 @@ __all__ = [
     "ORDERS",
     "SCHEMA_VERSION",
     "SPLITS",
+    "TASK_KINDS",
     "ChunkReader",
     "DatasetError",
     "SplitLoader",
     "SurrogateStart",
     "SurrogateStartError",
+    "Task",
+    "TrajectoryLayout",
     "VariableSpec",
     "ZarrDatasetWriter",
     "assign_splits",
+    "check_task",
     "dataset_digest",
     "export_well",
     "grid_shape",
@@ -98,7 +103,10 @@ __all__ = [
     "similarity_order",
     "solve_order",
     "split_indices",
+    "task_stats",
     "trained_on_of_store",
+    "trajectory_layout",
+    "unrolled_loss",
     "verify_dataset",
     "write_synthetic_dataset",
 ]

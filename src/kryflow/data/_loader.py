@@ -1,4 +1,5 @@
-"""Torch loading of kryflow stores: whole chunks per read, deterministic shuffling."""
+"""Torch loading of kryflow stores: whole chunks per read, deterministic shuffling, and the
+learning task's windows cut from trajectories on the fly (:mod:`kryflow.data._task`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from zarr.core.sync import sync as zarr_sync
 
 from . import _schema as S
 from ._store import split_indices
+from ._task import Task, trajectory_layout
 
 # in_memory=None holds a split in memory when its x and y take at most this many bytes.
 IN_MEMORY_LIMIT_BYTES = int(os.environ.get("KRYFLOW_IN_MEMORY_LIMIT_BYTES", 1 << 30))
@@ -23,14 +25,22 @@ class ChunkReader(torch.utils.data.Dataset):
     """Map-style dataset whose items are chunks: item k -> (x, y) of the split's samples in chunk k.
 
     **Returns (per item):** ``x`` float32 (n, C_in, *grid), ``y`` float32 (n, C_out, *grid), n <= chunk_samples.
-    Zarr arrays are opened lazily in each process, so the object is cheap to send to workers.
+    With a ``next_step`` task the item is the chunk's whole trajectories instead: ``static``
+    (n, S, *grid) and ``states`` (n, L, C, *grid) (:meth:`TrajectoryLayout.assemble`), from which
+    the loader cuts windows. Zarr arrays are opened lazily in each process, so the object is cheap
+    to send to workers.
     """
 
-    def __init__(self, path, split: str) -> None:
+    def __init__(self, path, split: str, task: Task | None = None) -> None:
         self.path = Path(path)
         attrs = S.read_group_attrs(self.path)
-        self.inputs = list(attrs[S.ATTR_INPUTS])
-        self.targets = list(attrs[S.ATTR_TARGETS])
+        self.layout = trajectory_layout(self.path, task)
+        if self.layout is None:
+            self.inputs = list(attrs[S.ATTR_INPUTS])
+            self.targets = list(attrs[S.ATTR_TARGETS])
+        else:  # the variables a trajectory is assembled from; channels are the layout's
+            self.inputs = list(self.layout.static) + list(self.layout.initial)
+            self.targets = list(self.layout.trajectories)
         self.chunk_samples = int(attrs[S.ATTR_CHUNK])
         idx = split_indices(self.path, split)
         chunk_of = idx // self.chunk_samples
@@ -73,6 +83,8 @@ class ChunkReader(torch.utils.data.Dataset):
         local = self.local[k]
         if local.size != blocks[0].shape[0]:
             blocks = [b[local] for b in blocks]
+        if self.layout is not None:
+            return self.layout.assemble(blocks)
         x = np.stack(blocks[: len(xs)], axis=1).astype(np.float32, copy=False)
         y = np.stack(blocks[len(xs) :], axis=1).astype(np.float32, copy=False)
         return torch.from_numpy(x), torch.from_numpy(y)
@@ -91,6 +103,12 @@ class SplitLoader:
     full permutation; when streaming, the chunk order is permuted and samples are shuffled within
     a window of ``shuffle_chunks`` chunks. ``set_epoch(e)`` picks the epoch; otherwise each new
     iteration advances it by one.
+
+    With a ``next_step`` ``task`` the items are the windows of the split's trajectories (every
+    start of every trajectory, :meth:`TrajectoryLayout.windows`), cut from the trajectories as
+    batches are made (:meth:`TrajectoryLayout.cut`): ``x`` (B, S + k·C, *grid), ``y``
+    (B, h·C, *grid), or ``(u+1)·h·C`` channels in a pushforward batch that unrolls ``u`` times
+    (``u`` drawn per batch from ``(seed, epoch)``). Shuffling permutes windows as it permutes samples.
     """
 
     def __init__(
@@ -106,6 +124,7 @@ class SplitLoader:
         device=None,
         drop_last: bool = False,
         shuffle_chunks: int = 8,
+        task: Task | None = None,
     ) -> None:
         if batch_size < 1:
             raise S.DatasetError(f"{path}: batch_size must be positive")
@@ -118,8 +137,12 @@ class SplitLoader:
         self.drop_last = drop_last
         self.shuffle_chunks = max(1, int(shuffle_chunks))
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.reader = ChunkReader(self.path, split)
-        self.inputs, self.targets = self.reader.inputs, self.reader.targets
+        self.reader = ChunkReader(self.path, split, task)
+        self.layout = self.reader.layout
+        if self.layout is None:
+            self.inputs, self.targets = self.reader.inputs, self.reader.targets
+        else:  # channel names of the windows
+            self.inputs, self.targets = self.layout.input_names(), self.layout.target_names()
         if self.reader.num_samples == 0:
             raise S.DatasetError(f"{self.path}: split {split!r} is empty")
         if in_memory is None:
@@ -141,6 +164,13 @@ class SplitLoader:
     split_size = num_samples
 
     @property
+    def num_items(self) -> int:
+        """Pairs per epoch: samples, or (next_step) the windows of the split's trajectories."""
+        if self.layout is None:
+            return self.num_samples
+        return self.num_samples * self.layout.windows_per_trajectory
+
+    @property
     def in_channels(self) -> int:
         return len(self.inputs)
 
@@ -154,7 +184,7 @@ class SplitLoader:
         return tuple(int(n) for n in xs[0].shape[1:])
 
     def __len__(self) -> int:
-        n, b = self.num_samples, self.batch_size
+        n, b = self.num_items, self.batch_size
         return n // b if self.drop_last else -(-n // b)
 
     def set_epoch(self, epoch: int) -> None:
@@ -169,6 +199,13 @@ class SplitLoader:
 
     def _rng(self, epoch: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, epoch])
+
+    def _unrolls(self, epoch: int):
+        """Per batch, the pushforward unrolls ``u`` in ``0..m`` (always 0 without pushforward)."""
+        m = self.layout.task.pushforward if self.layout is not None else 0
+        rng = np.random.default_rng([self.seed, epoch, 1])  # a stream apart from the shuffling's
+        while True:
+            yield int(rng.integers(0, m + 1)) if m else 0
 
     def __iter__(self):
         epoch = self._epoch
@@ -194,10 +231,21 @@ class SplitLoader:
                 idx = order[i0 : i0 + self.batch_size]
                 yield x.index_select(0, idx), y.index_select(0, idx)
 
+    def _windows(self, static, states, items, order, stop: int, unrolls):
+        """Batches cut from trajectories: ``items`` (n, 2) windows in ``order`` (None: as they are)."""
+        for i0 in range(0, stop, self.batch_size):
+            sel = items[i0 : i0 + self.batch_size] if order is None else items[order[i0 : i0 + self.batch_size]]
+            yield self.layout.cut(static, states, sel, next(unrolls))
+
     def _iter_memory(self, epoch: int):
-        n, b = self.num_samples, self.batch_size
+        n, b = self.num_items, self.batch_size
         order = torch.from_numpy(self._rng(epoch).permutation(n)).to(self._x.device) if self.shuffle else None
-        yield from self._batches(self._x, self._y, order, (n // b) * b if self.drop_last else n)
+        stop = (n // b) * b if self.drop_last else n
+        if self.layout is None:
+            yield from self._batches(self._x, self._y, order, stop)
+        else:
+            items = self.layout.windows(self.num_samples).to(self._x.device)
+            yield from self._windows(self._x, self._y, items, order, stop, self._unrolls(epoch))
 
     def _chunk_loader(self):
         # created once so that worker processes persist across epochs; the sampler reads the
@@ -214,6 +262,9 @@ class SplitLoader:
         return self._loader
 
     def _iter_stream(self, epoch: int):
+        if self.layout is not None:
+            yield from self._iter_stream_windows(epoch)
+            return
         rng = self._rng(epoch)
         nchunks = len(self.reader)
         self._chunk_order = (rng.permutation(nchunks) if self.shuffle else np.arange(nchunks)).tolist()
@@ -247,6 +298,49 @@ class SplitLoader:
         if pooled:
             yield from drain(final=True)
 
+    def _iter_stream_windows(self, epoch: int):
+        """Streaming with a next-step task: whole trajectories are pooled chunk by chunk and their
+        windows shuffled within the pool; windows left over (less than a batch) are carried into
+        the next pool with their trajectories."""
+        rng = self._rng(epoch)
+        unrolls = self._unrolls(epoch)
+        nchunks = len(self.reader)
+        self._chunk_order = (rng.permutation(nchunks) if self.shuffle else np.arange(nchunks)).tolist()
+        b = self.batch_size
+        window = max(self.shuffle_chunks * self.reader.chunk_samples, 1)
+        pool_s, pool_t, carry = [], [], None  # carry: windows (sample in the pool, start) left over
+
+        def drain(final: bool):
+            static = torch.cat(pool_s) if len(pool_s) > 1 else pool_s[0]
+            states = torch.cat(pool_t) if len(pool_t) > 1 else pool_t[0]
+            pool_s.clear()
+            pool_t.clear()
+            fresh_from = 0 if carry is None else int(carry[:, 0].max()) + 1
+            items = self.layout.windows(static.shape[0] - fresh_from)
+            items[:, 0] += fresh_from
+            items = items if carry is None else torch.cat([carry, items])
+            n = items.shape[0]
+            order = torch.from_numpy(rng.permutation(n)) if self.shuffle else None
+            nfull = (n // b) * b
+            stop = n if final and not self.drop_last else nfull
+            for x, y in self._windows(static, states, items, order, stop, unrolls):
+                yield self._to_device(x, y)
+            if final or nfull == n:
+                return None
+            rest = items[order[nfull:]] if order is not None else items[nfull:]
+            keep, local = torch.unique(rest[:, 0], return_inverse=True)  # their trajectories, renumbered
+            pool_s.append(static.index_select(0, keep))
+            pool_t.append(states.index_select(0, keep))
+            return torch.stack([local, rest[:, 1]], 1)
+
+        for static, states in self._chunk_loader():
+            pool_s.append(static)
+            pool_t.append(states)
+            if sum(t.shape[0] for t in pool_t) >= window:
+                carry = yield from drain(final=False)
+        if pool_t:
+            yield from drain(final=True)
+
 
 class _EpochOrder(torch.utils.data.Sampler):
     def __init__(self, loader: SplitLoader) -> None:
@@ -271,6 +365,8 @@ def make_loader(path, split: str, **options) -> SplitLoader:
       ``KRYFLOW_IN_MEMORY_LIMIT_BYTES`` (default 1 GiB).
     - device: where batches go (pinned host memory is used for CUDA transfers).
     - shuffle_chunks: streaming shuffle window, in chunks.
+    - task: the learning task (:class:`~kryflow.data.Task`); ``next_step`` cuts windows of the
+      trajectories (see :class:`SplitLoader`); None or ``final_state``: one pair per sample.
 
     **Returns:** an iterable with ``len()`` (batches per epoch), ``num_samples``, ``set_epoch``.
     """

@@ -1,5 +1,10 @@
 """Per-cell evaluation: test-split metrics on physical fields, resolution transfer, timing,
-surrogate speed-up over the solver. Writes ``metrics.json`` and ``predictions.npz``."""
+surrogate speed-up over the solver. Writes ``metrics.json`` and ``predictions.npz``.
+
+A next-step model (its saved ``task``) is judged by autoregressive rollout from the first k states
+of every test trajectory (:mod:`kryflow.evaluation.rollout`): the registered metrics score the
+rolled-out states of all steps and trajectories pooled, the rollout columns add the error per step,
+at fixed horizons and the correlation time, and ``onestep_rel_l2`` the teacher-forced one-step error."""
 
 from __future__ import annotations
 
@@ -38,7 +43,8 @@ def _predict(surrogate, loader, device, keep: int):
 
 @torch.no_grad()
 def _inference_seconds(surrogate, x: torch.Tensor, device, repeats: int = 3) -> float:
-    """Seconds per sample of a batched forward pass (after one warm-up pass)."""
+    """Seconds per sample of a batched forward pass (after one warm-up pass); ``surrogate`` may be
+    any callable of the batch (a next-step model's whole rollout: seconds per trajectory)."""
     x = x.to(device)
     surrogate(x)
     if device.type == "cuda":
@@ -80,9 +86,20 @@ def _solver_costs(dataset_path) -> tuple[float | None, float | None]:
 
 def _check_compatible(surrogate, dataset_path, run_dir) -> None:
     """The model's spatial dimension and channels must match the dataset it is scored on."""
-    from kryflow.data import grid_shape, open_dataset
+    from kryflow.data import TrajectoryLayout, grid_shape, open_dataset, trajectory_layout
     from kryflow.data._schema import ATTR_INPUTS, ATTR_TARGETS
 
+    if surrogate.task is not None and surrogate.task.get("kind") == "next_step":
+        want = TrajectoryLayout.from_dict(surrogate.task)
+        try:
+            got = trajectory_layout(dataset_path, want.task)
+        except ValueError as exc:
+            raise ValueError(f"model {run_dir / 'model.pt'} is a next-step model, but {exc}") from None
+        if (got.static, got.states) != (want.static, want.states) or len(grid_shape(dataset_path)) != surrogate.dim:
+            raise ValueError(f"model {run_dir / 'model.pt'} rolls out states {list(want.states)} with static inputs "
+                             f"{list(want.static)}, but dataset {dataset_path} has {list(got.states)} and "
+                             f"{list(got.static)}; evaluate it on data of the family it was trained on")
+        return
     ds = open_dataset(dataset_path)
     try:
         n_in = len(ds.attrs.get(ATTR_INPUTS, []))
@@ -99,13 +116,32 @@ def _check_compatible(surrogate, dataset_path, run_dir) -> None:
         )
 
 
+def _rollout_of(surrogate, dataset_path, device) -> tuple[dict, list[float]]:
+    """Every test trajectory rolled out (:func:`~kryflow.evaluation.rollout.rollout_split`) and the
+    times of its rolled-out steps after the last given state."""
+    from kryflow.data import ChunkReader, Task
+    from kryflow.evaluation.rollout import rollout_split
+
+    reader = ChunkReader(dataset_path, "test", Task.from_config(
+        {k: surrogate.task[k] for k in ("kind", "history", "horizon")}))
+    k, times = reader.layout.task.history, reader.layout.times
+    return rollout_split(surrogate, (reader[i] for i in range(len(reader))), device), \
+        [t - times[k - 1] for t in times[k:]]
+
+
 def _transfer_rel_l2(surrogate, transfer_path, device) -> float | None:
-    """Mean relative L2 on the finer-grid test set (NaN when the prediction is not finite)."""
+    """Mean relative L2 on the finer-grid test set (NaN when the prediction is not finite); a
+    next-step model's over its rollouts' steps."""
     from kryflow.data import make_loader
     from kryflow.evaluation.metrics import relative_l2
 
     if transfer_path is None:
         return None
+    if surrogate.task is not None and surrogate.task.get("kind") == "next_step":
+        r, _ = _rollout_of(surrogate, transfer_path, device)
+        pred, true = r["pred"].flatten(0, 1), r["true"].flatten(0, 1)
+        ok = pred.numel() and bool(torch.isfinite(pred).all())
+        return float(np.mean(np.asarray(relative_l2(pred, true)))) if ok else float("nan")
     loader = make_loader(transfer_path, "test", batch_size=8, shuffle=False, device=device)
     _, pred, true = _predict(surrogate, loader, device, keep=0)
     if pred.numel() and bool(torch.isfinite(pred).all()):
@@ -113,9 +149,9 @@ def _transfer_rel_l2(surrogate, transfer_path, device) -> float | None:
     return float("nan")
 
 
-def _costs(train_info: Mapping, surrogate, x_batch, device, dataset_path) -> dict[str, Any]:
+def _costs(train_info: Mapping, inference_seconds: float, dataset_path) -> dict[str, Any]:
     out = {k: train_info.get(k) for k in ("seconds_per_step", "train_seconds", "steps", "peak_memory_mb")}
-    out["inference_seconds_per_sample"] = _inference_seconds(surrogate, x_batch, device)
+    out["inference_seconds_per_sample"] = inference_seconds
     solver_s, one_time = _solver_costs(dataset_path)
     out["solver_seconds_per_sample"] = solver_s
     out["solver_one_time_seconds"] = one_time
@@ -139,6 +175,47 @@ def _time_to_target(history_csv: Path, targets: Sequence[float]) -> dict[str, An
             "time_to_target_step": hit["step"] if hit else None,
             "time_to_target_seconds": hit["seconds"] if hit else None,
             "time_to_target_value": tight}
+
+
+#: Rolled-out steps kept in predictions.npz for the figures (evenly spaced, the last included).
+_KEPT_STEPS = 5
+
+
+def _score_rollout(surrogate, dataset_path, device, num_predictions: int,
+                   metrics: dict) -> tuple[float, dict[str, np.ndarray]]:
+    """A next-step model's test scores into ``metrics``; returns the seconds one trajectory's
+    rollout takes (batched) and the arrays of predictions.npz."""
+    from kryflow.data import TrajectoryLayout, make_loader
+    from kryflow.evaluation.metrics import relative_l2, score_test_split
+    from kryflow.evaluation.rollout import rollout, rollout_summary
+
+    layout = TrajectoryLayout.from_dict(surrogate.task)
+    r, times = _rollout_of(surrogate, dataset_path, device)
+    pred, true = r["pred"], r["true"]  # (N, T, C, *grid)
+    metrics.update(score_test_split(pred.flatten(0, 1), true.flatten(0, 1)))
+    metrics.update(rollout_summary(pred, true, times))
+    # teacher-forced one step: what training minimises, beside what the rollout accumulates
+    loader = make_loader(dataset_path, "test", batch_size=32, shuffle=False, device=device,
+                         task=layout.task.teacher_forced())
+    _, p1, t1 = _predict(surrogate, loader, device, keep=0)
+    ok = p1.numel() and bool(torch.isfinite(p1).all())
+    metrics["onestep_rel_l2"] = float(np.mean(np.asarray(relative_l2(p1, t1)))) if ok else float("nan")
+    # inference: one rollout of a block of trajectories (after a warm-up call), per trajectory
+    n = min(8, pred.shape[0])
+    static, history = r["static"][:n].to(device), r["history"][:n].to(device)
+    seconds = _inference_seconds(lambda _x: rollout(surrogate, layout, static, history, pred.shape[1]), static,
+                                 device)
+    k = min(num_predictions, pred.shape[0])
+    steps = np.unique(np.linspace(0, pred.shape[1] - 1, min(_KEPT_STEPS, pred.shape[1])).round().astype(int))
+    arrays = {"x": layout.model_input(r["static"][:k], r["history"][:k]).numpy(),
+              "y": true[:k, -1].numpy(), "pred": pred[:k, -1].numpy(),
+              "x_names": np.asarray(layout.input_names()),
+              "y_names": np.asarray([f"{s}[end]" for s in layout.states]),
+              "state_names": np.asarray(layout.states), "rollout_steps": steps + 1,
+              "rollout_true": true[:k, steps].numpy(), "rollout_pred": pred[:k, steps].numpy(),
+              "rollout_times": np.asarray(times), "rollout_rel_l2": np.asarray(metrics["rollout_rel_l2"]),
+              "rollout_corr": np.asarray(metrics["rollout_corr"])}
+    return seconds, arrays
 
 
 def evaluate_cell(
@@ -169,23 +246,32 @@ def evaluate_cell(
     for path in [dataset_path] + ([transfer_path] if transfer_path is not None else []):
         _check_compatible(surrogate, path, run_dir)
 
-    loader = make_loader(dataset_path, "test", batch_size=32, shuffle=False, device=dev)
-    xin, pred, true = _predict(surrogate, loader, dev, keep=max(num_predictions, 1))
     metrics: dict[str, Any] = {k: cell.get(k) for k in ("dataset", "model", "optimizer", "seed", "run_id")}
     metrics["status"] = train_info["status"]
-    metrics.update(score_test_split(pred, true))
+    if surrogate.task is not None and surrogate.task.get("kind") == "next_step":
+        inference, arrays = _score_rollout(surrogate, dataset_path, dev, num_predictions, metrics)
+    else:
+        loader = make_loader(dataset_path, "test", batch_size=32, shuffle=False, device=dev)
+        xin, pred, true = _predict(surrogate, loader, dev, keep=max(num_predictions, 1))
+        metrics.update(score_test_split(pred, true))
+        inference = _inference_seconds(surrogate, next(iter(loader))[0], dev)
+        k = min(num_predictions, len(xin))
+        arrays = {"x": xin[:k].numpy(), "y": true[:k].numpy(), "pred": pred[:k].numpy(),
+                  "x_names": np.asarray(loader.inputs), "y_names": np.asarray(loader.targets)}
     metrics["transfer_rel_l2"] = _transfer_rel_l2(surrogate, transfer_path, dev)
-    metrics.update(_costs(train_info, surrogate, next(iter(loader))[0], dev, dataset_path))
+    metrics.update(_costs(train_info, inference, dataset_path))
     metrics.update(_time_to_target(run_dir / "history.csv", targets))
 
-    k = min(num_predictions, len(xin))
-    np.savez_compressed(run_dir / "predictions.npz", x=xin[:k].numpy(), y=true[:k].numpy(), pred=pred[:k].numpy())
+    np.savez_compressed(run_dir / "predictions.npz", **arrays)
     with open(run_dir / "metrics.json", "w") as fh:
         json.dump(metrics, fh, indent=2, sort_keys=True, default=float)
 
     if tracker is not None:
         tracker.log_metrics({kk: v for kk, v in metrics.items()
                              if isinstance(v, (int, float)) and not isinstance(v, bool) and kk not in ("seed",)})
+        for series in ("rollout_rel_l2", "rollout_corr"):  # per rolled-out step, the step its index + 1
+            if series in metrics:
+                tracker.log_metric_series(series, metrics[series], start_step=1)
         tracker.log_artifact(run_dir / "metrics.json", "evaluation")
         tracker.log_artifact(run_dir / "predictions.npz", "evaluation")
     return metrics

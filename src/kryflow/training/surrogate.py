@@ -28,7 +28,13 @@ class Surrogate(nn.Module):
         net: maps (B, C_in, *grid) -> (B, C_out, *grid) in normalised units.
         stats: ``{"x_mean","x_std","y_mean","y_std"}`` arrays of shape (C_in,) / (C_out,).
         dim: number of spatial dimensions (2 or 3).
+
+    ``task``: what the network was trained for, kept with it (None: ``final_state``; a next-step
+    model's :meth:`~kryflow.data.TrajectoryLayout.as_dict`: history, horizon, which channels are
+    static and which are states), so evaluation rolls it out without the config.
     """
+
+    task: dict | None = None
 
     def __init__(self, net: nn.Module, stats: Mapping[str, np.ndarray], dim: int):
         super().__init__()
@@ -67,6 +73,7 @@ def save_surrogate(path, surrogate: Surrogate, extra: Mapping | None = None) -> 
             "state_dict": surrogate.net.state_dict(),
             "stats": surrogate.stats(),
             "dim": surrogate.dim,
+            "task": surrogate.task,
             **dict(extra or {}),
         },
         path,
@@ -80,6 +87,7 @@ def load_surrogate(path, map_location="cpu") -> Surrogate:
     net = model_from_config(blob["model_config"])
     net.load_state_dict(blob["state_dict"])
     surrogate = Surrogate(net, blob["stats"], blob["dim"])
+    surrogate.task = blob.get("task")
     # what it was trained on (family, grid, channels), kept on the module so a logged MLflow model has it too
     surrogate.trained_on = blob.get("trained_on")
     return surrogate

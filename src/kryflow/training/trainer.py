@@ -185,10 +185,11 @@ def _deterministic_cpu() -> None:
         torch._C._set_deterministic_algorithms(True, warn_only=True)
 
 
-def _surrogate(dataset_path, model_name: str, model_kwargs: Mapping, init_from) -> Surrogate:
-    """A new surrogate with the train split's normalisation, or (fine-tuning) the trained one in
-    ``init_from`` with the normalisation it was trained with."""
-    from kryflow.data import grid_shape, normalization_stats
+def _surrogate(dataset_path, model_name: str, model_kwargs: Mapping, init_from, layout=None) -> Surrogate:
+    """A new surrogate with the train split's normalisation in the task's channel layout
+    (``layout``: a next-step task's :class:`~kryflow.data.TrajectoryLayout`, None for final_state),
+    or (fine-tuning) the trained one in ``init_from`` with the normalisation it was trained with."""
+    from kryflow.data import grid_shape, task_stats
     from kryflow.models import build_model
 
     if init_from is not None:
@@ -199,18 +200,28 @@ def _surrogate(dataset_path, model_name: str, model_kwargs: Mapping, init_from) 
         if got["name"] != model_name or any(got.get(k) != v for k, v in model_kwargs.items()):
             raise ValueError(f"{init_from} holds model {got}, not {model_name} {dict(model_kwargs)}; fine-tune the "
                              "model that was trained on the source dataset")
+        want = layout.task.teacher_forced().as_dict() if layout is not None else {"kind": "final_state"}
+        have = {k: v for k, v in (surrogate.task or {"kind": "final_state"}).items()
+                if k in ("kind", "history", "horizon")}
+        if have != {k: v for k, v in want.items() if k != "pushforward"}:
+            raise ValueError(f"{init_from} was trained for the task {have}, not {want}; fine-tune a model of the "
+                             "same task")
         return surrogate
-    stats = normalization_stats(dataset_path)
+    stats = task_stats(dataset_path, layout)
     dim = len(grid_shape(dataset_path))
     net = build_model(model_name, in_channels=len(stats["x_mean"]), out_channels=len(stats["y_mean"]), dim=dim,
                       **dict(model_kwargs))
-    return Surrogate(net, stats, dim)
+    surrogate = Surrogate(net, stats, dim)
+    surrogate.task = layout.as_dict() if layout is not None else None
+    return surrogate
 
 
 def _build(dataset_path, model_name: str, model_kwargs: Mapping, optimizer_name: str, optimizer_kwargs: Mapping,
            seed: int, train_cfg: Mapping, init_from=None) -> _Cell:
-    """Seeds, data loaders, the surrogate (:func:`_surrogate`), optimizer, schedule."""
-    from kryflow.data import make_loader
+    """Seeds, data loaders, the surrogate (:func:`_surrogate`), optimizer, schedule. The dataset's
+    learning task (``train_cfg["task"]``, :class:`~kryflow.data.Task`) decides how the loaders cut
+    ``(x, y)`` from a sample and, with pushforward, how the loss unrolls; the loop is the same."""
+    from kryflow.data import Task, make_loader, trajectory_layout, unrolled_loss
     from kryflow.optim import build_optimizer, build_scheduler, scale_lr
 
     device = select_device(train_cfg.get("device", "auto"))
@@ -218,12 +229,15 @@ def _build(dataset_path, model_name: str, model_kwargs: Mapping, optimizer_name:
     np.random.seed(seed)
     if device.type == "cpu":
         _deterministic_cpu()
-    surrogate = _surrogate(dataset_path, model_name, model_kwargs, init_from).to(device)
+    task = Task.from_config(train_cfg.get("task"))
+    layout = trajectory_layout(dataset_path, task)
+    surrogate = _surrogate(dataset_path, model_name, model_kwargs, init_from, layout).to(device)
     batch_size = int(train_cfg.get("batch_size", 8))
     train_loader = make_loader(dataset_path, "train", batch_size=batch_size, shuffle=True, seed=seed,
-                               num_workers=int(train_cfg.get("num_workers", 0)), device=device)
+                               num_workers=int(train_cfg.get("num_workers", 0)), device=device, task=task)
+    # validation: teacher-forced one-step windows (what the loss scores at u = 0)
     val_loader = make_loader(dataset_path, "val", batch_size=max(batch_size, 16), shuffle=False,
-                             seed=seed, num_workers=0, device=device)
+                             seed=seed, num_workers=0, device=device, task=task.teacher_forced())
     hp = {k: v for k, v in optimizer_kwargs.items() if k != "name"}
     lr = float(hp.pop("lr"))
     if train_cfg.get("base_batch_size"):
@@ -234,7 +248,8 @@ def _build(dataset_path, model_name: str, model_kwargs: Mapping, optimizer_name:
     scheduler = build_scheduler(runner, kind=sched_cfg.get("kind", "constant"), total_steps=max_steps,
                                 warmup_steps=int(sched_cfg.get("warmup_steps", 0)))
     return _Cell(device, surrogate, runner, scheduler, train_loader, val_loader,
-                 loss_function(train_cfg.get("loss", "rel_l2")), max_steps, train_cfg.get("max_seconds"),
+                 unrolled_loss(loss_function(train_cfg.get("loss", "rel_l2")), layout), max_steps,
+                 train_cfg.get("max_seconds"),
                  train_cfg.get("max_grad_evals"),
                  int(train_cfg.get("eval_every", 25)), int(train_cfg.get("checkpoint_every", 50)),
                  float(train_cfg.get("divergence_factor", 1e3)), f"{model_name}/{optimizer_name}/{seed}")
