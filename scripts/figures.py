@@ -14,7 +14,7 @@ def main(smk):
         tuning = list(smk.input.tuning)  # the tuning report, when the protocol ran
         run_figures(smk.input.summary, smk.params.runs_root, list(smk.input.solvers), Path(smk.output.png[0]).parent,
                     smk.output.tables, smk.input.tracking, datasets=smk.params.datasets, models=smk.params.models,
-                    tuning_report=tuning[0] if tuning else None)
+                    tuning_report=tuning[0] if tuning else None, rollout_datasets=smk.params.rollout_datasets)
 
 
 if "snakemake" in globals():

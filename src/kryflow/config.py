@@ -38,6 +38,8 @@ __all__ = [
     "dataset_shards",
     "cell_spec",
     "cell_training",
+    "dataset_task",
+    "rollout_datasets",
     "VARIANT_KINDS",
     "variant_cells",
     "variant_source",
@@ -206,9 +208,22 @@ def dataset_shards(spec: Mapping) -> int:
 
 def cell_training(config: Mapping, dataset: str) -> dict:
     """The ``training`` section as a dataset's cells use it: the dataset's own ``training`` keys
-    (its step budget, cadence, batch size) over the shared ones, the same for every optimizer."""
+    (its step budget, cadence, batch size) over the shared ones, the same for every optimizer,
+    and a next-step dataset's ``task`` (final_state, the default, adds nothing)."""
     base = config["datasets"].get(dataset, {})
-    return {**config["training"], **(base.get("training") or {})}
+    task = dataset_task(config, dataset)
+    return {**config["training"], **(base.get("training") or {}),
+            **({"task": task} if task["kind"] != "final_state" else {})}
+
+
+def dataset_task(config: Mapping, dataset: str) -> dict:
+    """A dataset's learning task ``{kind, ...}`` (``{"kind": "final_state"}`` when it sets none)."""
+    return dict(config["datasets"].get(dataset, {}).get("task") or {"kind": "final_state"})
+
+
+def rollout_datasets(config: Mapping) -> list[str]:
+    """The trained datasets whose models are next-step models, judged by rollout."""
+    return [d for d in grid_datasets(config) if dataset_task(config, d)["kind"] == "next_step"]
 
 
 def cell_spec(config: Mapping, model: str, optimizer: str) -> dict:
@@ -410,6 +425,9 @@ def _check_surrogate_cell(key: str, name: str, ds: Mapping, ref: Mapping, config
         raise ConfigError(f"the model of '{ref['dataset']}' ({got}, n={grid[1].get('n')}, dim={grid[1].get('dim')}) "
                           f"does not fit '{name}' ({ds['family']}, n={grid[0]['n']}, dim={grid[0]['dim']}): a "
                           "surrogate start needs the same family and grid", f"{where}.dataset")
+    if dataset_task(config, ref["dataset"])["kind"] != "final_state":
+        raise ConfigError(f"the models of '{ref['dataset']}' are next-step models (its task); a surrogate start "
+                          "needs a final_state model, which predicts the solution itself", f"{where}.dataset")
 
 
 def _family_defaults(ds: Mapping) -> dict:
@@ -428,6 +446,35 @@ def _check_transfer(key: str, name: str, ds: Mapping, config: Mapping) -> None:
         raise ConfigError(f"name collides with dataset '{transfer_name(name, tn)}'", f"{key}.transfer")
 
 
+def _check_task(key: str, name: str, ds: Mapping, config: Mapping) -> None:
+    """``task``: its keys and ranges, and for ``next_step`` a family that steps in time with enough
+    stored states (the initial one and ``num_steps / save_every`` saved ones) for ``history +
+    horizon·(1 + pushforward)``. A fine-tuning workload's dataset has its source's task (the
+    model's channels are the task's)."""
+    from kryflow.data import Task, check_task
+    from kryflow.pdes import build_family
+
+    def shape(d: str) -> dict:  # what fixes a model's channels (pushforward only changes training)
+        return {k: v for k, v in dataset_task(config, d).items() if k != "pushforward"}
+
+    for v in (config.get("tuning") or {}).get("finetune") or []:
+        source = v.get("from")
+        if v.get("dataset") == name and source in config["datasets"] and shape(source) != shape(name):
+            raise ConfigError(f"'{name}' is fine-tuned from '{source}', whose task is {dataset_task(config, source)}: "
+                              "a fine-tuned model keeps its task; give both datasets the same task", f"{key}.task")
+    try:
+        task = Task.from_config(ds.get("task"))
+        if not task.next_step:
+            return
+        if "source" in ds:
+            check_task(task, {}, 0, f"the imported dataset ({ds['source']['kind']})")
+        fam = build_family(ds["family"], **(ds.get("params") or {}))
+        time = fam.extra_coords().get("time")
+        check_task(task, fam.states, 1 + (len(time[1]) if time else 0), f"family {ds['family']}")
+    except ValueError as exc:
+        raise ConfigError.from_parameter(exc, f"{key}.task") from None
+
+
 def _check_datasets(config: Mapping) -> None:
     from kryflow.pdes import PDE_FAMILIES
 
@@ -436,6 +483,7 @@ def _check_datasets(config: Mapping) -> None:
         if ".." in name or "/" in name or os.sep in name:
             raise ConfigError("dataset names may not contain '/' or '..'", key)
         if "source" in ds:
+            _check_task(key, name, ds, config)
             for f in ("train", "test", "test_hi", "file"):
                 if f in ds["source"] and not Path(ds["source"][f]).expanduser().exists():
                     raise ConfigError(f"file {ds['source'][f]} does not exist; give the path to the external data",
@@ -448,6 +496,7 @@ def _check_datasets(config: Mapping) -> None:
         _check_solver(key, ds.get("solver") or {})
         _check_initial_guess(key, name, ds, config)
         _check_transfer(key, name, ds, config)
+        _check_task(key, name, ds, config)
 
 
 def _check_models(config: Mapping) -> None:

@@ -355,8 +355,9 @@ def run_train(cell: Mapping, spec: Mapping, training: Mapping, dataset_path: Pat
                                         "optimizer": dict(spec["optimizer"]), "training": dict(training)},
                                        indent=2, default=str))
         tracker.log_artifact(cfg_path)
-        if result["status"] == "finished":
-            x, _ = next(iter(make_loader(dataset_path, "test", batch_size=1, shuffle=False)))
+        if result["status"] == "finished":  # an input example as the model takes it (the task's channels)
+            x, _ = next(iter(make_loader(dataset_path, "test", batch_size=1, shuffle=False,
+                                         task=training.get("task"))))
             tracker.log_model(load_surrogate(out / "model.pt").eval(), input_example=x.numpy())
         tracker.finish(result["status"], result.get("reason"))
     info = {"run_id": tracker.run_id, "tracking_uri": redact(_tracking(tracking_json)["uri"]), **dict(cell),
@@ -729,16 +730,18 @@ def run_aggregate(metrics_files: Sequence[Pathish], summary_csv: Pathish, aggreg
 
 def run_figures(summary_csv: Pathish, runs_root: Pathish, solver_jsons: Sequence[Pathish], fig_dir: Pathish,
                 table_dir: Pathish, tracking_json: Pathish | None = None, datasets: Sequence[str] | None = None,
-                models: Sequence[str] | None = None, tuning_report: Pathish | None = None) -> list[Path]:
+                models: Sequence[str] | None = None, tuning_report: Pathish | None = None,
+                rollout_datasets: Sequence[str] | None = None) -> list[Path]:
     """Paper figures and tables; each is logged to the report run, and every training cell's run
-    gets the figures whose scope is its dataset and model (from the figure registry)."""
+    gets the figures whose scope is its dataset and model (from the figure registry).
+    ``rollout_datasets``: those judged by rollout (next-step tasks), which get the rollout figures."""
     from kryflow.figures import make_figures, make_tables
 
     reports = [tuning_report] if tuning_report else []
 
     def draw() -> tuple[list, list]:
         figs = make_figures(summary_csv, runs_root, list(solver_jsons), fig_dir, datasets=datasets, models=models,
-                            tuning_reports=reports)
+                            tuning_reports=reports, rollout_datasets=rollout_datasets)
         return figs, make_tables(summary_csv, table_dir, solver_benchmarks=list(solver_jsons), tuning_report=tuning_report)
 
     if tracking_json is None:
@@ -751,12 +754,14 @@ def run_figures(summary_csv: Pathish, runs_root: Pathish, solver_jsons: Sequence
             for p in tables:
                 report.log_artifact(p, "tables")
             report.log_artifact(summary_csv)
-            _attach_cell_figures(report.uri, summary_csv, fig_dir, list(solver_jsons), datasets, models)
+            _attach_cell_figures(report.uri, summary_csv, fig_dir, list(solver_jsons), datasets, models,
+                                 rollout_datasets)
     return [Path(p) for p in list(figs) + list(tables)]
 
 
 def _attach_cell_figures(uri: str, summary_csv: Pathish, fig_dir: Pathish, solver_jsons: list,
-                         datasets: Sequence[str] | None, models: Sequence[str] | None) -> None:
+                         datasets: Sequence[str] | None, models: Sequence[str] | None,
+                         rollout_datasets: Sequence[str] | None = None) -> None:
     """Every training cell's run gets the figures whose scope is its dataset (and model)."""
     import pandas as pd
 
@@ -766,7 +771,9 @@ def _attach_cell_figures(uri: str, summary_csv: Pathish, fig_dir: Pathish, solve
     summary = pd.read_csv(summary_csv)
     datasets = sorted(set(summary["dataset"].astype(str))) if datasets is None else datasets
     models = sorted(set(summary["model"].astype(str))) if models is None else models
-    instances = figure_instances(datasets, models, solver_jsons)
+    if rollout_datasets is None:  # those with rollout results
+        rollout_datasets = sorted(set(summary.loc[summary["onestep_rel_l2"].notna(), "dataset"].astype(str)))
+    instances = figure_instances(datasets, models, solver_jsons, rollout_datasets=rollout_datasets)
     for row in summary.itertuples(index=False):
         if not isinstance(row.run_id, str):
             continue

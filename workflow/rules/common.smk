@@ -22,6 +22,7 @@ from kryflow.config import (
     imported_dataset_names,
     parent_runs,
     read_yaml,
+    rollout_datasets,
     batch_cells,
     batch_trials,
     training_cells,
@@ -241,7 +242,7 @@ def figure_stems_of_config():
     from kryflow.figures import figure_stems
 
     return figure_stems(grid_datasets(config), config["models"], solver_benchmark_outputs(),
-                        [layout.TUNING_REPORT] if TUNING else [])
+                        [layout.TUNING_REPORT] if TUNING else [], rollout_datasets(config))
 
 
 def final_outputs():

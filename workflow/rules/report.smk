@@ -28,6 +28,7 @@ rule figures:
         runs_root=lambda w, input: layout.runs_root_of(input.histories[0]),
         datasets=grid_datasets(config),
         models=list(config["models"]),
+        rollout_datasets=rollout_datasets(config),
     log:
         layout.rule_log("figures"),
     benchmark:

@@ -23,6 +23,11 @@ then the ``(u+1)·h`` states after the window, and the loss (:func:`unrolled_los
 model ``u`` times without gradient before training the last step on the last ``h`` states, so the
 model learns from inputs drawn from its own prediction errors. ``u = 0`` is teacher forcing.
 Validation always uses teacher-forced one-step windows.
+
+**Residual** (``residual: true``): the network predicts the change of each state from the last
+given one, normalised by the train statistics of that change (per step ahead), and the surrogate
+adds the last given state back (:class:`~kryflow.training.Surrogate`); inputs, targets, losses and
+rollouts stay in states. Off by default, as pdearena's and SineNet's models predict states.
 """
 
 from __future__ import annotations
@@ -64,12 +69,14 @@ class Task:
     - horizon: h, the states it predicts at once (>= 1).
     - pushforward: m, the most unrolled steps without gradient per training batch (0: teacher
       forcing only).
+    - residual: the network predicts the change from the last given state.
     """
 
     kind: str = "final_state"
     history: int = 1
     horizon: int = 1
     pushforward: int = 0
+    residual: bool = False
 
     @classmethod
     def from_config(cls, cfg: Mapping | Task | None) -> Task:
@@ -81,17 +88,21 @@ class Task:
         kind = cfg.pop("kind", "final_state")
         if kind not in TASK_KINDS:
             raise ParameterError(f"unknown learning task {kind!r}; valid: {', '.join(TASK_KINDS)}", "kind")
-        unknown = sorted(set(cfg) - {"history", "horizon", "pushforward"})
+        unknown = sorted(set(cfg) - {"history", "horizon", "pushforward", "residual"})
         if unknown:
-            raise ParameterError(f"unknown key {unknown[0]!r} (a task takes kind, history, horizon, pushforward)",
-                                 unknown[0])
+            raise ParameterError(f"unknown key {unknown[0]!r} (a task takes kind, history, horizon, pushforward, "
+                                 "residual)", unknown[0])
         if kind == "final_state":
             if cfg:
                 raise ParameterError(f"{sorted(cfg)[0]} belongs to a next_step task; final_state maps the inputs "
                                      "to the final state and takes no other key", sorted(cfg)[0])
             return cls()
+        residual = cfg.get("residual", False)
+        if not isinstance(residual, bool):
+            raise ParameterError(f"residual must be true or false, got {residual!r}", "residual")
         return cls("next_step", _integer(cfg.get("history", 1), "history", 1),
-                   _integer(cfg.get("horizon", 1), "horizon", 1), _integer(cfg.get("pushforward", 0), "pushforward", 0))
+                   _integer(cfg.get("horizon", 1), "horizon", 1), _integer(cfg.get("pushforward", 0), "pushforward", 0),
+                   residual)
 
     @property
     def next_step(self) -> bool:
@@ -196,7 +207,8 @@ class TrajectoryLayout:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> TrajectoryLayout:
-        task = Task.from_config({k: d[k] for k in ("kind", "history", "horizon", "pushforward")})
+        task = Task.from_config({k: d[k] for k in ("kind", "history", "horizon", "pushforward", "residual")
+                                 if k in d})
         return cls(task, tuple(d["static"]), tuple(d["states"]), tuple(d["initial"]), tuple(d["trajectories"]),
                    tuple(float(t) for t in d["times"]))
 
@@ -246,6 +258,12 @@ class TrajectoryLayout:
         x = self.model_input(static.index_select(0, sample), seq[:, :k])
         return x, seq[:, k:].flatten(1, 2)
 
+    def last_state_channels(self) -> list[int]:
+        """The channels of ``x`` holding the last given state, once per predicted step (``h·C``):
+        what a residual model adds its output to."""
+        first = len(self.static) + (self.task.history - 1) * self.num_channels
+        return list(range(first, first + self.num_channels)) * self.task.horizon
+
     def advance(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The next model input: ``x``'s window moved on by the predicted (or true) ``h`` states ``y``."""
         ns, kc = len(self.static), self.task.history * self.num_channels
@@ -294,7 +312,8 @@ def task_stats(path, layout: TrajectoryLayout | None) -> dict[str, np.ndarray]:
     the store's statistics; every state channel from its train-split values over all L states
     (initial and saved, pooled over time and grid: the statistics of what the model sees at any
     step, not those of the initial state alone), repeated for each of the k input and h output
-    steps. A zero std is returned as 1.
+    steps; with ``residual`` the outputs' from the change ``s(t+j) - s(t)`` over every window,
+    per step ahead j. A zero std is returned as 1.
     """
     from ._store import normalization_stats
     from ._writer import _Moments
@@ -307,22 +326,34 @@ def task_stats(path, layout: TrajectoryLayout | None) -> dict[str, np.ndarray]:
     inputs = list(attrs[S.ATTR_INPUTS])
     idx = split_indices(path, "train")
     chunk = int(attrs[S.ATTR_CHUNK])
-    means, stds = [], []
-    for init, traj in zip(layout.initial, layout.trajectories):
-        m = _Moments()
-        a0, at = zarr.open_array(path / init, mode="r"), zarr.open_array(path / traj, mode="r")
-        for c in np.unique(idx // chunk):  # one chunk of samples at a time: memory stays bounded
-            sel = idx[(idx // chunk) == c]
-            m.add(a0.get_orthogonal_selection((sel,)))
-            m.add(at.get_orthogonal_selection((sel,)))
-        means.append(m.mean)
-        stds.append(m.std if m.std > 0 else 1.0)
-    pos = [inputs.index(n) for n in layout.static]
     k, h = layout.task.history, layout.task.horizon
-    sm, ss = np.asarray(means, np.float32), np.asarray(stds, np.float32)
-    return {"x_mean": np.concatenate([base["x_mean"][pos], np.tile(sm, k)]).astype(np.float32),
-            "x_std": np.concatenate([base["x_std"][pos], np.tile(ss, k)]).astype(np.float32),
-            "y_mean": np.tile(sm, h), "y_std": np.tile(ss, h)}
+    state_m = [_Moments() for _ in layout.states]
+    change_m = [[_Moments() for _ in layout.states] for _ in range(h)]  # [step ahead][state]
+    for c, (init, traj) in enumerate(zip(layout.initial, layout.trajectories)):
+        a0, at = zarr.open_array(path / init, mode="r"), zarr.open_array(path / traj, mode="r")
+        for block in np.unique(idx // chunk):  # one chunk of samples at a time: memory stays bounded
+            sel = idx[(idx // chunk) == block]
+            seq = np.concatenate([np.asarray(a0.get_orthogonal_selection((sel,)))[:, None],
+                                  np.asarray(at.get_orthogonal_selection((sel,)))], 1).astype(np.float64)
+            state_m[c].add(seq)
+            if layout.task.residual:
+                for j in range(1, h + 1):
+                    change_m[j - 1][c].add(seq[:, j:] - seq[:, :-j])
+
+    def moments(ms):
+        return (np.asarray([m.mean for m in ms], np.float32),
+                np.asarray([m.std if m.std > 0 else 1.0 for m in ms], np.float32))
+
+    sm, ss = moments(state_m)
+    pos = [inputs.index(n) for n in layout.static]
+    out = {"x_mean": np.concatenate([base["x_mean"][pos], np.tile(sm, k)]).astype(np.float32),
+           "x_std": np.concatenate([base["x_std"][pos], np.tile(ss, k)]).astype(np.float32),
+           "y_mean": np.tile(sm, h), "y_std": np.tile(ss, h)}
+    if layout.task.residual:
+        per_step = [moments(ms) for ms in change_m]
+        out["y_mean"] = np.concatenate([m for m, _ in per_step])
+        out["y_std"] = np.concatenate([s for _, s in per_step])
+    return out
 
 
 def unrolled_loss(loss: Callable, layout: TrajectoryLayout | None) -> Callable:

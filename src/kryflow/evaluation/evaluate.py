@@ -187,13 +187,16 @@ def _score_rollout(surrogate, dataset_path, device, num_predictions: int,
     rollout takes (batched) and the arrays of predictions.npz."""
     from kryflow.data import TrajectoryLayout, make_loader
     from kryflow.evaluation.metrics import relative_l2, score_test_split
-    from kryflow.evaluation.rollout import rollout, rollout_summary
+    from kryflow.evaluation.rollout import rollout, rollout_errors, rollout_summary
 
     layout = TrajectoryLayout.from_dict(surrogate.task)
     r, times = _rollout_of(surrogate, dataset_path, device)
     pred, true = r["pred"], r["true"]  # (N, T, C, *grid)
     metrics.update(score_test_split(pred.flatten(0, 1), true.flatten(0, 1)))
     metrics.update(rollout_summary(pred, true, times))
+    # the trivial forecast beside it: the last given state held (a model must beat this to be useful)
+    held = r["history"][:, -1:].expand_as(true)
+    metrics["rollout_persistence_rel_l2"] = [float(v) for v in rollout_errors(held, true).mean(0)]
     # teacher-forced one step: what training minimises, beside what the rollout accumulates
     loader = make_loader(dataset_path, "test", batch_size=32, shuffle=False, device=device,
                          task=layout.task.teacher_forced())
@@ -214,7 +217,8 @@ def _score_rollout(surrogate, dataset_path, device, num_predictions: int,
               "state_names": np.asarray(layout.states), "rollout_steps": steps + 1,
               "rollout_true": true[:k, steps].numpy(), "rollout_pred": pred[:k, steps].numpy(),
               "rollout_times": np.asarray(times), "rollout_rel_l2": np.asarray(metrics["rollout_rel_l2"]),
-              "rollout_corr": np.asarray(metrics["rollout_corr"])}
+              "rollout_corr": np.asarray(metrics["rollout_corr"]),
+              "rollout_persistence_rel_l2": np.asarray(metrics["rollout_persistence_rel_l2"])}
     return seconds, arrays
 
 

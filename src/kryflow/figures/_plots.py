@@ -71,12 +71,14 @@ class FigureSpec:
 
     ``scope`` is what one file is about, in stem order: ``("dataset", "model")``, ``("dataset",)``,
     or one input file: ``("solver_benchmark",)`` (a benchmark JSON path; its stem names the file)
-    or ``("tuning",)`` (the tuning protocol's report; one figure).
+    or ``("tuning",)`` (the tuning protocol's report; one figure). ``rollout``: drawn only for the
+    datasets whose models are judged by rollout (next-step tasks).
     """
 
     name: str
     scope: tuple[str, ...]
     draw: Callable[..., Figure]
+    rollout: bool = False
 
 
 #: Scopes that are one input file each, and what of the file's path goes into the stem.
@@ -87,14 +89,17 @@ FILE_SCOPES = {"solver_benchmark": lambda path: Path(path).stem, "tuning": lambd
 FIGURES: Registry[FigureSpec] = Registry("figure", package="kryflow.figures")
 
 
-def register_figure(name: str, *scope: str) -> Callable:
-    """Decorator: register ``draw(inputs, **scope)`` as figure ``name``."""
+def register_figure(name: str, *scope: str, rollout: bool = False) -> Callable:
+    """Decorator: register ``draw(inputs, **scope)`` as figure ``name`` (``rollout``: only for the
+    datasets judged by rollout, a ``dataset`` scope)."""
     unknown = set(scope) - {"dataset", "model", *FILE_SCOPES}
     if unknown:
         raise ValueError(f"figure {name!r}: unknown scope {sorted(unknown)}")
+    if rollout and scope[:1] != ("dataset",):
+        raise ValueError(f"figure {name!r}: a rollout figure is about a dataset (scope starts with 'dataset')")
 
     def register(draw: Callable[..., Figure]) -> Callable[..., Figure]:
-        FIGURES.register(name, FigureSpec(name, tuple(scope), draw))
+        FIGURES.register(name, FigureSpec(name, tuple(scope), draw, rollout))
         return draw
 
     return register
@@ -123,14 +128,16 @@ class FigureInstance:
 
 def figure_instances(
     datasets: Iterable[str], models: Iterable[str], solver_benchmarks: Iterable[str | Path] = (),
-    tuning_reports: Iterable[str | Path] = (),
+    tuning_reports: Iterable[str | Path] = (), rollout_datasets: Iterable[str] = (),
 ) -> list[FigureInstance]:
-    """Every file :func:`make_figures` writes for these names and input files, in a stable order."""
+    """Every file :func:`make_figures` writes for these names and input files, in a stable order;
+    the rollout figures for those of ``datasets`` in ``rollout_datasets``."""
     ds = sorted({str(d) for d in datasets})
     ms = sorted({str(m) for m in models})
+    rolled = {str(d) for d in rollout_datasets}
     out: list[FigureInstance] = []
     for d in ds:
-        for spec in (f for f in FIGURES.values() if f.scope[:1] == ("dataset",)):
+        for spec in (f for f in FIGURES.values() if f.scope[:1] == ("dataset",) and (not f.rollout or d in rolled)):
             for m in (ms if "model" in spec.scope else [None]):
                 out.append(FigureInstance(spec, (("dataset", d),) + ((("model", m),) if m is not None else ())))
     files = {"solver_benchmark": list(solver_benchmarks), "tuning": list(tuning_reports)}
@@ -141,13 +148,14 @@ def figure_instances(
 
 def figure_stems(
     datasets: Iterable[str], models: Iterable[str], solver_benchmarks: Iterable[str | Path] = (),
-    tuning_reports: Iterable[str | Path] = (),
+    tuning_reports: Iterable[str | Path] = (), rollout_datasets: Iterable[str] = (),
 ) -> list[str]:
     """File stems :func:`make_figures` writes (each as ``.png`` and ``.pdf``).
 
     Lets a workflow declare the outputs before any result exists.
     """
-    return [inst.stem for inst in figure_instances(datasets, models, solver_benchmarks, tuning_reports)]
+    return [inst.stem for inst in figure_instances(datasets, models, solver_benchmarks, tuning_reports,
+                                                   rollout_datasets)]
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -567,9 +575,9 @@ def _num(value: Any) -> float:
 # --------------------------------------------------------------- 5: predictions
 
 
-def _field(arr: np.ndarray, sample: int) -> np.ndarray:
-    """First channel of one sample; for 3D the middle z slice; transposed so x runs right."""
-    f = arr[sample, 0]
+def _field(arr: np.ndarray, sample: int, channel: int = 0) -> np.ndarray:
+    """One channel of one sample; for 3D the middle z slice; transposed so x runs right."""
+    f = arr[sample, channel]
     if f.ndim == 3:
         f = f[:, :, f.shape[2] // 2]
     return f.T if f.ndim == 2 else f
@@ -584,15 +592,10 @@ def _limits(values: np.ndarray) -> tuple[float, float]:
     return (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
 
 
-@register_figure("predictions", "dataset", "model")
-def _predictions_figure(inp: FigureInputs, dataset: str, model: str) -> Figure:
-    """Input, truth, prediction and error of test samples for the best finished run."""
-    summary, runs_root = inp.summary, inp.runs_root
-    title = f"{dataset} / {model}"
+def _best_predictions(summary: pd.DataFrame, runs_root: Path, dataset: str, model: str, need: str = "y"):
+    """``(row, arrays)`` of the best finished run (lowest test error) whose predictions.npz has
+    ``need``; ``(None, reasons)`` when none has."""
     cells = _cells(summary, dataset, model)
-    if cells.empty:
-        return _note_figure(title, "no runs in summary.csv")
-    # Best finished run first (lowest test error), then the rest in stable order.
     ranked = cells.assign(
         _fin=(cells["status"] != "finished").astype(int),
         _err=cells[_ERR].fillna(np.inf),
@@ -601,49 +604,183 @@ def _predictions_figure(inp: FigureInputs, dataset: str, model: str) -> Figure:
     reasons: list[str] = []
     for row in ranked.itertuples(index=False):
         arrays, why = load_predictions(run_dir(runs_root, dataset, model, row.optimizer, row.seed) / "predictions.npz")
-        if arrays is not None:
-            break
-        reasons.append(f"{row.optimizer} seed {row.seed}: {why}")
-    else:
-        return _note_figure(title, "no predictions:\n" + _short_list(reasons, 4))
+        if arrays is not None and need in arrays:
+            return row, arrays
+        reasons.append(f"{row.optimizer} seed {row.seed}: {why or f'no {need}'}")
+    return None, reasons
+
+
+def _names(arrays: dict, key: str, fallback: str) -> list[str]:
+    n = arrays[key].shape[1]
+    names = list(arrays.get(f"{key}_names", []))
+    return names if len(names) == n else [f"{fallback} {c}" if n > 1 else fallback for c in range(n)]
+
+
+def _image(fig: Figure, axes, fields: np.ndarray, limits: tuple[float, float], cmap: str, colorbar: bool = True):
+    """One column of fields (one per row of ``axes``) on one colour scale."""
+    image = None
+    for ax, field in zip(axes, fields):
+        if field.ndim == 2:
+            image = ax.imshow(field, origin="lower", cmap=cmap, vmin=limits[0], vmax=limits[1])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+        else:
+            ax.plot(field, color="black")
+            ax.set_ylim(*limits)
+    if image is not None and colorbar:
+        fig.colorbar(image, ax=list(axes), shrink=0.9, location="bottom", aspect=25)
+    return image
+
+
+@register_figure("predictions", "dataset", "model")
+def _predictions_figure(inp: FigureInputs, dataset: str, model: str) -> Figure:
+    """Every input channel, and truth, prediction and error of every target channel, for test
+    samples of the best finished run (a next-step model: its first window and the rollout's last
+    state)."""
+    title = f"{dataset} / {model}"
+    if _cells(inp.summary, dataset, model).empty:
+        return _note_figure(title, "no runs in summary.csv")
+    row, arrays = _best_predictions(inp.summary, inp.runs_root, dataset, model)
+    if row is None:
+        return _note_figure(title, "no predictions:\n" + _short_list(arrays, 4))
     style = optimizer_style(row.optimizer)
     n = min(_PRED_SAMPLES, arrays["y"].shape[0])
-    fields = {k: np.stack([_field(arrays[k], s) for s in range(n)]) for k in ("x", "y", "pred")}
-    fields["err"] = np.abs(fields["pred"] - fields["y"])
-    # One colour scale per column (truth and prediction share one), so samples compare.
-    both = np.concatenate([fields["y"].ravel(), fields["pred"].ravel()])
-    limits = {
-        "x": _limits(fields["x"]),
-        "y": _limits(both),
-        "pred": _limits(both),
-        "err": (0.0, _limits(fields["err"])[1]),
-    }
-    columns = (("x", "input", "viridis"), ("y", "truth", "viridis"),
-               ("pred", "prediction", "viridis"), ("err", "|error|", "magma"))  # fmt: skip
-    fig = new_figure(9.0, 2.0 * n + 1.0)
-    grid = fig.subplots(n, 4, squeeze=False)
-    for c, (key, name, cmap) in enumerate(columns):
-        image = None
-        for s in range(n):
-            ax = grid[s, c]
-            field = fields[key][s]
-            if field.ndim == 2:
-                vmin, vmax = limits[key]
-                image = ax.imshow(field, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax)
-                ax.set_xticks([])
-                ax.set_yticks([])
-                ax.grid(False)
-            else:
-                ax.plot(field, color="black")
-                ax.set_ylim(*limits[key])
-            if s == 0:
-                ax.set_title(name)
-            if c == 0:
-                ax.set_ylabel(f"sample {s}")
-        if image is not None and c != 1:  # truth shares the prediction's colour bar
-            axes = list(grid[:, c]) if c != 2 else list(grid[:, 1]) + list(grid[:, 2])
-            fig.colorbar(image, ax=axes, shrink=0.9, location="bottom", aspect=25 if c != 2 else 50)
+    x_names, y_names = _names(arrays, "x", "input"), _names(arrays, "y", "target")
+    columns: list[tuple[str, np.ndarray, tuple[float, float], str, bool]] = []
+    for c, name in enumerate(x_names):  # every input on its own scale
+        f = np.stack([_field(arrays["x"], s, c) for s in range(n)])
+        columns.append((name, f, _limits(f), "viridis", True))
+    for c, name in enumerate(y_names):  # truth and prediction of a target share one scale
+        y = np.stack([_field(arrays["y"], s, c) for s in range(n)])
+        p = np.stack([_field(arrays["pred"], s, c) for s in range(n)])
+        both = _limits(np.concatenate([y.ravel(), p.ravel()]))
+        err = np.abs(p - y)
+        columns += [(f"{name}: truth", y, both, "viridis", False), (f"{name}: prediction", p, both, "viridis", True),
+                    (f"{name}: |error|", err, (0.0, _limits(err)[1]), "magma", True)]
+    fig = new_figure(max(6.0, 1.9 * len(columns) + 0.6), 2.0 * n + 1.2)
+    grid = fig.subplots(n, len(columns), squeeze=False)
+    for c, (name, fields, limits, cmap, bar) in enumerate(columns):
+        _image(fig, grid[:, c], fields, limits, cmap, colorbar=bar and (not name.endswith("prediction")))
+        if name.endswith("prediction"):  # the truth's and the prediction's common bar under both
+            image = grid[0, c].images[0] if grid[0, c].images else None
+            if image is not None:
+                fig.colorbar(image, ax=list(grid[:, c - 1]) + list(grid[:, c]), shrink=0.9, location="bottom",
+                             aspect=50)
+        grid[0, c].set_title(name, fontsize=8)
+    for s in range(n):
+        grid[s, 0].set_ylabel(f"sample {s}")
     fig.suptitle(f"{title}: {style['label']}, seed {row.seed}, test rel. L2 {getattr(row, _ERR):.3g}")
+    return fig
+
+
+# ------------------------------------------------------------------- rollouts
+
+
+@register_figure("rollout_error", "dataset", rollout=True)
+def _rollout_error_figure(inp: FigureInputs, dataset: str) -> Figure:
+    """A next-step model's rollout: rel. L2 and correlation against rollout time, per model and
+    optimizer (mean over test trajectories; over seeds the mean with the min-max band)."""
+    cells, models, opts = _dataset_cells(inp.summary, dataset)
+    if cells.empty:
+        return _note_figure(f"{dataset}: rollout", "no runs in summary.csv")
+    fig = new_figure(max(4.8, 1.6 + 3.2 * len(models)), 5.8)
+    grid = fig.subplots(2, len(models), squeeze=False, sharex=True)
+    notes: list[str] = []
+    seen_div = seen_fail = False
+    persistence = False
+    for c, model in enumerate(models):
+        ax_err, ax_corr = grid[0, c], grid[1, c]
+        values: list[float] = []
+        for opt in opts:
+            rows = cells[(cells["model"] == model) & (cells["optimizer"] == opt)]
+            if rows.empty:
+                continue
+            style = optimizer_style(opt)
+            curves = []
+            for row in rows.itertuples(index=False):
+                if row.status != "finished":
+                    seen_div |= row.status == "diverged"
+                    seen_fail |= row.status != "diverged"
+                    notes.append(f"{model}/{style['label']} seed {row.seed}: {row.status}")
+                    continue
+                arrays, why = load_predictions(run_dir(inp.runs_root, dataset, model, opt, row.seed)
+                                               / "predictions.npz")
+                if arrays is None or "rollout_rel_l2" not in arrays:
+                    notes.append(f"{model}/{style['label']} seed {row.seed}: {why or 'no rollout'}")
+                    continue
+                curves.append(arrays)
+            if not curves:
+                continue
+            t = curves[0]["rollout_times"]
+            same = [a for a in curves if a["rollout_times"].shape == t.shape]
+            kw = {"color": style["color"], "linestyle": style["linestyle"], "marker": style["marker"],
+                  "markevery": max(1, t.size // 8), "markersize": 4}
+            for ax, key in ((ax_err, "rollout_rel_l2"), (ax_corr, "rollout_corr")):
+                v = np.stack([a[key] for a in same])
+                ax.plot(t, v.mean(0), **kw)
+                if len(same) > 1:
+                    ax.fill_between(t, v.min(0), v.max(0), color=style["color"], alpha=0.18, linewidth=0)
+                if key == "rollout_rel_l2":
+                    values += list(v.ravel())
+            if "rollout_persistence_rel_l2" in same[0]:
+                # the same for every model: the last given state held (the trivial forecast)
+                ax_err.plot(t, same[0]["rollout_persistence_rel_l2"], color="0.35", linestyle=":", linewidth=1.2)
+                values += list(same[0]["rollout_persistence_rel_l2"])
+                persistence = True
+        _log_if_positive(ax_err, values)
+        ax_err.set_title(f"{dataset} / {model}")
+        ax_corr.axhline(0.8, color="0.5", linewidth=0.8, linestyle="--")
+        ax_corr.set_xlabel("rollout time (after the last given state)")
+        if c == 0:
+            ax_err.set_ylabel("relative L2 per step")
+            ax_corr.set_ylabel("correlation with truth")
+        if not values:
+            _note(ax_err, "no rollout results")
+    handles = [_legend_handle(o) for o in opts] + _status_handles(seen_div, seen_fail)
+    if persistence:
+        handles.append(Line2D([], [], color="0.35", linestyle=":", label="persistence (last state held)"))
+    handles.append(Line2D([], [], color="0.5", linestyle="--", label="correlation 0.8"))
+    _finish(fig, handles, notes)
+    return fig
+
+
+@register_figure("rollout_fields", "dataset", "model", rollout=True)
+def _rollout_fields_figure(inp: FigureInputs, dataset: str, model: str) -> Figure:
+    """Predicted against true states at a few rollout times, one test trajectory of the best run:
+    a row per time; truth, prediction and error of every state channel."""
+    title = f"{dataset} / {model}: rollout"
+    if _cells(inp.summary, dataset, model).empty:
+        return _note_figure(title, "no runs in summary.csv")
+    row, arrays = _best_predictions(inp.summary, inp.runs_root, dataset, model, need="rollout_true")
+    if row is None:
+        return _note_figure(title, "no rollout predictions:\n" + _short_list(arrays, 4))
+    true, pred = arrays["rollout_true"][0], arrays["rollout_pred"][0]  # (steps kept, C, *grid)
+    steps = arrays["rollout_steps"].astype(int)
+    times = arrays["rollout_times"]
+    names = list(arrays.get("state_names", [f"state {c}" for c in range(true.shape[1])]))
+    rows = true.shape[0]
+    columns = []
+    for c, name in enumerate(names):
+        t = np.stack([_field(true, r, c) for r in range(rows)])
+        p = np.stack([_field(pred, r, c) for r in range(rows)])
+        both = _limits(np.concatenate([t.ravel(), p.ravel()]))
+        err = np.abs(p - t)
+        columns += [(f"{name}: truth", t, both, "viridis", False), (f"{name}: prediction", p, both, "viridis", False),
+                    (f"{name}: |error|", err, (0.0, _limits(err)[1]), "magma", True)]
+    fig = new_figure(max(6.0, 1.9 * len(columns) + 0.6), 1.9 * rows + 1.2)
+    grid = fig.subplots(rows, len(columns), squeeze=False)
+    for c, (name, fields, limits, cmap, bar) in enumerate(columns):
+        _image(fig, grid[:, c], fields, limits, cmap, colorbar=bar)
+        if name.endswith("prediction") and grid[0, c].images:
+            fig.colorbar(grid[0, c].images[0], ax=list(grid[:, c - 1]) + list(grid[:, c]), shrink=0.9,
+                         location="bottom", aspect=50)
+        grid[0, c].set_title(name, fontsize=8)
+    for r in range(rows):
+        j = int(steps[r])
+        grid[r, 0].set_ylabel(f"step {j}, t = {times[j - 1]:.3g}", fontsize=8)
+    style = optimizer_style(row.optimizer)
+    fig.suptitle(f"{title}, {style['label']}, seed {row.seed}, test trajectory 0")
     return fig
 
 
@@ -697,6 +834,7 @@ def make_figures(
     datasets: Sequence[str] | None = None,
     models: Sequence[str] | None = None,
     tuning_reports: Sequence[str | Path] = (),
+    rollout_datasets: Sequence[str] | None = None,
 ) -> list[Path]:
     """Write every paper figure as PNG and PDF; byte-identical when rerun on the same inputs.
 
@@ -710,6 +848,8 @@ def make_figures(
         datasets, models: names to draw; default those in the summary. Passing the
             configured names guarantees every file in :func:`figure_stems` is written,
             with a note where there are no results yet.
+        rollout_datasets: the datasets judged by rollout (next-step tasks), which get the
+            rollout figures; default those with rollout results in the summary.
 
     Returns:
         paths written, in a stable order (PNG before PDF of each figure).
@@ -721,9 +861,11 @@ def make_figures(
         log.warning("figures: %s", why)
     ds = sorted({str(d) for d in datasets}) if datasets is not None else sorted(summary["dataset"].unique())
     ms = sorted({str(m) for m in models}) if models is not None else sorted(summary["model"].unique())
+    if rollout_datasets is None:
+        rollout_datasets = sorted(summary.loc[np.isfinite(summary["onestep_rel_l2"]), "dataset"].unique())
     inputs = FigureInputs(summary, runs_root)
     paths: list[Path] = []
     with deterministic_style():
-        for inst in figure_instances(ds, ms, solver_benchmarks, tuning_reports):
+        for inst in figure_instances(ds, ms, solver_benchmarks, tuning_reports, rollout_datasets):
             paths += save_figure(inst.draw(inputs), out_dir, inst.stem)
     return paths

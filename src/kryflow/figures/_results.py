@@ -158,13 +158,23 @@ def load_history(path: Path) -> tuple[pd.DataFrame | None, str | None]:
     return frame.sort_values("step", kind="stable").reset_index(drop=True), None
 
 
+#: Optional arrays of predictions.npz: channel names, and a next-step model's rollout (the states
+#: at a few rolled-out steps, the per-step error and correlation curves).
+_NAMES = ("x_names", "y_names", "state_names")
+_ROLLOUT = ("rollout_steps", "rollout_times", "rollout_true", "rollout_pred", "rollout_rel_l2", "rollout_corr",
+            "rollout_persistence_rel_l2")
+
+
 def load_predictions(path: Path) -> tuple[dict[str, np.ndarray] | None, str | None]:
-    """x, y, pred arrays from predictions.npz; ``None`` and a reason if unusable."""
+    """x, y, pred arrays from predictions.npz (and, where saved, the channel names ``x_names``,
+    ``y_names`` and a rollout's arrays); ``None`` and a reason if unusable."""
     if not path.is_file():
         return None, "missing predictions.npz"
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: np.asarray(npz[k], dtype=np.float64) for k in ("x", "y", "pred")}
+            arrays.update({k: np.asarray(npz[k]).astype(str) for k in _NAMES if k in npz.files})
+            arrays.update({k: np.asarray(npz[k], dtype=np.float64) for k in _ROLLOUT if k in npz.files})
     except (OSError, ValueError, KeyError) as exc:
         return None, f"unreadable predictions.npz ({type(exc).__name__})"
     if arrays["y"].shape != arrays["pred"].shape or arrays["y"].ndim < 3:

@@ -22,22 +22,27 @@ def _shape(stat: np.ndarray | torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class Surrogate(nn.Module):
-    """Physical-units wrapper: ``y = decode(net(encode(x)))``.
+    """Physical-units wrapper: ``y = decode(net(encode(x)))`` (a residual next-step model:
+    ``y = x_last + decode(net(encode(x)))``, the last given state's channels of ``x`` added back).
 
     Arguments:
         net: maps (B, C_in, *grid) -> (B, C_out, *grid) in normalised units.
         stats: ``{"x_mean","x_std","y_mean","y_std"}`` arrays of shape (C_in,) / (C_out,).
         dim: number of spatial dimensions (2 or 3).
 
-    ``task``: what the network was trained for, kept with it (None: ``final_state``; a next-step
-    model's :meth:`~kryflow.data.TrajectoryLayout.as_dict`: history, horizon, which channels are
-    static and which are states), so evaluation rolls it out without the config.
+        task: what the network was trained for, kept with it (None: ``final_state``; a next-step
+            model's :meth:`~kryflow.data.TrajectoryLayout.as_dict`: history, horizon, which channels
+            are static and which are states), so evaluation rolls it out without the config.
     """
 
-    task: dict | None = None
-
-    def __init__(self, net: nn.Module, stats: Mapping[str, np.ndarray], dim: int):
+    def __init__(self, net: nn.Module, stats: Mapping[str, np.ndarray], dim: int, task: Mapping | None = None):
         super().__init__()
+        self.task = dict(task) if task is not None else None
+        self._residual = None
+        if self.task is not None and self.task.get("residual"):
+            from kryflow.data import TrajectoryLayout
+
+            self._residual = TrajectoryLayout.from_dict(self.task).last_state_channels()
         self.net = net
         self.dim = int(dim)
         eps = 1e-12
@@ -55,8 +60,13 @@ class Surrogate(nn.Module):
     def decode_y(self, y: torch.Tensor) -> torch.Tensor:
         return y * self.y_std + self.y_mean
 
+    def encode_target(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """What the network should output for input ``x`` and physical target ``y`` (normalised)."""
+        return self.encode_y(y if self._residual is None else y - x[:, self._residual])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode_y(self.net(self.encode_x(x)))
+        out = self.decode_y(self.net(self.encode_x(x)))
+        return out if self._residual is None else out + x[:, self._residual]
 
     def stats(self) -> dict[str, np.ndarray]:
         return {k: getattr(self, k).detach().cpu().flatten().numpy()
@@ -86,8 +96,7 @@ def load_surrogate(path, map_location="cpu") -> Surrogate:
     blob = torch.load(path, map_location=map_location, weights_only=False)
     net = model_from_config(blob["model_config"])
     net.load_state_dict(blob["state_dict"])
-    surrogate = Surrogate(net, blob["stats"], blob["dim"])
-    surrogate.task = blob.get("task")
+    surrogate = Surrogate(net, blob["stats"], blob["dim"], task=blob.get("task"))
     # what it was trained on (family, grid, channels), kept on the module so a logged MLflow model has it too
     surrogate.trained_on = blob.get("trained_on")
     return surrogate

@@ -82,7 +82,7 @@ def _h1(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 # gradient added; mse: mean squared error of the network's normalised output (train statistics)
 LOSSES.register("rel_l2", lambda s, x, y: _rel_l2(s(x), y))
 LOSSES.register("h1", lambda s, x, y: _h1(s(x), y))
-LOSSES.register("mse", lambda s, x, y: torch.mean((s.net(s.encode_x(x)) - s.encode_y(y)) ** 2))
+LOSSES.register("mse", lambda s, x, y: torch.mean((s.net(s.encode_x(x)) - s.encode_target(x, y)) ** 2))
 
 
 def loss_function(name: str) -> Loss:
@@ -202,7 +202,7 @@ def _surrogate(dataset_path, model_name: str, model_kwargs: Mapping, init_from, 
                              "model that was trained on the source dataset")
         want = layout.task.teacher_forced().as_dict() if layout is not None else {"kind": "final_state"}
         have = {k: v for k, v in (surrogate.task or {"kind": "final_state"}).items()
-                if k in ("kind", "history", "horizon")}
+                if k in ("kind", "history", "horizon", "residual")}
         if have != {k: v for k, v in want.items() if k != "pushforward"}:
             raise ValueError(f"{init_from} was trained for the task {have}, not {want}; fine-tune a model of the "
                              "same task")
@@ -211,9 +211,7 @@ def _surrogate(dataset_path, model_name: str, model_kwargs: Mapping, init_from, 
     dim = len(grid_shape(dataset_path))
     net = build_model(model_name, in_channels=len(stats["x_mean"]), out_channels=len(stats["y_mean"]), dim=dim,
                       **dict(model_kwargs))
-    surrogate = Surrogate(net, stats, dim)
-    surrogate.task = layout.as_dict() if layout is not None else None
-    return surrogate
+    return Surrogate(net, stats, dim, task=layout.as_dict() if layout is not None else None)
 
 
 def _build(dataset_path, model_name: str, model_kwargs: Mapping, optimizer_name: str, optimizer_kwargs: Mapping,
