@@ -31,6 +31,24 @@ def test_the_gpu_model_counts_a_matmul_as_it_is():
     assert count_step(lambda: a.view(-1).t() if a.dim() == 1 else a.t().unsqueeze(0))["kernels"] == 0
 
 
+def test_a_large_step_is_counted_from_two_small_batches_exactly(monkeypatch):
+    """Kernels, FLOPs and bytes are linear in the batch: extrapolated from batches 1 and 2 they are
+    what the step at the full batch counts (the GPU model's input); times are extrapolated too."""
+    from kryflow.planning import GPU_PROFILES, _costs, measure_step
+
+    args = ({"name": "fno", "width": 4, "modes": 4, "layers": 2}, {"name": "adamw", "lr": 1e-3}, (16, 16), (1, 1), 6)
+    monkeypatch.setattr(_costs, "DIRECT_LIMIT", 10**9)
+    direct = measure_step(*args, warmup=1, steps=1, gpus=GPU_PROFILES)
+    monkeypatch.setattr(_costs, "DIRECT_LIMIT", 0)
+    extrapolated = measure_step(*args, gpus=GPU_PROFILES)
+    assert direct["extrapolated_from"] is None and extrapolated["extrapolated_from"] == [1, 2]
+    for key in ("kernels", "flops", "bytes"):
+        assert extrapolated[key] == pytest.approx(direct[key], rel=1e-9), key
+    for gpu in GPU_PROFILES:
+        assert extrapolated["gpu_seconds_per_step"][gpu] == pytest.approx(direct["gpu_seconds_per_step"][gpu])
+    assert extrapolated["seconds_per_step"] > 0
+
+
 def _plan_config(tmp_path):
     cfg = tuning_config()
     cfg["optimizers"]["zo"] = {"name": "zo_spsa", "lr": 1e-4}

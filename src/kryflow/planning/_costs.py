@@ -85,6 +85,76 @@ def _synthetic_batch(batch: int, channels: tuple[int, int], grid: tuple[int, ...
     return x, y
 
 
+#: Above this many grid values a step (batch x cells) is measured at two small batches and
+#: extrapolated (a paper-sized step takes tens of seconds on one core).
+DIRECT_LIMIT = 16 * 32 * 32 * 8
+
+
+def _measure_at(model: Mapping, optimizer: Mapping, grid: tuple[int, ...], channels: tuple[int, int], batch: int,
+                device: str, warmup: int, steps: int) -> dict:
+    """One model and optimizer at one batch size: timed steps, a counted step, a timed and
+    counted forward pass."""
+    import torch
+
+    from kryflow.models import build_model
+    from kryflow.optim import build_optimizer
+    from kryflow.training import loss_function
+
+    from ._gpu import count_step
+
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    kwargs = {k: v for k, v in model.items() if k != "name"}
+    net = build_model(model["name"], in_channels=channels[0], out_channels=channels[1], dim=len(grid),
+                      **kwargs).to(dev)
+    hp = {k: v for k, v in optimizer.items() if k != "name"}
+    runner = build_optimizer(optimizer["name"], net, lr=float(hp.pop("lr")), **hp)
+    rel_l2 = loss_function("rel_l2")
+    x, y = _synthetic_batch(batch, channels, grid, dev)
+    loss = lambda: rel_l2(net, x, y)  # noqa: E731 (the loss calls its first argument: the network stands in)
+
+    def timed(fn) -> float:
+        t0 = time.perf_counter()
+        fn()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        return time.perf_counter() - t0
+
+    for _ in range(warmup):
+        runner.step(loss)
+    times = [timed(lambda: runner.step(loss)) for _ in range(steps)]
+    counts = count_step(lambda: runner.step(loss))
+    net.eval()
+    with torch.no_grad():
+        net(x)
+        forward = timed(lambda: net(x))
+        forward_ops = count_step(lambda: net(x))["ops"]
+    return {"seconds": float(sum(times) / len(times)), "first": times[0], "forward": forward,
+            "grad_evals": runner.last_grad_evals, "ops": counts["ops"], "forward_ops": forward_ops,
+            "parameters": sum(p.numel() for p in net.parameters())}
+
+
+def _extrapolate(a: dict, b: dict, na: int, nb: int, n: int) -> dict:
+    """Batch ``n`` from batches ``na`` < ``nb``: every time and every kernel's FLOPs and bytes are
+    linear in the batch (activations scale with it, the optimizer's work does not); a kernel
+    list that differs between the two (data-dependent steps) scales as a whole."""
+    t = (n - na) / (nb - na)
+
+    def lin(u, v):
+        return max(0.0, u + (v - u) * t)
+
+    def ops(u, v):
+        if len(u) == len(v):
+            return [[lin(f1, f2), lin(b1, b2)] for (f1, b1), (f2, b2) in zip(u, v)]
+        scale = lin(1.0, sum(o[1] for o in v) / max(1.0, sum(o[1] for o in u)))
+        return [[f * scale, by * scale] for f, by in u]
+
+    return {"seconds": lin(a["seconds"], b["seconds"]), "first": lin(a["first"], b["first"]),
+            "forward": lin(a["forward"], b["forward"]), "grad_evals": b["grad_evals"],
+            "ops": ops(a["ops"], b["ops"]), "forward_ops": ops(a["forward_ops"], b["forward_ops"]),
+            "parameters": b["parameters"]}
+
+
 def measure_step(model: Mapping, optimizer: Mapping, grid: tuple[int, ...], channels: tuple[int, int], batch: int,
                  *, device: str = "cpu", warmup: int = 2, steps: int = 6, threads: int = 1,
                  gpus: Mapping[str, Any] | None = None) -> dict:
@@ -98,70 +168,41 @@ def measure_step(model: Mapping, optimizer: Mapping, grid: tuple[int, ...], chan
         threads: torch threads on the CPU (the workflow's training jobs use one).
         gpus: GPU profiles (:data:`kryflow.planning.GPU_PROFILES`) to model the step on.
 
+    A step larger than :data:`DIRECT_LIMIT` grid values on the CPU is measured at batches 1 and 2
+    and extrapolated linearly to ``batch``, time and every kernel alike (``extrapolated_from``).
+
     **Returns:** ``seconds_per_step`` (mean of the timed steps), ``forward_seconds_per_sample``
     (inference, as validation and evaluation run it), ``grad_evals_per_step``, the step's
     ``flops``, ``bytes`` and ``kernels`` (:func:`kryflow.planning._gpu.count_step`),
-    ``gpu_seconds_per_step`` per profile, and what it was measured on.
+    ``gpu_seconds_per_step`` and ``gpu_forward_seconds_per_sample`` per profile, and what it was
+    measured on.
     """
     import torch
 
-    from kryflow.models import build_model
-    from kryflow.optim import build_optimizer
-    from kryflow.training import loss_function
-
-    from ._gpu import count_step, model_step_seconds
+    from ._gpu import model_step_seconds
 
     old_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
+    small = (1, 2) if device == "cpu" and batch > 2 and batch * math.prod(grid) > DIRECT_LIMIT else None
     try:
-        torch.manual_seed(0)
-        dev = torch.device(device)
-        kwargs = {k: v for k, v in model.items() if k != "name"}
-        net = build_model(model["name"], in_channels=channels[0], out_channels=channels[1], dim=len(grid),
-                          **kwargs).to(dev)
-        hp = {k: v for k, v in optimizer.items() if k != "name"}
-        runner = build_optimizer(optimizer["name"], net, lr=float(hp.pop("lr")), **hp)
-        rel_l2 = loss_function("rel_l2")
-
-        class _Direct:  # the loss reads surrogate(x); a bare network stands in (normalisation is elementwise)
-            def __call__(self, x):
-                return net(x)
-
-        surrogate = _Direct()
-        x, y = _synthetic_batch(batch, channels, grid, dev)
-
-        def one_step() -> float:
-            t0 = time.perf_counter()
-            runner.step(lambda: rel_l2(surrogate, x, y))
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            return time.perf_counter() - t0
-
-        for _ in range(warmup):
-            one_step()
-        times = [one_step() for _ in range(steps)]
-        grad_evals = runner.last_grad_evals
-        counts = count_step(lambda: runner.step(lambda: rel_l2(surrogate, x, y)))
-        net.eval()
-        with torch.no_grad():
-            net(x)
-            t0 = time.perf_counter()
-            net(x)
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            forward = (time.perf_counter() - t0) / batch
-            forward_ops = count_step(lambda: net(x))["ops"]
-        params = sum(p.numel() for p in net.parameters())
+        if small is None:
+            m = _measure_at(model, optimizer, grid, channels, batch, device, warmup, steps)
+        else:
+            lo, hi = (_measure_at(model, optimizer, grid, channels, b, device, 1, 2) for b in small)
+            m = _extrapolate(lo, hi, *small, batch)
     finally:
         torch.set_num_threads(old_threads)
-    ops = counts.pop("ops")
-    return {"seconds_per_step": float(sum(times) / len(times)), "seconds_first_timed": times[0],
-            "forward_seconds_per_sample": forward, "grad_evals_per_step": grad_evals, "parameters": params,
-            **counts, "gpu_seconds_per_step": {g: model_step_seconds(ops, p) for g, p in (gpus or {}).items()},
+    ops, forward_ops = m.pop("ops"), m.pop("forward_ops")
+    return {"seconds_per_step": m["seconds"], "seconds_first_timed": m["first"],
+            "forward_seconds_per_sample": m["forward"] / batch, "grad_evals_per_step": m["grad_evals"],
+            "parameters": m["parameters"], "flops": float(sum(f for f, _ in ops)),
+            "bytes": float(sum(b for _, b in ops)), "kernels": len(ops),
+            "gpu_seconds_per_step": {g: model_step_seconds(ops, p) for g, p in (gpus or {}).items()},
             "gpu_forward_seconds_per_sample": {g: model_step_seconds(forward_ops, p) / batch
                                                for g, p in (gpus or {}).items()},
-            "steps_timed": steps, "device": device_name(device), "threads": threads, "torch": torch.__version__,
-            "measured": datetime.date.today().isoformat()}
+            "extrapolated_from": list(small) if small else None,
+            "steps_timed": steps if small is None else 2, "device": device_name(device), "threads": threads,
+            "torch": torch.__version__, "measured": datetime.date.today().isoformat()}
 
 
 def measure_generation(family: str, params: Mapping, solver: Mapping, samples: int = 3) -> dict:
