@@ -377,7 +377,8 @@ def make_tables(
 
     Files (each ``.tex`` with booktabs rules and ``.md``): ``test_error`` (accuracy per
     cell, mean ± std over finished seeds), ``cost`` (time, memory, speed-up),
-    ``transfer`` (resolution transfer; a note when there are no results) and, when
+    ``transfer`` (resolution transfer; a note when there are no results), ``rollout`` (next-step
+    models' rollouts; a note when there are none) and, when
     ``solver_benchmarks`` is given, ``solver_times`` (the benchmark's time table); with a
     ``tuning_report``, ``tuning`` (the tuned comparison per workload and optimizer), ``finetune`` and ``heldout`` where
     those workloads are configured. Also
@@ -415,6 +416,15 @@ def make_tables(
     frame = agg[with_transfer] if has_transfer else agg.iloc[0:0]
     paths += _write(_build(frame, transfer, group), out_dir, "transfer", "Resolution transfer",
                     note if has_transfer else "no resolution-transfer results")  # fmt: skip
+
+    # next-step models: their rollouts (only datasets with rollout results)
+    has_rollout = not agg.empty and bool(agg["onestep_rel_l2_n"].sum() > 0)
+    rolled = _id_columns() + [_schema_column(c) for c in numeric_columns() if c.table == "rollout"]
+    with_rollout = agg.groupby("dataset", sort=False)["onestep_rel_l2_n"].transform("sum") > 0 if has_rollout else None
+    paths += _write(_build(agg[with_rollout] if has_rollout else agg.iloc[0:0], rolled, group), out_dir, "rollout",
+                    "Rollouts from the first k states of every test trajectory: rel. L2 at rolled-out steps; steps and time "
+                    "with correlation >= 0.8",
+                    note if has_rollout else "no next-step (rollout) results")
 
     if solver_benchmarks:
         solver, notes = _solver_frame(solver_benchmarks)
