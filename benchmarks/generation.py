@@ -101,7 +101,7 @@ def _one_job(args) -> dict:
     from mlflow.tracking import MlflowClient
 
     import kryflow.data
-    import kryflow.data.generate as gen
+    import kryflow.generation._sampler as sampler
     from kryflow.config import dataset_spec, load_config
     from kryflow.data import ZarrDatasetWriter
     from kryflow.pipeline import init_tracking, run_generate
@@ -122,7 +122,7 @@ def _one_job(args) -> dict:
         phases.patch(ZarrDatasetWriter, name, "write")
     phases.patch(kryflow.data, "dataset_digest", "write")  # generate_dataset imports it from there per call
 
-    in_order = gen._in_order
+    in_order = sampler.in_solve_order
 
     def timed_samples(kind, samples):
         ordered, seconds = in_order(kind, samples)
@@ -142,7 +142,7 @@ def _one_job(args) -> dict:
 
         return stream(), seconds
 
-    gen._in_order = timed_samples
+    sampler.in_solve_order = timed_samples
 
     cfg_path = Path("config.yaml")
     cfg_path.write_text(yaml.safe_dump(_config(args), sort_keys=False))

@@ -260,7 +260,7 @@ def energy_check(n: int = 64, steps: int = 400, reynolds: float = 1000.0, obstac
 
 # -- solvers ----------------------------------------------------------------------------------------
 def _default_solver(fam) -> dict:
-    from kryflow.data.generate import solver_config
+    from kryflow.generation import solver_config
 
     return solver_config(fam, {})
 

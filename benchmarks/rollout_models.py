@@ -54,7 +54,7 @@ def dataset(config: dict, name: str, num_samples: int | None, data_dir: Path) ->
     """The config's dataset (with ``num_samples`` replaced), generated once into ``data_dir``."""
     from kryflow.config import dataset_spec
     from kryflow.data import DatasetError, dataset_digest
-    from kryflow.data.generate import generate_dataset
+    from kryflow.generation import generate_dataset
 
     spec = copy.deepcopy(dataset_spec(config, name))
     if num_samples:

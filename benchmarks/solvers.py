@@ -260,7 +260,7 @@ def baseline_comparison(records: list[dict]) -> dict:
 
 def _darcy_systems(n: int, num: int, seed: int) -> tuple[list, list]:
     """SKR's Darcy case on n²: the systems and the input sketches, in sample order."""
-    from kryflow.data import input_sketch
+    from kryflow.generation import input_sketch
 
     fam = build_family("darcy", n=n, coefficient="lognormal", sigma=1.0, forcing=1.0, relation="iid")
     systems, sketches = [], []
@@ -275,7 +275,7 @@ def skr_side_by_side(n: int, num: int, preconditioners, seed: int = 0, maxiter: 
     solved in sample order and in similarity order (a nearest-neighbour chain of input sketches,
     as SKR sorts). Per pair: total seconds, iterations and their ratios (GMRES / GCRO-DR: SKR's
     speed-up), next to SKR's Table 1."""
-    from kryflow.data import similarity_order
+    from kryflow.generation import similarity_order
     from kryflow.solvers import SequenceSolver
 
     systems, sketches = _darcy_systems(n, num, seed)

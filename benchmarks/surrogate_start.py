@@ -42,7 +42,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from kryflow.data import SurrogateStart, load_start_model  # noqa: E402
+from kryflow.generation import SurrogateStart, load_start_model  # noqa: E402
 from kryflow.pdes import build_family  # noqa: E402
 from kryflow.solvers import SequenceSolver  # noqa: E402
 
@@ -206,7 +206,7 @@ def _line(name: str, case: dict) -> str:
 
 def _family_of(ref: str):
     """The family of a model's training data, built at its grid (a first load reads it)."""
-    from kryflow.data._surrogate_start import _load_file, _load_uri, is_model_uri
+    from kryflow.generation._surrogate_start import _load_file, _load_uri, is_model_uri
 
     _, trained_on = _load_uri(ref, None) if is_model_uri(ref) else _load_file(ref)
     return build_family(trained_on.family, **trained_on.params)
@@ -217,7 +217,7 @@ def _training_seed(ref: str) -> int | None:
     import torch
 
     from kryflow.data._schema import read_group_attrs
-    from kryflow.data._surrogate_start import _run_root_of
+    from kryflow.generation._surrogate_start import _run_root_of
 
     path = Path(ref)
     file = path / "model.pt" if path.is_dir() else path

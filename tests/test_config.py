@@ -95,7 +95,7 @@ def test_schema_enumerations_and_options_equal_the_registries():
     assert sorted(dataset["family"]["enum"]) == sorted(PDE_FAMILIES)
     assert sorted(solver["method"]["enum"]) == sorted(["auto", "choose", *SOLVER_METHODS])
     assert sorted(solver["preconditioner"]["enum"]) == sorted(PRECONDITIONERS)
-    from kryflow.data import INITIAL_GUESSES, ORDERS
+    from kryflow.generation import INITIAL_GUESSES, ORDERS
 
     options = solver_options()
     from kryflow.solvers._choice import CHOICE_OPTIONS

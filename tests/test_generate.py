@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kryflow.data import dataset_digest, open_dataset, verify_dataset
-from kryflow.data.generate import generate_dataset
+from kryflow.generation import generate_dataset
 
 SPEC = dict(family="darcy", params={"n": 12, "dim": 2, "relation": "drift"}, num_samples=10, seed=3,
             chunk_samples=4, splits=(0.6, 0.2, 0.2),

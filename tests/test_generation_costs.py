@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from kryflow.data import inspect_dataset, merge_dataset, open_dataset, verify_dataset
-from kryflow.data.generate import generate_dataset
+from kryflow.generation import generate_dataset
 from kryflow.solvers._warm_up import kernel_groups
 
 SMALL = dict(family="darcy", params={"n": 8}, seed=0, chunk_samples=4, splits=(0.5, 0.25, 0.25))
@@ -32,7 +32,7 @@ def test_kernel_groups_follow_the_strategy():
 
 _LOADED = """
 import json, sys
-from kryflow.data.generate import generate_dataset
+from kryflow.generation import generate_dataset
 from kryflow.solvers import _gmg_kernels, _kernels, _ssor
 
 def loaded(module):  # the numba functions of a module that this process compiled or loaded

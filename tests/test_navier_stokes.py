@@ -184,7 +184,7 @@ def test_auto_strategy_rule_for_interleaved_sequences():
 def test_example_config_is_valid_and_a_dataset_stores_trajectories(tmp_path):
     from kryflow.config import load_config
     from kryflow.data import open_dataset
-    from kryflow.data.generate import generate_dataset
+    from kryflow.generation import generate_dataset
 
     cfg = load_config(ROOT / "config" / "navier_stokes.yaml")
     assert cfg["datasets"]["ns2d"]["family"] == "navier_stokes"

@@ -144,7 +144,7 @@ def test_omega_with_another_preconditioner_says_whose_option_it_is():
 
 def test_generated_dataset_stores_omega_and_regret_per_solve(tmp_path):
     from kryflow.data import open_dataset
-    from kryflow.data.generate import generate_dataset
+    from kryflow.generation import generate_dataset
 
     out = tmp_path / "heat.zarr"
     generate_dataset(out, family="heat", params={"n": 16, "num_steps": 4, "save_every": 2, "scheme": "crank_nicolson"},
@@ -219,7 +219,7 @@ def test_choose_config_checks_every_strategy(tiny_config):
 
 def test_generated_dataset_with_method_choose_records_the_strategy(tmp_path):
     from kryflow.data import open_dataset
-    from kryflow.data.generate import generate_dataset
+    from kryflow.generation import generate_dataset
 
     out = tmp_path / "darcy.zarr"
     strategies = [{"method": "cg", "preconditioner": "jacobi"}, {"method": "direct"}]

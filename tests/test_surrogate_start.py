@@ -12,8 +12,8 @@ import pytest
 
 from conftest import TINY_CONFIG, run_snakemake, write_config
 from kryflow.config import ConfigError, check_config
-from kryflow.data import SurrogateStartError, load_start_model, open_dataset
-from kryflow.data.generate import generate_dataset
+from kryflow.data import open_dataset
+from kryflow.generation import SurrogateStartError, generate_dataset, load_start_model
 from kryflow.pdes import build_family
 from kryflow.training import train_cell
 
@@ -136,7 +136,7 @@ def test_surrogate_started_outputs_meet_the_tolerance_and_match_a_cold_solve(fam
 
 @pytest.mark.parametrize("family", ["darcy", "heat"])
 def test_inference_seconds_count_in_the_solve_they_serve(family, runs, tmp_path, monkeypatch):
-    from kryflow.data._surrogate_start import StartModel
+    from kryflow.generation import StartModel
 
     predict = StartModel.predict
 

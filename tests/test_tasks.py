@@ -25,7 +25,7 @@ from kryflow.data import (
     trajectory_layout,
     unrolled_loss,
 )
-from kryflow.data.generate import generate_dataset
+from kryflow.generation import generate_dataset
 from kryflow.evaluation.rollout import correlation, correlation_time, rollout, rollout_errors, rollout_summary
 
 from conftest import ROOT, run_snakemake, write_config

@@ -173,7 +173,7 @@ def dataset_spec(config: Mapping, name: str) -> dict:
     if name in config["datasets"]:
         spec = dict(config["datasets"][name])
         if isinstance((spec.get("solver") or {}).get("surrogate"), Mapping):  # a training cell: its model.pt
-            from kryflow.data import resolve_surrogate
+            from kryflow.generation import resolve_surrogate
 
             spec["solver"] = {**spec["solver"], "surrogate": resolve_surrogate(spec["solver"]["surrogate"])}
         return spec
@@ -378,8 +378,7 @@ def _check_initial_guess(key: str, name: str, ds: Mapping, config: Mapping) -> N
     model that fits: a training cell of this config on a dataset of the same family and grid
     (not this dataset, no cycle), or a model file that exists and is checked here; an MLflow URI
     is checked by the generation job, before any solve."""
-    from kryflow.data import load_start_model
-    from kryflow.data.generate import solver_config
+    from kryflow.generation import load_start_model, solver_config
     from kryflow.pdes import build_family
 
     solver = ds.get("solver") or {}

@@ -191,7 +191,7 @@ def run_generate(name: str, spec: Mapping, experiment: str, out_path: Pathish, t
     """Generate one dataset from its spec (:func:`kryflow.config.dataset_spec`), or with ``shard``
     the part of a sharded one; a dataset-generation MLflow run records it."""
     from kryflow.config import dataset_shards
-    from kryflow.data.generate import generate_dataset
+    from kryflow.generation import generate_dataset
     from kryflow.tracking import git_commit
 
     shards = dataset_shards(spec) if shard is not None else 1
@@ -223,7 +223,7 @@ def run_merge(name: str, spec: Mapping, parts: Sequence[Pathish], out_path: Path
     import zarr
 
     from kryflow.data import merge_dataset
-    from kryflow.data.generate import CHOICE_STATS, LEARNER_STATS
+    from kryflow.generation import CHOICE_STATS, LEARNER_STATS
 
     tags = {"dataset": name, "rule": "merge_dataset", "pde_family": spec["family"]}
     with stage(tracking_json, f"generate/{name}", f"generate-{name}", tags) as tracker:

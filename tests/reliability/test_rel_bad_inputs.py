@@ -133,7 +133,7 @@ def _solve(method, pre="none", matrix="singular", **kw):
 
 
 def _generate_maxiter(ctx):
-    from kryflow.data.generate import generate_dataset
+    from kryflow.generation import generate_dataset
 
     out = ctx["tmp"] / "gen.zarr"
     try:
@@ -507,7 +507,7 @@ def test_bad_input_gives_the_intended_error(cid, action, exc_name, regex, stores
 def test_flag_keeps_going_and_marks_the_sample(tmp_path):
     """on_nonconvergence: flag stores the solve with solver_converged = 0 instead of raising."""
     from kryflow.data import open_dataset
-    from kryflow.data.generate import generate_dataset
+    from kryflow.generation import generate_dataset
 
     totals = generate_dataset(tmp_path / "flag.zarr", family="darcy", params={"n": 8}, num_samples=4, seed=0,
                               chunk_samples=2, splits=(0.5, 0.25, 0.25),

@@ -45,7 +45,6 @@ from ._loader import ChunkReader, SplitLoader, make_loader
 from ._merge import merge_dataset
 from ._neuraloperator import import_neuraloperator_darcy
 from ._pdebench import import_pdebench_darcy, read_pdebench_darcy_header
-from ._order import ORDERS, input_sketch, similarity_order, solve_order
 from ._schema import SCHEMA_VERSION, SPLITS, DatasetError, VariableSpec, assign_splits
 from ._store import (
     dataset_digest,
@@ -56,31 +55,21 @@ from ._store import (
     split_indices,
     verify_dataset,
 )
-from ._surrogate_start import (
-    INITIAL_GUESSES,
-    SurrogateStart,
-    SurrogateStartError,
-    load_start_model,
-    resolve_surrogate,
-    trained_on_of_store,
-)
 from ._synthetic import write_synthetic_dataset
 from ._task import TASK_KINDS, Task, TrajectoryLayout, check_task, task_stats, trajectory_layout, unrolled_loss
+from ._trained_on import TrainedOn, trained_on_of_store
 from ._well import export_well
 from ._writer import ZarrDatasetWriter
 
 __all__ = [
-    "INITIAL_GUESSES",
-    "ORDERS",
     "SCHEMA_VERSION",
     "SPLITS",
     "TASK_KINDS",
     "ChunkReader",
     "DatasetError",
     "SplitLoader",
-    "SurrogateStart",
-    "SurrogateStartError",
     "Task",
+    "TrainedOn",
     "TrajectoryLayout",
     "VariableSpec",
     "ZarrDatasetWriter",
@@ -91,17 +80,12 @@ __all__ = [
     "grid_shape",
     "import_neuraloperator_darcy",
     "import_pdebench_darcy",
-    "input_sketch",
     "inspect_dataset",
-    "load_start_model",
     "make_loader",
     "merge_dataset",
     "normalization_stats",
     "open_dataset",
     "read_pdebench_darcy_header",
-    "resolve_surrogate",
-    "similarity_order",
-    "solve_order",
     "split_indices",
     "task_stats",
     "trained_on_of_store",

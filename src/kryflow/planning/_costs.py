@@ -209,7 +209,7 @@ def measure_generation(family: str, params: Mapping, solver: Mapping, samples: i
     """Seconds per sample of a dataset's generation (sampling, solving, writing), measured by
     generating ``samples`` samples (after one that compiles the solver's kernels) into a scratch
     store with the dataset's own family, parameters and solver."""
-    from kryflow.data.generate import generate_dataset
+    from kryflow.generation import generate_dataset
 
     with tempfile.TemporaryDirectory(prefix="kryflow-plan-") as tmp:
         common = dict(family=family, params=dict(params), seed=0, splits="test", solver=dict(solver), progress=False)

@@ -1,5 +1,6 @@
-"""Dataset generation: a PDE family's samples, solved as a sequence by one solver, streamed into
-a zarr store with per-solve statistics; and the merge of the parts of a sharded generation.
+"""Offline generation: a PDE family's samples, drawn and solved by the one per-index generator
+(:class:`~kryflow.generation.SampleGenerator`), streamed into a zarr store with per-solve
+statistics; sharded generation writes parts that :func:`kryflow.data.merge_dataset` joins.
 
 What a dataset holds is decided by the family, its parameters and the seed: every sample's
 random draws come from (seed, sample index) alone (see ``PDEFamily.samples``). The solver, the
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ import kryflow
 
 log = logging.getLogger(__name__)
 
-__all__ = ["generate_dataset", "merge_dataset", "shard_range", "solver_config", "solve_stats", "SOLVER_STATS",
+__all__ = ["generate_dataset", "shard_range", "solve_stats", "SOLVER_STATS",
            "LEARNER_STATS", "CHOICE_STATS", "SAMPLE_STATS"]
 
 # per-solve statistics stored along ("sample", "solve"): store name -> (SolveInfo field, long name, units, dtype)
@@ -66,31 +67,6 @@ _RELATION_NOTE = {
     "drift": "a correlated path: each sample's white noise is cos(drift_angle) x the previous one's plus "
              "sin(drift_angle) x fresh noise, so neighbouring samples correlate at cos(drift_angle)",
 }
-
-
-def solver_config(fam: Any, solver: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``SequenceSolver`` arguments for family ``fam``: method ``"auto"`` (the default) becomes the
-    measured fastest strategy for the family and size (``kryflow.solvers.default_strategy``);
-    ``order`` (how samples are sequenced, not a solver option) is left out, and so are
-    ``initial_guess`` and ``surrogate`` (how solves start: ``warm_start``, see
-    :func:`kryflow.data.initial_guess_options`)."""
-    from kryflow.solvers import default_strategy
-
-    from ._surrogate_start import START_KEYS, check_start_method, initial_guess_options
-
-    cfg = {k: v for k, v in dict(solver or {}).items() if k not in ("order", *START_KEYS)}
-    cfg.update(initial_guess_options(solver))
-    if cfg.get("method") == "choose":  # one of several strategies per system (kryflow.solvers.StrategyChoice)
-        return cfg
-    if cfg.get("method", "auto") == "auto":
-        strategy = default_strategy(fam)
-        cfg["method"] = strategy["method"]
-        cfg.setdefault("preconditioner", strategy["preconditioner"])
-        if "warm_start" in strategy:
-            cfg.setdefault("warm_start", strategy["warm_start"])
-    if dict(solver or {}).get("initial_guess") == "surrogate":
-        check_start_method(cfg["method"])
-    return cfg
 
 
 def shard_range(num_samples: int, chunk_samples: int, shards: int, shard: int) -> tuple[int, int]:
@@ -152,41 +128,22 @@ class _Totals(dict):
         self["max_rel_residual"] = max(self["max_rel_residual"], max(r.rel_residual for r in records))
 
 
-def _in_order(kind: str, samples: Iterable) -> tuple[Iterable, float]:
-    """The samples in solve order, and the seconds it took to find it. ``as_sampled`` streams them;
-    ``similarity`` holds the block's inputs to chain them by nearest neighbours."""
-    from kryflow.data import input_sketch, solve_order
-
-    if kind == "as_sampled":
-        return samples, 0.0
-    samples = list(samples)
-    t0 = time.perf_counter()
-    order = solve_order(kind, [input_sketch(s.fields) for s in samples])
-    return [samples[int(j)] for j in order], time.perf_counter() - t0
-
-
-def _solved(fam: Any, seq_solver: Any, samples: Iterable, start: int, shard: int, on_sample, totals: _Totals,
+def _solved(gen: Any, samples: Iterable, start: int, shard: int, on_sample, totals: _Totals,
             stats: Mapping[str, tuple]):
-    """Solve ``samples`` (in solve order); yield each sample's values in storage order as soon as
-    the samples before it are done (memory: the samples solved ahead of the next one to store)."""
-    nsolve = int(fam.solves_per_sample)
+    """Solve ``samples`` (in solve order) with the generator ``gen``; yield each sample's values in
+    storage order as soon as the samples before it are done (memory: the samples solved ahead of
+    the next one to store)."""
     pending: dict[int, dict] = {}
     next_index = start
-    for position, sample in enumerate(samples):
-        # a surrogate start predicts the sample's solution from its inputs first
-        outputs = sample.solve(seq_solver.for_sample(sample, nsolve) if hasattr(seq_solver, "for_sample")
-                               else seq_solver)
-        records = seq_solver.pop_records()
-        if len(records) != nsolve:
-            raise RuntimeError(f"family '{fam.name}' made {len(records)} solves for sample {sample.index}, "
-                               f"expected solves_per_sample={nsolve}")
-        values = {**sample.fields, **outputs, "solve_position": position, "shard": shard}
+    for solved in gen.solve_all(samples):
+        records = solved.records
+        values = {**solved.inputs, **solved.outputs, "solve_position": solved.position, "shard": shard}
         for var, (attr, *_rest) in stats.items():
             values[var] = np.array([getattr(r, attr, 0.0) for r in records])
-        pending[sample.index] = values
+        pending[solved.index] = values
         totals.add(records)
         if on_sample is not None:
-            on_sample(sample.index, records)
+            on_sample(solved.index, records)
         while next_index in pending:
             yield pending.pop(next_index)
             next_index += 1
@@ -222,10 +179,10 @@ def generate_dataset(
             (``"as_sampled"`` or ``"similarity"``); method ``"auto"`` (the default) takes
             ``kryflow.solvers.default_strategy(family)``. ``initial_guess``: ``"zero"``,
             ``"previous"`` or ``"surrogate"`` with ``surrogate`` a trained model (run folder,
-            ``model.pt``, MLflow model URI; see :mod:`kryflow.data._surrogate_start`), loaded and
+            ``model.pt``, MLflow model URI; see :mod:`kryflow.generation._surrogate_start`), loaded and
             checked against the family before any solve, its inference counted in the solves' seconds.
         shards, shard: write the chunk-aligned block ``shard_range(...)`` as a part store (its
-            ``sample`` coordinate keeps the dataset's indices); :func:`merge_dataset` joins them.
+            ``sample`` coordinate keeps the dataset's indices); :func:`kryflow.data.merge_dataset` joins them.
         on_sample: called as ``on_sample(index, records)`` after each sample, in solve order.
 
     Returns:
@@ -235,25 +192,23 @@ def generate_dataset(
     from tqdm.auto import tqdm
 
     from kryflow.data import ZarrDatasetWriter, dataset_digest
-    from kryflow.pdes import build_family
-    from kryflow.solvers import warm_up
 
-    fam = build_family(family, **dict(params or {}))
-    solver_cfg = solver_config(fam, solver)
-    start_model = _start_model(fam, solver, solver_cfg)  # checked against the family before any solve
+    from ._sampler import SampleGenerator, in_solve_order
+
+    gen = SampleGenerator(family, params, seed, solver)  # a surrogate start is checked before any solve
+    fam, solver_cfg, start_model = gen.family, gen.solver_config, gen.start_model
     order_kind = _order_kind(solver)
     start, stop = shard_range(num_samples, chunk_samples, shards, shard)
     split_arr = _split_array(num_samples, splits, seed, split_block)
     totals = _Totals()
     t0 = time.perf_counter()
-    warm = warm_up([solver_cfg], fam.shape)  # the compiled kernels the chosen strategy runs: a one-time cost
-    samples, order_seconds = _in_order(order_kind, fam.samples(num_samples, seed, start, stop))
+    warm = gen.warm_up()  # the compiled kernels the chosen strategy runs: a one-time cost
+    samples, order_seconds = in_solve_order(order_kind, fam.samples(num_samples, seed, start, stop))
     attrs = _store_attrs(fam, {**solver_cfg, "order": order_kind, **_start_attrs(solver, start_model)}, num_samples,
                          seed, split_block, provenance)
     if shards > 1:
         attrs["dataset_part"] = {"shard": shard, "shards": shards, "start": start, "stop": stop,
                                  "num_samples": int(num_samples)}
-    seq_solver = _sequence_solver(solver_cfg, start_model)
     stats = solve_stats(solver_cfg)
     variables = _variables(fam, stats)
     with ZarrDatasetWriter(out_path, coords=_coords(fam), variables=variables, num_samples=stop - start,
@@ -261,7 +216,7 @@ def generate_dataset(
                            targets=list(fam.targets), attrs=attrs, overwrite=overwrite, first_sample=start,
                            nondeterministic=[v for v, spec in variables.items() if spec.role == "solver_stat"],
                            ) as writer:
-        for values in tqdm(_solved(fam, seq_solver, samples, start, shard, on_sample, totals, stats), total=stop - start,
+        for values in tqdm(_solved(gen, samples, start, shard, on_sample, totals, stats), total=stop - start,
                            desc=f"generate {Path(out_path).stem}", disable=not progress, mininterval=2.0):
             writer.append(values)
         one_time = _one_time(warm, order_seconds, totals["setup_seconds"], start_model)
@@ -275,7 +230,7 @@ def generate_dataset(
 
 
 def _order_kind(solver: Mapping[str, Any] | None) -> str:
-    from kryflow.data import ORDERS
+    from ._order import ORDERS
 
     order_kind = dict(solver or {}).get("order", "as_sampled")
     if order_kind not in ORDERS:
@@ -292,16 +247,6 @@ def _split_array(num_samples: int, splits: Any, seed: int, split_block: int) -> 
     return assign_splits(num_samples, tuple(splits), seed=seed, block=split_block)
 
 
-def _sequence_solver(solver_cfg: Mapping[str, Any], start_model: Any) -> Any:
-    """The sequence solver of ``solver_cfg`` (``method: choose``: a strategy choice), started from a
-    surrogate's predictions where ``start_model`` is given."""
-    from kryflow.data import SurrogateStart
-    from kryflow.solvers import make_sequence_solver
-
-    seq_solver = make_sequence_solver(dict(solver_cfg))
-    return seq_solver if start_model is None else SurrogateStart(seq_solver, start_model)
-
-
 def _store_attrs(fam: Any, solver: Mapping[str, Any], num_samples: int, seed: int, split_block: int,
                  provenance: Mapping[str, Any] | None) -> dict[str, Any]:
     """A store's attributes: what was drawn (family, parameters, how samples relate, seed), how it
@@ -314,16 +259,6 @@ def _store_attrs(fam: Any, solver: Mapping[str, Any], num_samples: int, seed: in
         "seed": int(seed), "split_block": int(split_block), "code_version": f"kryflow {kryflow.__version__}",
         **dict(provenance or {}),
     }
-
-
-def _start_model(fam: Any, solver: Mapping[str, Any] | None, solver_cfg: Mapping[str, Any]) -> Any:
-    """The checked surrogate of ``solver.initial_guess: surrogate`` (None for other starts)."""
-    from ._surrogate_start import load_start_model
-
-    solver = dict(solver or {})
-    if solver.get("initial_guess") != "surrogate":
-        return None
-    return load_start_model(solver["surrogate"], fam, threads=solver_cfg.get("blas_threads", 1))
 
 
 def _start_attrs(solver: Mapping[str, Any] | None, start_model: Any) -> dict[str, Any]:

@@ -28,18 +28,19 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kryflow._registry import ParameterError
 
+if TYPE_CHECKING:  # kryflow.data imports torch: loaded where a model is, not in every generator process
+    from kryflow.data import TrainedOn
+
 __all__ = [
     "INITIAL_GUESSES", "START_CANDIDATES", "START_KEYS", "SurrogateStartError", "check_start_method",
-    "initial_guess_options", "TrainedOn", "StartModel", "SurrogateStart",
-    "is_model_uri", "load_start_model", "resolve_surrogate", "trained_on_of_store",
+    "initial_guess_options", "StartModel", "SurrogateStart", "is_model_uri", "load_start_model", "resolve_surrogate",
 ]
 
 #: ``solver.initial_guess`` values: zero (a cold start), the previous solution, the surrogate's prediction.
@@ -55,36 +56,6 @@ class SurrogateStartError(ParameterError):
 
     def __init__(self, message: str):
         super().__init__(message, "surrogate")
-
-
-@dataclass(frozen=True)
-class TrainedOn:
-    """What a surrogate was trained on: PDE family, grid shape, input and target channels (in order)."""
-
-    family: str | None
-    grid: tuple[int, ...]
-    inputs: tuple[str, ...]
-    targets: tuple[str, ...]
-    params: dict = field(default_factory=dict, compare=False)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"family": self.family, "grid": list(self.grid), "inputs": list(self.inputs),
-                "targets": list(self.targets), "params": dict(self.params)}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TrainedOn:
-        return cls(d.get("family"), tuple(int(n) for n in d["grid"]), tuple(d["inputs"]), tuple(d["targets"]),
-                   dict(d.get("params") or {}))
-
-
-def trained_on_of_store(path) -> TrainedOn:
-    """:class:`TrainedOn` of the dataset store at ``path`` (what a model trained on it was trained on)."""
-    from ._schema import ATTR_INPUTS, ATTR_TARGETS, read_group_attrs
-    from ._store import grid_shape
-
-    attrs = read_group_attrs(Path(path))
-    return TrainedOn(attrs.get("pde_family"), grid_shape(path), tuple(attrs[ATTR_INPUTS]),
-                     tuple(attrs[ATTR_TARGETS]), dict(attrs.get("pde_params") or {}))
 
 
 def is_model_uri(ref: Any) -> bool:
@@ -178,6 +149,8 @@ def _run_root_of(model_file: Path) -> Path | None:
 def _trained_on_from_store_path(recorded: Any, model_file: Path | None, label: str) -> TrainedOn:
     """A model's :class:`TrainedOn` from the training store it names (files written before
     ``trained_on`` was recorded): as given, or relative to the workflow folder of its run."""
+    from kryflow.data import trained_on_of_store
+
     if not recorded:
         raise SurrogateStartError(f"solver.surrogate {label}: the model records neither what it was trained on nor "
                                   "its training dataset, so its family and grid cannot be checked")
@@ -195,6 +168,7 @@ def _trained_on_from_store_path(recorded: Any, model_file: Path | None, label: s
 def _load_file(ref: str) -> tuple[Any, TrainedOn]:
     import torch
 
+    from kryflow.data import TrainedOn
     from kryflow.models import model_from_config
     from kryflow.training.surrogate import Surrogate
 
@@ -219,6 +193,7 @@ def _load_file(ref: str) -> tuple[Any, TrainedOn]:
 
 
 def _load_uri(ref: str, tracking_uri: str | None) -> tuple[Any, TrainedOn]:
+    from kryflow.data import TrainedOn
     from kryflow.tracking import quiet_mlflow_environment
 
     quiet_mlflow_environment()
