@@ -134,6 +134,41 @@ def _measure_at(model: Mapping, optimizer: Mapping, grid: tuple[int, ...], chann
             "parameters": sum(p.numel() for p in net.parameters())}
 
 
+#: Hyperparameters that make an optimizer do expensive work once every k steps (a Hessian
+#: estimate, Kronecker factors and their inverses, a preconditioner refresh).
+PERIODIC = ("update_period", "factor_every", "inverse_every", "refresh_every", "precondition_frequency",
+            "preconditioning_compute_steps")
+_NEVER = 10**9
+
+
+def _phases(optimizer: Mapping) -> tuple[dict, dict[str, int]]:
+    """Overrides that keep an optimizer's periodic work out of the timed steps, and its periods
+    (> 1) at the given settings: a step then costs the plain step plus, per period k, the extra of
+    a step that does that work divided by k."""
+    from kryflow.optim import check_hyperparameters
+
+    hp = check_hyperparameters(optimizer["name"], **{k: v for k, v in optimizer.items() if k != "name"})
+    periods = {k: int(hp[k]) for k in PERIODIC if k in hp and int(hp[k]) > 1}
+    plain = {k: _NEVER for k in periods}
+    if "hessian_warmup" in hp:  # AdaHessian estimates on every one of its first steps
+        plain["hessian_warmup"] = 0
+    return plain, periods
+
+
+def _amortised(plain: dict, phased: Mapping[str, dict], periods: Mapping[str, int]) -> dict:
+    """One step at the settings' periods from the plain step and, per period, a step that does its
+    work every time: times, FLOPs and bytes add (extra / k); the extra kernels append."""
+    out = dict(plain)
+    for name, m in phased.items():
+        w = 1.0 / periods[name]
+        for key in ("seconds", "first", "forward"):
+            out[key] = out[key] + w * max(0.0, m[key] - plain[key])
+        # the kernels a phase step launches beyond the plain step's run in one step of k
+        extra = m["ops"][len(plain["ops"]):]
+        out["ops"] = out["ops"] + [[o[0], o[1], o[2] * w] for o in extra]
+    return out
+
+
 def _extrapolate(a: dict, b: dict, na: int, nb: int, n: int) -> dict:
     """Batch ``n`` from batches ``na`` < ``nb``: every time and every kernel's FLOPs and bytes are
     linear in the batch (activations scale with it, the optimizer's work does not); a kernel
@@ -145,9 +180,9 @@ def _extrapolate(a: dict, b: dict, na: int, nb: int, n: int) -> dict:
 
     def ops(u, v):
         if len(u) == len(v):
-            return [[lin(f1, f2), lin(b1, b2)] for (f1, b1), (f2, b2) in zip(u, v)]
+            return [[lin(p[0], q[0]), lin(p[1], q[1]), p[2]] for p, q in zip(u, v)]
         scale = lin(1.0, sum(o[1] for o in v) / max(1.0, sum(o[1] for o in u)))
-        return [[f * scale, by * scale] for f, by in u]
+        return [[o[0] * scale, o[1] * scale, o[2]] for o in u]
 
     return {"seconds": lin(a["seconds"], b["seconds"]), "first": lin(a["first"], b["first"]),
             "forward": lin(a["forward"], b["forward"]), "grad_evals": b["grad_evals"],
@@ -170,6 +205,9 @@ def measure_step(model: Mapping, optimizer: Mapping, grid: tuple[int, ...], chan
 
     A step larger than :data:`DIRECT_LIMIT` grid values on the CPU is measured at batches 1 and 2
     and extrapolated linearly to ``batch``, time and every kernel alike (``extrapolated_from``).
+    An optimizer with periodic work (:data:`PERIODIC`: K-FAC's factors every 20 and inverses every
+    100 steps, say) is measured without it and once per period with it on every step; the step
+    is their amortised sum (``periods``).
 
     **Returns:** ``seconds_per_step`` (mean of the timed steps), ``forward_seconds_per_sample``
     (inference, as validation and evaluation run it), ``grad_evals_per_step``, the step's
@@ -184,23 +222,29 @@ def measure_step(model: Mapping, optimizer: Mapping, grid: tuple[int, ...], chan
     old_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
     small = (1, 2) if device == "cpu" and batch > 2 and batch * math.prod(grid) > DIRECT_LIMIT else None
-    try:
+
+    def at(opt: Mapping) -> dict:
         if small is None:
-            m = _measure_at(model, optimizer, grid, channels, batch, device, warmup, steps)
-        else:
-            lo, hi = (_measure_at(model, optimizer, grid, channels, b, device, 1, 2) for b in small)
-            m = _extrapolate(lo, hi, *small, batch)
+            return _measure_at(model, opt, grid, channels, batch, device, warmup, steps)
+        lo, hi = (_measure_at(model, opt, grid, channels, b, device, 1, 2) for b in small)
+        return _extrapolate(lo, hi, *small, batch)
+
+    plain_hp, periods = _phases(optimizer)
+    try:
+        plain = at({**optimizer, **plain_hp})
+        phased = {k: at({**optimizer, **plain_hp, k: 1}) for k in periods}
+        m = _amortised(plain, phased, periods)
     finally:
         torch.set_num_threads(old_threads)
     ops, forward_ops = m.pop("ops"), m.pop("forward_ops")
     return {"seconds_per_step": m["seconds"], "seconds_first_timed": m["first"],
             "forward_seconds_per_sample": m["forward"] / batch, "grad_evals_per_step": m["grad_evals"],
-            "parameters": m["parameters"], "flops": float(sum(f for f, _ in ops)),
-            "bytes": float(sum(b for _, b in ops)), "kernels": len(ops),
+            "parameters": m["parameters"], "flops": float(sum(o[0] * o[2] for o in ops)),
+            "bytes": float(sum(o[1] * o[2] for o in ops)), "kernels": float(sum(o[2] for o in ops)),
             "gpu_seconds_per_step": {g: model_step_seconds(ops, p) for g, p in (gpus or {}).items()},
             "gpu_forward_seconds_per_sample": {g: model_step_seconds(forward_ops, p) / batch
                                                for g, p in (gpus or {}).items()},
-            "extrapolated_from": list(small) if small else None,
+            "extrapolated_from": list(small) if small else None, "periods": periods,
             "steps_timed": steps if small is None else 2, "device": device_name(device), "threads": threads,
             "torch": torch.__version__, "measured": datetime.date.today().isoformat()}
 

@@ -44,9 +44,9 @@ def _nbytes(t) -> int:
 def count_step(step: Callable[[], Any]) -> dict:
     """Run ``step`` once and count every kernel it launches.
 
-    **Returns:** ``ops``: a compact list ``[[flops, bytes], ...]`` of the non-view operations
-    (bytes: every tensor read and written), their sums ``flops`` and ``bytes``, and ``kernels``
-    (their number).
+    **Returns:** ``ops``: a compact list ``[[flops, bytes, weight], ...]`` of the non-view
+    operations (bytes: every tensor read and written; weight 1: the kernel runs once a step), their
+    sums ``flops`` and ``bytes``, and ``kernels`` (their number).
     """
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -76,16 +76,18 @@ def count_step(step: Callable[[], Any]) -> dict:
                     flops = _FFT[name] * args[0].numel() * math.log2(n)
             tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
             tensors += [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
-            ops.append([flops, float(sum(_nbytes(t) for t in tensors))])
+            ops.append([flops, float(sum(_nbytes(t) for t in tensors)), 1.0])
             return out
 
     with _Count():
         step()
-    return {"ops": ops, "flops": float(sum(f for f, _ in ops)), "bytes": float(sum(b for _, b in ops)),
+    return {"ops": ops, "flops": float(sum(o[0] for o in ops)), "bytes": float(sum(o[1] for o in ops)),
             "kernels": len(ops)}
 
 
 def model_step_seconds(ops: list[list[float]], profile: Mapping[str, float]) -> float:
-    """The roofline model's seconds for the counted ``ops`` of one step on ``profile``."""
+    """The roofline model's seconds for the counted ``ops`` of one step on ``profile``: every
+    kernel its weight (the share of steps it runs in) times the longest of its arithmetic, its
+    traffic and its launch."""
     f, b, launch = profile["flops"], profile["bandwidth"], profile["launch"]
-    return float(sum(max(fl / f, by / b, launch) for fl, by in ops))
+    return float(sum((o[2] if len(o) > 2 else 1.0) * max(o[0] / f, o[1] / b, launch) for o in ops))
