@@ -215,10 +215,12 @@ def _surrogate(dataset_path, model_name: str, model_kwargs: Mapping, init_from, 
 
 
 def _build(dataset_path, model_name: str, model_kwargs: Mapping, optimizer_name: str, optimizer_kwargs: Mapping,
-           seed: int, train_cfg: Mapping, init_from=None) -> _Cell:
+           seed: int, train_cfg: Mapping, init_from=None, train_source=None) -> _Cell:
     """Seeds, data loaders, the surrogate (:func:`_surrogate`), optimizer, schedule. The dataset's
     learning task (``train_cfg["task"]``, :class:`~kryflow.data.Task`) decides how the loaders cut
-    ``(x, y)`` from a sample and, with pushforward, how the loss unrolls; the loop is the same."""
+    ``(x, y)`` from a sample and, with pushforward, how the loss unrolls; the loop is the same.
+    ``train_source``: the training batches come from it (an online stream) instead of the stored
+    train split; validation and normalisation stay the store's."""
     from kryflow.data import Task, make_loader, trajectory_layout, unrolled_loss
     from kryflow.optim import build_optimizer, build_scheduler, scale_lr
 
@@ -231,8 +233,9 @@ def _build(dataset_path, model_name: str, model_kwargs: Mapping, optimizer_name:
     layout = trajectory_layout(dataset_path, task)
     surrogate = _surrogate(dataset_path, model_name, model_kwargs, init_from, layout).to(device)
     batch_size = int(train_cfg.get("batch_size", 8))
-    train_loader = make_loader(dataset_path, "train", batch_size=batch_size, shuffle=True, seed=seed,
-                               num_workers=int(train_cfg.get("num_workers", 0)), device=device, task=task)
+    train_loader = train_source if train_source is not None else make_loader(
+        dataset_path, "train", batch_size=batch_size, shuffle=True, seed=seed,
+        num_workers=int(train_cfg.get("num_workers", 0)), device=device, task=task)
     # validation: teacher-forced one-step windows (what the loss scores at u = 0)
     val_loader = make_loader(dataset_path, "val", batch_size=max(batch_size, 16), shuffle=False,
                              seed=seed, num_workers=0, device=device, task=task.teacher_forced())
@@ -302,6 +305,8 @@ class Checkpoint:
         cell.surrogate.net.load_state_dict(blob["model"])
         cell.runner.load_state_dict(blob["optimizer"])
         cell.scheduler.load_state_dict(blob["scheduler"])
+        if blob.get("source") is not None:  # a data source that keeps its own position (an online stream)
+            cell.train_loader.load_state_dict(blob["source"])
         torch.set_rng_state(blob["torch_rng"])
         np.random.set_state(blob["numpy_rng"])
         if cell.device.type == "cuda" and blob.get("cuda_rng") is not None:
@@ -319,6 +324,7 @@ class Checkpoint:
                 "numpy_rng": np.random.get_state(),
                 "cuda_rng": torch.cuda.get_rng_state(cell.device) if cell.device.type == "cuda" else None,
                 "state": state,
+                "source": cell.train_loader.state_dict() if hasattr(cell.train_loader, "state_dict") else None,
                 "fingerprint": self.fingerprint_text,
             },
             self.path,
@@ -365,6 +371,15 @@ def _record(cell: _Cell, state: dict, diverged: bool, tracker) -> None:
         tracker.log_metrics({k: v for k, v in row.items() if k != "step"}, step=step)
 
 
+def _batches(loader, skip: int):
+    """``(index, batch)`` of an epoch from batch ``skip`` on (a resumed epoch): a stored split
+    replays its epoch (same order) and skips what was consumed; a source that restored its own
+    position from the checkpoint (an online stream) goes on from there."""
+    if hasattr(loader, "load_state_dict"):
+        return enumerate(loader, start=skip)
+    return ((b, batch) for b, batch in enumerate(loader) if b >= skip)
+
+
 def _loop(cell: _Cell, state: dict, checkpoint: Checkpoint, tracker, progress: bool,
           dataset_path) -> tuple[str, str | None]:
     """Steps until the budget (steps or training seconds) is spent or the loss diverges."""
@@ -377,9 +392,7 @@ def _loop(cell: _Cell, state: dict, checkpoint: Checkpoint, tracker, progress: b
     while not done:
         if hasattr(cell.train_loader, "set_epoch"):
             cell.train_loader.set_epoch(state["epoch"])
-        for b_idx, (x, y) in enumerate(cell.train_loader):
-            if b_idx < state["batch_in_epoch"]:
-                continue  # resuming inside an epoch: same order, skip what was consumed
+        for b_idx, (x, y) in _batches(cell.train_loader, state["batch_in_epoch"]):
             loss = _step(cell, state, b_idx, x, y)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3g}")
@@ -452,19 +465,23 @@ def train_cell(
     tracker=None,
     progress: bool = True,
     init_from: str | Path | None = None,
+    train_source=None,
 ) -> TrainResult:
     """Train one grid cell; write checkpoint.pt, model.pt, history.csv and train.json to out_dir.
 
     A checkpoint of the same configuration already in ``out_dir`` is resumed from (after a kill
     the rerun continues); one of another configuration is set aside and training starts afresh.
     ``init_from``: a trained ``model.pt`` to fine-tune (its weights and normalisation) instead of a
-    freshly initialised model.
+    freshly initialised model. ``train_source``: where the training batches come from instead of
+    the stored train split (:class:`kryflow.generation.OnlineStream`: the loader's interface, and
+    ``state_dict``/``load_state_dict`` kept in the checkpoint so that a resume goes on where it was).
     """
     from kryflow.data import dataset_digest
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cell = _build(dataset_path, model_name, model_kwargs, optimizer_name, optimizer_kwargs, seed, train_cfg, init_from)
+    cell = _build(dataset_path, model_name, model_kwargs, optimizer_name, optimizer_kwargs, seed, train_cfg, init_from,
+                  train_source)
     _reset_peak_memory(cell.device)
     shaping = dict(train_cfg)
     if init_from is not None:  # a fine-tuning run's trajectory starts from that model
