@@ -39,6 +39,7 @@ __all__ = [
     "cell_spec",
     "cell_training",
     "dataset_task",
+    "online_generators",
     "rollout_datasets",
     "VARIANT_KINDS",
     "variant_cells",
@@ -214,6 +215,15 @@ def cell_training(config: Mapping, dataset: str) -> dict:
     task = dataset_task(config, dataset)
     return {**config["training"], **(base.get("training") or {}),
             **({"task": task} if task["kind"] != "final_state" else {})}
+
+
+def online_generators(config: Mapping, dataset: str) -> int:
+    """Generator processes a training job on ``dataset`` starts beside its trainer: its
+    ``training.online.generators`` when its cells train online (``training.data: online``), else 0."""
+    training = cell_training(config, dataset)
+    if training.get("data", "stored") != "online":
+        return 0
+    return int((training.get("online") or {}).get("generators", 1))
 
 
 def dataset_task(config: Mapping, dataset: str) -> dict:
@@ -583,9 +593,37 @@ def _check_variants(config: Mapping, tuning: Mapping) -> None:
                                   f"{key}.{role_of}")
 
 
+def _check_training(config: Mapping) -> None:
+    """Online cells (``training.data: online``, shared or a dataset's own): a generated i.i.d.
+    dataset to stream from, and a ``training.online`` section whose generators, buffer, watermark,
+    policy and first index fit the batch and the stored splits (:func:`kryflow.generation.online_options`)."""
+    from kryflow.generation import online_options
+
+    for name, ds in config["datasets"].items():
+        training = cell_training(config, name)
+        if training.get("data", "stored") != "online":
+            continue
+        own = ds.get("training") or {}
+        data_key = f"datasets.{name}.training.data" if "data" in own else "training.data"
+        online_key = f"datasets.{name}.training.online" if "online" in own else "training.online"
+        if "source" in ds:
+            raise ConfigError(f"'{name}' is imported ({ds['source']['kind']}): online training streams samples of "
+                              "a generated dataset's family, parameters and seed; train it on its stored split "
+                              "(data: stored)", data_key)
+        if (ds.get("params") or {}).get("relation", "iid") != "iid":
+            raise ConfigError(f"'{name}' draws a correlated path (params.relation: drift): streamed samples next to "
+                              "the stored ones would correlate with its validation and test samples; online "
+                              "training needs relation: iid", data_key)
+        try:
+            online_options(training.get("online"), batch_size=int(training.get("batch_size", 8)),
+                           num_samples=int(ds["num_samples"]))
+        except ValueError as exc:
+            raise ConfigError.from_parameter(exc, online_key) from None
+
+
 #: One check per config section, run in this order after the schema.
 SECTION_CHECKS = (("datasets", _check_datasets), ("models", _check_models), ("optimizers", _check_optimizers),
-                  ("tuning", _check_tuning))
+                  ("training", _check_training), ("tuning", _check_tuning))
 
 
 def check_config(config: dict) -> dict:

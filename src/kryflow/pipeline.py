@@ -309,6 +309,51 @@ def _json(path: Pathish | None) -> dict | None:
     return json.loads(Path(path).read_text()) if path else None
 
 
+@contextlib.contextmanager
+def _train_source(training: Mapping, dataset_path: Pathish, seed: int) -> Iterator:
+    """A cell's training data: None (the stored train split) or, with ``training.data: online``,
+    the stream of fresh samples (:class:`kryflow.generation.OnlineStream`), its generator processes
+    stopped at the end. The job's threads count the generators: the trainer keeps the rest."""
+    if training.get("data", "stored") != "online":
+        yield None
+        return
+    import torch
+
+    from kryflow.generation import OnlineStream
+
+    stream = OnlineStream(dataset_path, training, seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads - stream.options["generators"]))
+    try:
+        with stream:
+            yield stream
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _log_online(tracker, stream, out: Path) -> None:
+    """What an online cell's stream did, aggregated here (the generators never log): ``online.json``
+    beside the run, MLflow metrics ``online_*`` (samples generated, accepted, rejected, consumed,
+    unique samples seen, reuse, generator throughput, back-pressure, trainer wait), the use-count
+    histogram (``online_uses_<k>``), the series ``online_buffer_fill`` and ``online_wait_seconds``
+    per step, and after a resume the tag ``online_resume`` saying what it changed."""
+    if stream is None:
+        return
+    record = stream.summary()
+    (out / "online.json").write_text(json.dumps(record, indent=2, default=float))
+    tracker.log_metrics({f"online_{k}": v for k, v in record.items()
+                         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)})
+    tracker.log_metrics({f"online_uses_{k}": n for k, n in record["use_count_histogram"].items()})
+    tracker.log_metric_series("online_buffer_fill", record["fill"], start_step=1)
+    tracker.log_metric_series("online_wait_seconds", record["wait"], start_step=1)
+    tags = {"training_data": "online", "online_mode": record["mode"], "online_policy": record["policy"]}
+    if record["resumed"]:
+        log.warning("online stream %s", record["resumed"])
+        tags["online_resume"] = record["resumed"][:4000]
+    tracker.set_tags(tags)
+    tracker.log_artifact(out / "online.json")
+
+
 def run_train(cell: Mapping, spec: Mapping, training: Mapping, dataset_path: Pathish, out_dir: Pathish,
               tracking_json: Pathish, *, system_metrics: bool = False, progress: bool = True,
               selected_json: Pathish | None = None, budget_json: Pathish | None = None) -> dict:
@@ -343,10 +388,11 @@ def run_train(cell: Mapping, spec: Mapping, training: Mapping, dataset_path: Pat
                             "seed": s, "training": dict(training)})
         tracker.log_dataset(d, dataset_path, dataset_digest(dataset_path), context="training")
         out = Path(out_dir)
-        with tracker.system_metrics(system_metrics):
+        with tracker.system_metrics(system_metrics), _train_source(training, dataset_path, s) as source:
             result = train_cell(dataset_path, out, model_name=model_name, model_kwargs=model_cfg,
                                 optimizer_name=opt_name, optimizer_kwargs=opt_cfg, seed=s,
-                                train_cfg=training, tracker=tracker, progress=progress)
+                                train_cfg=training, tracker=tracker, progress=progress, train_source=source)
+            _log_online(tracker, source, out)
         tracker.log_metrics({k: v for k, v in result.items() if isinstance(v, (int, float))})
         tracker.log_artifact(out / "checkpoint.pt", "checkpoint")
         tracker.log_artifact(out / "history.csv")
@@ -440,9 +486,11 @@ def run_trial(cell: Mapping, trial: int, spec: Mapping, training: Mapping, tunin
     with stage(tracking_json, key, f"{d}-{m}-{o}-trial{trial}", tags, parent_key=f"tune/{d}/{m}/{o}/study{study}") as tr:
         tr.log_params({"setting": setting, "optimizer": {"name": opt_spec.name, **hp}, "training": train})
         try:
-            train_cell(dataset_path, out, model_name=spec["model"]["name"], model_kwargs=model_kwargs,
-                       optimizer_name=opt_spec.name, optimizer_kwargs=hp, seed=entry["seed"], train_cfg=train,
-                       tracker=tr, progress=False)
+            with _train_source(train, dataset_path, entry["seed"]) as source:
+                train_cell(dataset_path, out, model_name=spec["model"]["name"], model_kwargs=model_kwargs,
+                           optimizer_name=opt_spec.name, optimizer_kwargs=hp, seed=entry["seed"], train_cfg=train,
+                           tracker=tr, progress=False, train_source=source)
+                _log_online(tr, source, out)
         except Exception as exc:  # noqa: BLE001 (a setting that cannot train: recorded, the batch goes on)
             log.warning("trial %s failed: %s", key, exc, exc_info=True)
             _record_failed_trial(out, exc)
@@ -656,10 +704,12 @@ def run_variant(kind: str, cell: Mapping, spec: Mapping, training: Mapping, entr
     with stage(tracking_json, f"{kind}/{d}/{m}/{o}/{s}", f"{kind}-{d}-{m}-{o}-s{s}", tags,
                parent_key=f"workload/{entry['source']}/{m}") as tr:
         before = _test_rel_l2(pretrained, dataset_path) if pretrained else None
-        result = train_cell(dataset_path, out, model_name=spec["model"]["name"],
-                            model_kwargs={k: v for k, v in spec["model"].items() if k != "name"},
-                            optimizer_name=name, optimizer_kwargs=opt, seed=s, train_cfg=train, tracker=tr,
-                            progress=False, init_from=pretrained)
+        with _train_source(train, dataset_path, s) as source:
+            result = train_cell(dataset_path, out, model_name=spec["model"]["name"],
+                                model_kwargs={k: v for k, v in spec["model"].items() if k != "name"},
+                                optimizer_name=name, optimizer_kwargs=opt, seed=s, train_cfg=train, tracker=tr,
+                                progress=False, init_from=pretrained, train_source=source)
+            _log_online(tr, source, out)
         after = _test_rel_l2(out / "model.pt", dataset_path) if result["status"] == "finished" else float("nan")
         metrics = {**dict(cell), "variant": kind, "source": entry["source"], "test_rel_l2": after,
                    "budget_kind": tags["budget_kind"],

@@ -20,6 +20,7 @@ from kryflow.config import (
     generated_dataset_names,
     grid_datasets,
     imported_dataset_names,
+    online_generators,
     parent_runs,
     read_yaml,
     rollout_datasets,
@@ -176,9 +177,20 @@ def _trained_datasets():
 
 def train_mem_mb(wildcards, attempt):
     """Memory of a training job: the largest any dataset of the config needs, so that every job of
-    the rule asks the same (the SLURM profile submits them as one array, which asks once)."""
+    the rule asks the same (the SLURM profile submits them as one array, which asks once); an
+    online cell's generator processes (a solver's working set each) and its buffer count too."""
     need = [_unknowns(config["datasets"][d]) * cell_training(config, d)["batch_size"] for d in _trained_datasets()]
-    return int((2048 + max(need, default=0) * 4 * 200 / 2**20) * attempt)
+    online = [online_generators(config, d) * (512 + _unknowns(config["datasets"][d]) * 8 * 200 / 2**20)
+              + (cell_training(config, d).get("online") or {}).get("buffer", 256) * _unknowns(config["datasets"][d])
+              * 4 * 8 / 2**20 for d in _trained_datasets() if online_generators(config, d)]
+    return int((2048 + max(need, default=0) * 4 * 200 / 2**20 + max(online, default=0)) * attempt)
+
+
+def train_threads():
+    """Threads of a training job: the trainer, and one per generator process of an online cell
+    (``training.online.generators``); the most any dataset's cells start, so that every job of the
+    rule asks the same (as train_mem_mb). The trainer's torch threads are the rest."""
+    return 1 + max((online_generators(config, d) for d in _trained_datasets()), default=0)
 
 
 @functools.lru_cache(maxsize=None)

@@ -22,7 +22,8 @@ rule train:
         layout.rule_log("train", layout.CELL),
     benchmark:
         layout.rule_benchmark("train", layout.CELL)
-    threads: 1
+    # the trainer and, for online cells, their generator processes
+    threads: train_threads()
     resources:
         mem_mb=train_mem_mb,
         runtime=train_runtime,

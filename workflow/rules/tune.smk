@@ -27,7 +27,8 @@ rule tune_batch:
         layout.rule_log("tune_batch", "{dataset}/{model}/{optimizer}/batch{batch}"),
     benchmark:
         layout.rule_benchmark("tune_batch", "{dataset}/{model}/{optimizer}/batch{batch}")
-    threads: TUNING["concurrent"] if TUNING else 1
+    # each trial trained at once: its trainer and, for online cells, its generator processes
+    threads: (TUNING["concurrent"] if TUNING else 1) * train_threads()
     resources:
         mem_mb=batch_mem_mb,
         runtime=batch_runtime,
@@ -101,7 +102,7 @@ rule tuning_variant:
         layout.rule_log("tuning_variant", f"{{kind}}/{layout.CELL}"),
     benchmark:
         layout.rule_benchmark("tuning_variant", f"{{kind}}/{layout.CELL}")
-    threads: 1
+    threads: train_threads()
     resources:
         mem_mb=train_mem_mb,
         runtime=train_runtime,
