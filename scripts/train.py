@@ -16,5 +16,6 @@ def main(smk):
                   selected_json=smk.input.selected or None, budget_json=smk.input.budget or None)
 
 
-if "snakemake" in globals():
+# __main__ only: the generator processes of an online cell (spawned) import this file as __mp_main__
+if "snakemake" in globals() and __name__ == "__main__":
     main(snakemake)  # noqa: F821

@@ -17,5 +17,6 @@ def main(smk):
                     pretrained=smk.input.get("pretrained"))
 
 
-if "snakemake" in globals():
+# __main__ only: the generator processes of an online cell (spawned) import this file as __mp_main__
+if "snakemake" in globals() and __name__ == "__main__":
     main(snakemake)  # noqa: F821
