@@ -243,6 +243,54 @@ def test_a_stalled_generator_fails_within_the_timeout(store):
             _batches(s, 2)
 
 
+# ---------------------------------------------------------------- through the stage
+@pytest.fixture
+def tracking(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from kryflow.pipeline import init_tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    info = init_tracking("online", {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}, tmp_path / "tracking.json",
+                         tmp_path)
+    return tmp_path / "tracking.json", MlflowClient(tracking_uri=info["uri"])
+
+
+SPEC = {"model": {"name": "fno", **FNO}, "optimizer": {"name": "adam", "lr": 3e-3}}
+CELL = {"dataset": "darcy", "model": "fno", "optimizer": "adam", "seed": 0}
+
+
+def test_the_train_stage_records_what_the_stream_did(store, tracking, tmp_path):
+    from kryflow.pipeline import run_train
+
+    tracking_json, client = tracking
+    info = run_train(CELL, SPEC, _stream_cfg(), store, tmp_path / "run", tracking_json, progress=False)
+    assert info["status"] == "finished"
+    record = json.loads((tmp_path / "run" / "online.json").read_text())
+    assert record["steps"] == 8 and len(record["fill"]) == 8
+    run = client.get_run(info["run_id"])
+    assert run.data.metrics["online_items_consumed"] == 32
+    assert run.data.metrics["online_unique_samples_seen"] == record["unique_samples_seen"]
+    assert sum(v for k, v in run.data.metrics.items() if k.startswith("online_uses_")) == sum(
+        record["use_count_histogram"].values())
+    assert len(client.get_metric_history(info["run_id"], "online_buffer_fill")) == 8
+    assert run.data.tags["training_data"] == "online" and "online_resume" not in run.data.tags
+
+
+def test_an_online_cell_whose_generators_fail_fails_its_run_naming_the_cause(store, tracking, tmp_path, monkeypatch):
+    import kryflow.generation._stream as stream_module
+    from kryflow.pipeline import run_train
+
+    tracking_json, client = tracking
+    monkeypatch.setattr(stream_module, "generator_main", online_faults.crash_always)
+    with pytest.raises(OnlineStreamError, match="every generator died"):
+        run_train(CELL, SPEC, _stream_cfg(restarts=0), store, tmp_path / "run", tracking_json, progress=False)
+    exp = client.get_experiment_by_name("online")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FAILED" and "every generator died" in run.data.tags["status_reason"]
+
+
 # ---------------------------------------------------------------------- config
 def _config(**training):
     cfg = copy.deepcopy(TINY_CONFIG)
