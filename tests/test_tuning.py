@@ -429,3 +429,14 @@ def test_a_run_says_which_budget_ended_it():
     assert stopped_by({"status": "diverged", "steps": 3}, budget) == "diverged"
     assert stopped_by({"status": "finished", "steps": 90, "grad_evals": 50.0},
                       {"max_steps": 150, "max_grad_evals": 50.0}) == "grad_evals"
+
+
+def test_the_report_says_which_differences_the_intervals_resolve():
+    from kryflow.tuning._summary import _versus_reference
+
+    w = {"w": {"optimizers": {"ref": {"test_rel_l2_ci95": [0.10, 0.12]}, "a": {"test_rel_l2_ci95": [0.05, 0.09]},
+                              "b": {"test_rel_l2_ci95": [0.11, 0.20]}, "c": {"test_rel_l2_ci95": [0.13, 0.2]},
+                              "d": {"test_rel_l2_ci95": None}}}}
+    _versus_reference(w, "ref")
+    got = {o: r["test_vs_reference"] for o, r in w["w"]["optimizers"].items()}
+    assert got == {"ref": None, "a": "lower", "b": "not resolved", "c": "higher", "d": None}

@@ -274,7 +274,7 @@ def _tuning_frame(path: str | Path) -> tuple[pd.DataFrame, str | None]:
                          "speedup": _num((speed.get(opt) or {}).get("geometric_mean")),
                          "per_step": _num(o.get("seconds_per_step")), "memory": _num(o.get("peak_memory_mb")),
                          "heldout": "missed " + ", ".join(o["heldout_missed"]) if o.get("heldout_missed") else "",
-                         "why": o.get("not_reached_because") or ""})
+                         "why": o.get("not_reached_because") or "", "vs_ref": o.get("test_vs_reference") or ""})
     frame = pd.DataFrame(rows)
     if not frame.empty:  # workloads alphabetically, optimizers in registry order
         rank = {o: i for i, o in enumerate(OPTIMIZER_ORDER)}
@@ -339,6 +339,7 @@ def _tuning_columns() -> list[_Column]:
         col("Grad. evals to target", "grad_evals", "min", integer=True),
         _Column("Test rel. L2 [95% CI]", lambda r: float(r["test"]),
                 lambda r: f"{_fmt(r['test'])} [{_fmt(r['ci_lo'])}, {_fmt(r['ci_hi'])}]", "min"),
+        _Column("vs. reference (95% CIs)", nan, lambda r: str(r.get("vs_ref", "")), align="l"),
         _Column("Failed trials", nan, lambda r: _fmt_int(float(r["failed"]))),
         _Column("Score", nan, lambda r: _fmt(float(r["score"]))),
         _Column("Speed-up vs ref.", nan, lambda r: _fmt(float(r["speedup"]))),

@@ -139,8 +139,27 @@ def build_report(reference: str, budgets: Sequence[str | Path], selections: Sequ
         w["optimizers"][o] = _optimizer(sel, trial_dirs, reruns, b["target_val_rel_l2"])
     held = _heldout([Path(p) for p in heldout], reference)
     _penalise(workloads, held)
+    _versus_reference(workloads, reference)
     return {"reference": reference, "taus": TAUS.tolist(), "workloads": workloads, **_across(workloads, reference),
             "finetune": _finetune([json.loads(Path(p).read_text()) for p in finetune], reference), "heldout": held}
+
+
+def _versus_reference(workloads: Mapping[str, dict], reference: str) -> None:
+    """Per workload and optimizer, what the 95% intervals of the reruns' test errors say against
+    the reference's: ``lower`` or ``higher`` where the intervals are apart, ``not resolved`` where
+    they overlap (in place, ``test_vs_reference``)."""
+    for w in workloads.values():
+        ref = (w["optimizers"].get(reference) or {}).get("test_rel_l2_ci95")
+        for o, r in w["optimizers"].items():
+            ci = r.get("test_rel_l2_ci95")
+            if o == reference or ref is None or ci is None:
+                r["test_vs_reference"] = None
+            elif ci[1] < ref[0]:
+                r["test_vs_reference"] = "lower"
+            elif ci[0] > ref[1]:
+                r["test_vs_reference"] = "higher"
+            else:
+                r["test_vs_reference"] = "not resolved"
 
 
 def _heldout(paths: Sequence[Path], reference: str) -> dict[str, Any]:
