@@ -233,8 +233,12 @@ def test_expected_files_written(results: dict[str, Path], generated: tuple) -> N
     figs = sorted(p.name for p in paths if p.parent.name == "figures")
     assert figs == sorted([f"{s}.{ext}" for s in stems for ext in ("png", "pdf")])
     tables = sorted(p.name for p in paths if p.parent.name == "tables")
-    expected = ["aggregate.csv"] + [f"{t}.{e}" for t in ("test_error", "cost", "transfer", "solver_times") for e in ("tex", "md")]
+    # transfer and rollout are written whether or not such results exist (a note says when none do)
+    kinds = ("test_error", "cost", "transfer", "rollout", "solver_times")
+    expected = ["aggregate.csv"] + [f"{t}.{e}" for t in kinds for e in ("tex", "md")]
     assert tables == sorted(expected)
+    rollout = next(p for p in paths if p.name == "rollout.md").read_text()
+    assert "no next-step (rollout) results" in rollout
 
 
 def test_png_and_pdf_files_open(generated: tuple) -> None:

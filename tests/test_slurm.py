@@ -215,10 +215,13 @@ def test_shards_are_separate_slurm_jobs(cluster, tmp_path):
                       env=env)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{out[-6000:]}\n{cluster.log_tail()}"
-    submitted = re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)", out)
-    rules = sorted(re.search(r"/rule_([a-z_]+)/", log).group(1) for _, _, log in submitted)
+    submitted = _submissions(out)
+    rules = sorted(rule for rule, _, _ in submitted)
     assert rules == ["generate_shard"] * 3 + ["merge_dataset"], out[-4000:]
+    # each shard its own SLURM task (the three of one array, ready together), the merge its own job
     assert len({slurm_id for _, slurm_id, _ in submitted}) == 4
+    shards = [sid for rule, sid, _ in submitted if rule == "generate_shard"]
+    assert all("_" in sid for sid in shards) and len({sid.split("_")[0] for sid in shards}) == 1, submitted
     assert verify_dataset(tmp_path / "data" / "darcy.zarr") == []
 
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from kryflow.tracking import (
-    Tracker, TrackingUnavailable, check_tracking_reachable, ensure_experiment, flatten,
+    Tracker, TrackingUnavailable, check_tracking_reachable, ensure_experiment, flatten, resolve_tracking_uri,
 )
 
 
@@ -34,6 +34,28 @@ def test_tracker_reopens_run_by_key(tmp_path):
     assert t2.run_id == t1.run_id
     t3 = Tracker(uri, "exp", key="train/a/b/c/1", run_name="a-b-c-1", tags={"dataset": "a"})
     assert t3.run_id != t1.run_id
+
+
+def test_logging_a_model_leaves_the_process_tracking_uri_alone(tmp_path, monkeypatch):
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; after a model is logged to one store,
+    the process must still resolve its own config's store (CI once sent a later test's runs to
+    an earlier test's sqlite store this way)."""
+    import torch
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ensure_experiment(uri, "exp", (tmp_path / "art").as_uri())
+    t = Tracker(uri, "exp", key="train/m", run_name="m", tags={})
+    t.log_model(torch.nn.Linear(2, 1), torch.zeros(1, 2).numpy())
+    t.finish("finished")
+    assert "MLFLOW_TRACKING_URI" not in __import__("os").environ
+    assert resolve_tracking_uri({"uri": "http://127.0.0.1:5000"}) == "http://127.0.0.1:5000"
+    # a user's own setting survives it
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://example.invalid:5000")
+    t = Tracker(uri, "exp", key="train/n", run_name="n", tags={})
+    t.log_model(torch.nn.Linear(2, 1), torch.zeros(1, 2).numpy())
+    t.finish("finished")
+    assert resolve_tracking_uri({}) == "http://example.invalid:5000"
 
 
 def _worker(uri: str, i: int) -> None:

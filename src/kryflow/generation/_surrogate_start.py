@@ -194,14 +194,13 @@ def _load_file(ref: str) -> tuple[Any, TrainedOn]:
 
 def _load_uri(ref: str, tracking_uri: str | None) -> tuple[Any, TrainedOn]:
     from kryflow.data import TrainedOn
-    from kryflow.tracking import quiet_mlflow_environment
+    from kryflow.tracking import quiet_mlflow_environment, scoped_tracking_uri
 
     quiet_mlflow_environment()
-    import mlflow
     import mlflow.pytorch
 
     try:
-        with _tracking_uri(mlflow, tracking_uri):
+        with scoped_tracking_uri(tracking_uri):
             surrogate = mlflow.pytorch.load_model(ref, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - mlflow raises many kinds for a missing or broken model
         raise SurrogateStartError(f"solver.surrogate {ref}: the MLflow model cannot be loaded "
@@ -211,21 +210,6 @@ def _load_uri(ref: str, tracking_uri: str | None) -> tuple[Any, TrainedOn]:
     if recorded:
         return surrogate, TrainedOn.from_dict(recorded)
     return surrogate, _trained_on_from_store_path(_mlflow_training_store(ref, tracking_uri), None, ref)
-
-
-def _tracking_uri(mlflow: Any, uri: str | None):
-    """A context using tracking store ``uri`` (None: MLflow's own choice, ``MLFLOW_TRACKING_URI``)
-    and restoring the process's afterwards."""
-    import contextlib
-
-    if not uri:
-        return contextlib.nullcontext()
-    try:
-        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-    except ImportError:  # an MLflow without it: set for the process
-        mlflow.set_tracking_uri(uri)
-        return contextlib.nullcontext()
-    return _use_tracking_uri(uri)
 
 
 def _mlflow_training_store(ref: str, tracking_uri: str | None) -> str | None:

@@ -17,6 +17,7 @@ from ._uri import (
     check_tracking_reachable,
     redact,
     resolve_tracking_uri,
+    scoped_tracking_uri,
     ui_command,
     ui_url,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "quiet_mlflow_environment",
     "redact",
     "resolve_tracking_uri",
+    "scoped_tracking_uri",
     "start_server",
     "stop_server",
     "ui_command",

@@ -20,7 +20,7 @@ from typing import Any
 
 import kryflow
 
-from ._uri import TrackingUnavailable, check_tracking_reachable, redact
+from ._uri import TrackingUnavailable, check_tracking_reachable, redact, scoped_tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -323,8 +323,7 @@ class Tracker:
         # subprocess (about 10 s a job). The kryflow package travels with the model
         # (code_paths) so that load_model works where kryflow is not installed.
         requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={numpy.__version__}"]
-        mlflow.set_tracking_uri(self.uri)
-        with mlflow.start_run(run_id=self.run_id):
+        with scoped_tracking_uri(self.uri), mlflow.start_run(run_id=self.run_id):
             _retry(mlflow.pytorch.log_model)(
                 model, name="model", input_example=input_example, pip_requirements=requirements,
                 code_paths=[str(Path(kryflow.__file__).parent)],

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import urllib.error
 import urllib.parse
@@ -18,7 +19,7 @@ from pathlib import Path
 
 __all__ = [
     "KNOWN_SCHEMES", "TrackingUnavailable", "artifact_root_uri", "check_tracking_reachable", "redact",
-    "resolve_tracking_uri", "ui_command", "ui_url",
+    "resolve_tracking_uri", "scoped_tracking_uri", "ui_command", "ui_url",
 ]
 
 
@@ -35,6 +36,31 @@ def resolve_tracking_uri(tracking_cfg: Mapping | None, workdir: str | os.PathLik
     if uri:
         return str(uri)
     return f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'}"
+
+
+@contextlib.contextmanager
+def scoped_tracking_uri(uri: str | None):
+    """MLflow's fluent API (``mlflow.start_run``, ``log_model``) on store ``uri`` inside the block,
+    and the process as it was afterwards. ``mlflow.set_tracking_uri`` also exports
+    ``MLFLOW_TRACKING_URI`` (for subprocesses); left set, every later :func:`resolve_tracking_uri`
+    in the process would follow it instead of its own config (None: leave MLflow's choice)."""
+    if not uri:
+        yield
+        return
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    before_env, before_global = os.environ.get("MLFLOW_TRACKING_URI"), getattr(utils, "_tracking_uri", None)
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        if hasattr(utils, "_tracking_uri"):
+            utils._tracking_uri = before_global
+        if before_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before_env
 
 
 def artifact_root_uri(tracking_cfg: Mapping | None, workdir: str | os.PathLike = ".") -> str | None:
