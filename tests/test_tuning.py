@@ -440,3 +440,18 @@ def test_the_report_says_which_differences_the_intervals_resolve():
     _versus_reference(w, "ref")
     got = {o: r["test_vs_reference"] for o, r in w["w"]["optimizers"].items()}
     assert got == {"ref": None, "a": "lower", "b": "not resolved", "c": "higher", "d": None}
+
+
+def test_the_report_says_why_the_studies_missed_the_target():
+    """The reason explains the table's 'not reached' (the studies' median), also when a rerun hit."""
+    from kryflow.tuning._summary import _why_not_reached
+
+    def run(steps_hit, ended):
+        return {"time_to_target": {"steps": steps_hit}, "stopped_by": ended}
+
+    ok = [{"status": "finished"}]
+    assert _why_not_reached([run(300.0, "steps")], ok, reached=True) is None
+    assert _why_not_reached([run(None, "seconds")] * 3, ok, reached=False).startswith("wall-clock budget")
+    mixed = _why_not_reached([run(None, "steps"), run(375.0, "steps"), run(None, "steps")], ok, reached=False)
+    assert mixed == "whole step budget spent above the target (in its studies; 1 of 3 reruns reached it)"
+    assert _why_not_reached([], [{"status": "diverged"}] * 2, reached=False) == "every trial diverged or failed"

@@ -155,12 +155,16 @@ _SPECS = [
                   {"betas": (0.96, 0.99), "p": 0.01, "update_period": 10, "num_samples": 1},
                   _po("SophiaH"), global_rng=True, description="Sophia-H (pytorch-optimizer)",
                   label="Sophia-H", style=("#E69F00", "<", "--"),
-                  space={"lr": Dim(1e-4, 0.1, log=True), "update_period": Dim(1, 20, log=True, integer=True)}),
+                  # centred on the implementation's default lr (0.06): its clipped update moves each
+                  # weight by at most lr, and below ~5e-3 no trial of the first study learned at all
+                  space={"lr": Dim(3e-3, 1.0, log=True), "update_period": Dim(1, 20, log=True, integer=True)}),
     OptimizerSpec("shampoo", "backward", "curvature",
                   {"momentum": 0.0, "preconditioning_compute_steps": 1, "matrix_eps": 1e-6},
                   _po("Shampoo"), description="Shampoo (pytorch-optimizer)",
                   label="Shampoo", style=("#CC79A7", ">", "-."),
-                  space={"lr": Dim(1e-4, 0.1, log=True), "preconditioning_compute_steps": Dim(1, 50, log=True, integer=True),
+                  # without grafting its step scales with the gradient's fourth root: below ~5e-3 no trial
+                  # of the first study learned, 0.01-0.06 did (diverging above), so the range centres there
+                  space={"lr": Dim(2e-3, 0.3, log=True), "preconditioning_compute_steps": Dim(1, 50, log=True, integer=True),
                          "matrix_eps": Dim(1e-8, 1e-4, log=True)}),
     OptimizerSpec("soap", "backward", "curvature", {"betas": (0.95, 0.95), "precondition_frequency": 10, "eps": 1e-8},
                   _po("SOAP"), description="SOAP (pytorch-optimizer)",

@@ -55,20 +55,23 @@ def stopped_by(train: Mapping, budget: Mapping) -> str:
     return "steps"
 
 
-def _why_not_reached(runs: Sequence[Mapping], trials: Sequence[Mapping]) -> str | None:
-    """Why an optimizer's reruns did not reach the target: every trial diverged or failed, its
-    steps were too slow for the wall budget, or it spent its whole step (gradient-evaluation)
-    budget short of the target."""
-    if any(r["time_to_target"]["steps"] is not None for r in runs):
+def _why_not_reached(runs: Sequence[Mapping], trials: Sequence[Mapping], reached: bool) -> str | None:
+    """Why an optimizer did not reach the target in its studies (the median time to target the
+    table shows): every trial diverged or failed, its steps were too slow for the wall budget, or
+    it spent its whole step (gradient-evaluation) budget short of the target, as its reruns ended;
+    with how many reruns reached it nonetheless (a selected setting near the target)."""
+    if reached:
         return None
     if trials and all(t["status"] != "finished" for t in trials):
         return "every trial diverged or failed"
-    ends = [r["stopped_by"] for r in runs]
+    ends = [r["stopped_by"] for r in runs] or ["steps"]
     top = max(set(ends), key=ends.count)
-    return {"seconds": "wall-clock budget spent before its step budget (slow steps)",
-            "steps": "whole step budget spent above the target",
-            "grad_evals": "whole gradient-evaluation budget spent above the target",
-            "diverged": "its reruns diverged", "failed": "its reruns failed"}[top]
+    why = {"seconds": "wall-clock budget spent before its step budget (slow steps)",
+           "steps": "whole step budget spent above the target",
+           "grad_evals": "whole gradient-evaluation budget spent above the target",
+           "diverged": "its reruns diverged", "failed": "its reruns failed"}[top]
+    hit = sum(r["time_to_target"]["steps"] is not None for r in runs)
+    return why + (f" (in its studies; {hit} of {len(runs)} reruns reached it)" if hit else "")
 
 
 def _optimizer(selected: Mapping, trial_dirs: Sequence[Path], reruns: Sequence[Path], target: float) -> dict:
@@ -94,7 +97,7 @@ def _optimizer(selected: Mapping, trial_dirs: Sequence[Path], reruns: Sequence[P
             "test_rel_l2_ci95": list(bootstrap_interval(errs)) if errs else None,
             "best_of_k_val_rel_l2": [_finite(v) for v in expected_best_of_k([t["best_val_rel_l2"] for t in trials])],
             "diverged_or_failed_trials": sum(t["status"] != "finished" for t in trials),
-            "not_reached_because": _why_not_reached(runs, trials)}
+            "not_reached_because": _why_not_reached(runs, trials, math.isfinite(median["steps"]))}
 
 
 def _median_of(runs: Sequence[Mapping], key: str) -> float | None:
