@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import platform
 import sys
 import time
@@ -30,24 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _stats import interval  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ("onestep_rel_l2", "rollout_rel_l2_step1", "rollout_rel_l2_step4", "rollout_rel_l2_step8",
            "rollout_rel_l2_last", "rollout_corr_time", "test_rel_l2_mean", "seconds_per_step")
-
-
-def interval(values) -> dict:
-    """Mean, sample std and the 95% t-interval of the mean (NaN where fewer than two values)."""
-    from scipy import stats
-
-    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
-    if v.size == 0:
-        return {"mean": math.nan, "std": math.nan, "ci95": [math.nan, math.nan], "n": 0}
-    mean = float(v.mean())
-    if v.size < 2:
-        return {"mean": mean, "std": math.nan, "ci95": [math.nan, math.nan], "n": 1}
-    std = float(v.std(ddof=1))
-    half = float(stats.t.ppf(0.975, v.size - 1) * std / math.sqrt(v.size))
-    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": int(v.size)}
 
 
 def dataset(config: dict, name: str, num_samples: int | None, data_dir: Path) -> Path:

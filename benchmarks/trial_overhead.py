@@ -30,6 +30,8 @@ def overhead(workdir: Path) -> dict:
     jobs = []
     for tsv in sorted((rules / "tune_batch").rglob("*.tsv")):
         rel = tsv.relative_to(rules / "tune_batch")
+        if not (tuning / rel.parent / f"{tsv.stem}.json").exists():
+            continue  # a batch being rerun: its benchmark is the old job's, its trials are not back yet
         batch = json.loads((tuning / rel.parent / f"{tsv.stem}.json").read_text())
         trials = [t for t in batch["trials"] if not t.get("kept")]
         dirs = [tuning / rel.parent / f"trial{t['trial']}" for t in trials]
