@@ -20,10 +20,10 @@ from . import _schema as S
 from ._schema import DatasetError, VariableSpec
 
 
-#: Whole chunks the writer buffers and writes together after the first (each write costs about a
-#: millisecond per array whatever its size: three chunks at once write a generation store 1.2x as
-#: fast as one at a time), fewer where they would exceed :data:`WRITE_BYTES`.
-WRITE_CHUNKS = 3
+#: Whole chunks the writer buffers and writes together after the first (every chunk written costs
+#: zarr a fixed price whatever its size, so fewer, larger writes pay less of it; measured in
+#: benchmarks/README.md, "Generation jobs"), fewer where they would exceed :data:`WRITE_BYTES`.
+WRITE_CHUNKS = 16
 WRITE_BYTES = 32 * 2**20
 
 
