@@ -325,7 +325,11 @@ def test_snakemake_trains_next_step_models_and_reports_rollouts(tmp_path):
     figures = tmp_path / "results" / "figures"
     for stem in ("rollout_error_ns", "rollout_fields_ns_sinenet", "predictions_ns_unet"):
         assert (figures / f"{stem}.png").stat().st_size > 0
-    assert "Rollout" in (tmp_path / "results" / "tables" / "rollout.md").read_text()
+    table = (tmp_path / "results" / "tables" / "rollout.md").read_text()
+    assert "Rollout" in table
+    # the models are compared with each other: the best one-step error is bold in one row only
+    rows = [r for r in table.splitlines() if r.startswith("| ns |")]
+    assert len(rows) == 3 and sum(r.split("|")[5].strip().startswith("**") for r in rows) == 1, table
     metrics = json.loads((tmp_path / "results" / "runs" / "ns" / "sinenet" / "adamw" / "0" / "metrics.json").read_text())
     assert len(metrics["rollout_rel_l2"]) == 5  # 7 states, 2 given
 

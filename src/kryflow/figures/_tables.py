@@ -422,7 +422,8 @@ def make_tables(
     has_rollout = not agg.empty and bool(agg["onestep_rel_l2_n"].sum() > 0)
     rolled = _id_columns() + [_schema_column(c) for c in numeric_columns() if c.table == "rollout"]
     with_rollout = agg.groupby("dataset", sort=False)["onestep_rel_l2_n"].transform("sum") > 0 if has_rollout else None
-    paths += _write(_build(agg[with_rollout] if has_rollout else agg.iloc[0:0], rolled, group), out_dir, "rollout",
+    # bold marks the best model and optimizer per dataset: next-step models are compared with each other
+    paths += _write(_build(agg[with_rollout] if has_rollout else agg.iloc[0:0], rolled, ["dataset"]), out_dir, "rollout",
                     "Rollouts from the first k states of every test trajectory: rel. L2 at rolled-out steps; steps and time "
                     "with correlation >= 0.8",
                     note if has_rollout else "no next-step (rollout) results")
