@@ -4,6 +4,7 @@ measured step costs and the GPU roofline model."""
 from __future__ import annotations
 
 import copy
+import json
 import math
 import subprocess
 
@@ -83,6 +84,19 @@ def test_plan_prices_every_run_of_the_config(tmp_path):
     assert again["hours"] == plan["hours"]
     empty = plan_workflow(cfg, path, table=CostTable(None), measure=False, jobs=plan["jobs"])
     assert any("fno/adamw" in m for m in empty["missing"]) and any("generation darcy" in m for m in empty["missing"])
+    # a step recorded at other channels prices the same model, optimizer, grid and batch (and says
+    # so); --exact-channels does not take it
+    moved = CostTable(None)
+    for key, rec in table.entries.items():
+        k = json.loads(key)
+        if "channels" in k:
+            k["channels"] = [k["channels"][0] + 2, k["channels"][1]]
+        moved.put(json.dumps(k, sort_keys=True), rec)
+    reused = plan_workflow(cfg, path, table=moved, measure=False, jobs=plan["jobs"])
+    assert reused["hours"]["gpu"] == plan["hours"]["gpu"] and reused["missing"] == plan["missing"] == []
+    assert any(r.startswith("fno/adamw") for r in reused["reused_other_channels"])
+    exact = plan_workflow(cfg, path, table=moved, measure=False, jobs=plan["jobs"], exact_channels=True)
+    assert any("fno/adamw" in m for m in exact["missing"]) and exact["reused_other_channels"] == []
 
 
 @pytest.mark.slow

@@ -46,7 +46,7 @@ def cmd_plan(args) -> int:
     cfg = _config(args.config)
     print(f"planning {args.config}: Snakemake's dry run, then the costs ...", flush=True)
     plan = plan_workflow(cfg, args.config, table=CostTable(args.costs), measure=not args.no_measure,
-                         device=args.device, gpu=args.gpu)
+                         device=args.device, gpu=args.gpu, exact_channels=args.exact_channels)
     print(format_plan(plan))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -257,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gpu", default="h100", choices=["h100", "a100"],
                    help="GPU the GPU-hours are modelled on when --device is not a GPU (default: %(default)s)")
     s.add_argument("--json", help="write the plan here too")
+    s.add_argument("--exact-channels", action="store_true",
+                   help="measure every channel count (default: a step recorded at other input/output channels, "
+                        "all else equal, prices it)")
     s.set_defaults(func=cmd_plan)
 
     s = sub.add_parser("run", help="run the Snakemake workflow (extra args go to snakemake)")

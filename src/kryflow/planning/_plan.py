@@ -10,6 +10,8 @@ what the plan can cost at most, not a guess of what it will.
 
 from __future__ import annotations
 
+import json
+
 import re
 import subprocess
 import sys
@@ -78,14 +80,30 @@ def _shape(config: Mapping, dataset: str) -> dict:
 class _Pricer:
     """Step and sample costs, looked up in the table or measured (and then kept)."""
 
-    def __init__(self, table: CostTable, measure: bool, device: str, log=print):
+    def __init__(self, table: CostTable, measure: bool, device: str, log=print, exact_channels: bool = False):
         self.table, self.measure, self.device, self.log = table, measure, device, log
+        self.exact_channels = exact_channels
         self.dev_name = device_name(device)
         self.missing: list[str] = []
+        self.reused: set[str] = set()
+
+    def _other_channels(self, model: Mapping, optimizer: Mapping, shape: Mapping, batch: int) -> dict | None:
+        """A step recorded with the same model, optimizer, grid, batch and device at other (input,
+        output) channels: only the lifting and projection layers differ (a few of the step's kernels)."""
+        want = json.loads(step_key(model, optimizer, shape["grid"], shape["channels"], batch, self.dev_name))
+        for key, rec in self.table.entries.items():
+            have = json.loads(key)
+            if "channels" in have and {**have, "channels": want["channels"]} == want:
+                return rec
+        return None
 
     def step(self, model: Mapping, optimizer: Mapping, shape: Mapping, batch: int) -> dict | None:
         key = step_key(model, optimizer, shape["grid"], shape["channels"], batch, self.dev_name)
         rec = self.table.get(key)
+        if rec is None and not self.exact_channels:
+            rec = self._other_channels(model, optimizer, shape, batch)
+            if rec is not None:
+                self.reused.add(f"{model['name']}/{optimizer['name']} {tuple(shape['grid'])} {tuple(shape['channels'])}")
         if rec is None and self.measure:
             self.log(f"  measuring a step of {model['name']} / {optimizer['name']} on {shape['grid']}, batch {batch} ...")
             rec = measure_step(model, optimizer, shape["grid"], shape["channels"], batch, device=self.device,
@@ -136,7 +154,8 @@ def _training_runs(config: Mapping) -> list[dict]:
 
 
 def plan_workflow(config: Mapping, config_path: str | Path | None = None, *, table: CostTable, measure: bool = True,
-                  device: str = "cpu", gpu: str = "h100", jobs: Mapping[str, int] | None = None, log=print) -> dict:
+                  device: str = "cpu", gpu: str = "h100", jobs: Mapping[str, int] | None = None, log=print,
+                  exact_channels: bool = False) -> dict:
     """Price a checked config (:func:`kryflow.config.load_config`).
 
     **Arguments:**
@@ -144,6 +163,8 @@ def plan_workflow(config: Mapping, config_path: str | Path | None = None, *, tab
         table: measured costs (read, and extended where ``measure``).
         device: where steps are measured (``cpu`` here; ``cuda`` on a GPU node).
         gpu: the :data:`GPU_PROFILES` entry GPU-hours are modelled on, when ``device`` is not a GPU.
+        exact_channels: measure every (input, output) channel count; otherwise a step recorded at
+            other channels with everything else equal prices it (``reused_other_channels``).
 
     **Returns:** a JSON-ready dict: ``jobs`` per rule, ``trials``, ``steps`` per kind of run,
     ``hours`` (``gpu``: the GPU jobs on one GPU each; ``cpu_training``: the same jobs on one CPU
@@ -157,7 +178,7 @@ def plan_workflow(config: Mapping, config_path: str | Path | None = None, *, tab
 
     if jobs is None:
         jobs = snakemake_jobs(config_path)
-    pricer = _Pricer(table, measure, device, log)
+    pricer = _Pricer(table, measure, device, log, exact_channels)
     measured_gpu = device.startswith("cuda")
     tuning = config.get("tuning") or {}
     reference = tuning.get("reference")
@@ -228,7 +249,7 @@ def plan_workflow(config: Mapping, config_path: str | Path | None = None, *, tab
             "measured_on": pricer.dev_name,
             "gpu_model": None if measured_gpu else {"profile": gpu, **GPU_PROFILES[gpu]},
             "job_seconds": JOB_SECONDS, "trial_seconds": TRIAL_SECONDS, "costs": per_cost,
-            "missing": sorted(set(pricer.missing))}
+            "missing": sorted(set(pricer.missing)), "reused_other_channels": sorted(pricer.reused)}
 
 
 def format_plan(plan: Mapping[str, Any]) -> str:
@@ -251,6 +272,9 @@ def format_plan(plan: Mapping[str, Any]) -> str:
         f"    CPU jobs    {h['cpu']['total']:,.1f} CPU-core-hours (generation {h['cpu'].get('generation', 0):,.1f}, "
         f"solver benchmarks {h['cpu'].get('solver_benchmark', 0):,.1f}, job starts {h['cpu'].get('job_starts', 0):,.1f})",
     ]
+    if plan.get("reused_other_channels"):
+        lines.append(f"  priced from other channel counts  {len(plan['reused_other_channels'])} steps (same model, "
+                     "optimizer, grid and batch; --exact-channels measures them)")
     if plan["missing"]:
         lines.append(f"  not priced    {len(plan['missing'])} costs neither recorded nor measured: "
                      + "; ".join(plan["missing"][:5]) + (" ..." if len(plan["missing"]) > 5 else ""))
