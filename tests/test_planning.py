@@ -47,7 +47,22 @@ def test_a_large_step_is_counted_from_two_small_batches_exactly(monkeypatch):
         assert extrapolated[key] == pytest.approx(direct[key], rel=1e-9), key
     for gpu in GPU_PROFILES:
         assert extrapolated["gpu_seconds_per_step"][gpu] == pytest.approx(direct["gpu_seconds_per_step"][gpu])
-    assert extrapolated["seconds_per_step"] > 0
+    assert extrapolated["seconds_per_step"] > 0 and extrapolated["cpu_seconds_scaled_by"] == "flops"
+
+
+def test_small_batch_times_scale_with_the_step_flops_whatever_their_noise():
+    """Batch 2 timed faster than batch 1 (noise) must not extrapolate to nothing: the larger
+    batch's time scales by the FLOPs of the full step against its own."""
+    from kryflow.planning._costs import _extrapolate
+
+    def rec(seconds, batch):
+        return {"seconds": seconds, "first": seconds, "forward": seconds / 3, "grad_evals": 1.0, "parameters": 10,
+                "ops": [[10.0, 1.0, 1.0], [100.0 * batch, 8.0 * batch, 1.0]],
+                "forward_ops": [[50.0 * batch, 4.0 * batch, 1.0]]}
+
+    got = _extrapolate(rec(1.0, 1), rec(0.9, 2), 1, 2, 32)
+    assert got["ops"] == [[10.0, 1.0, 1.0], [3200.0, 256.0, 1.0]]
+    assert got["seconds"] == pytest.approx(0.9 * 3210 / 210) and got["forward"] == pytest.approx(0.3 * 16)
 
 
 def _plan_config(tmp_path):

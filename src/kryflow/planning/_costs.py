@@ -170,9 +170,12 @@ def _amortised(plain: dict, phased: Mapping[str, dict], periods: Mapping[str, in
 
 
 def _extrapolate(a: dict, b: dict, na: int, nb: int, n: int) -> dict:
-    """Batch ``n`` from batches ``na`` < ``nb``: every time and every kernel's FLOPs and bytes are
-    linear in the batch (activations scale with it, the optimizer's work does not); a kernel
-    list that differs between the two (data-dependent steps) scales as a whole."""
+    """Batch ``n`` from batches ``na`` < ``nb``: every kernel's FLOPs and bytes are linear in the
+    batch (activations scale with it, the optimizer's work does not), so they extrapolate exactly;
+    a kernel list that differs between the two (data-dependent steps) scales as a whole. Times are
+    the larger batch's, scaled by the FLOPs of the step at ``n`` against its own: two small
+    batches' times differ by less than a loaded machine's noise, and a line through them can
+    slope anywhere (even below zero)."""
     t = (n - na) / (nb - na)
 
     def lin(u, v):
@@ -184,10 +187,18 @@ def _extrapolate(a: dict, b: dict, na: int, nb: int, n: int) -> dict:
         scale = lin(1.0, sum(o[1] for o in v) / max(1.0, sum(o[1] for o in u)))
         return [[o[0] * scale, o[1] * scale, o[2]] for o in u]
 
-    return {"seconds": lin(a["seconds"], b["seconds"]), "first": lin(a["first"], b["first"]),
-            "forward": lin(a["forward"], b["forward"]), "grad_evals": b["grad_evals"],
-            "ops": ops(a["ops"], b["ops"]), "forward_ops": ops(a["forward_ops"], b["forward_ops"]),
-            "parameters": b["parameters"]}
+    def flops(o):
+        return sum(k[0] * k[2] for k in o)
+
+    step_ops, forward_ops = ops(a["ops"], b["ops"]), ops(a["forward_ops"], b["forward_ops"])
+
+    def scaled(key, big, small):
+        return b[key] * big / small if small > 0 else lin(a[key], b[key])
+
+    return {"seconds": scaled("seconds", flops(step_ops), flops(b["ops"])),
+            "first": scaled("first", flops(step_ops), flops(b["ops"])),
+            "forward": scaled("forward", flops(forward_ops), flops(b["forward_ops"])),
+            "grad_evals": b["grad_evals"], "ops": step_ops, "forward_ops": forward_ops, "parameters": b["parameters"]}
 
 
 def measure_step(model: Mapping, optimizer: Mapping, grid: tuple[int, ...], channels: tuple[int, int], batch: int,
@@ -204,7 +215,8 @@ def measure_step(model: Mapping, optimizer: Mapping, grid: tuple[int, ...], chan
         gpus: GPU profiles (:data:`kryflow.planning.GPU_PROFILES`) to model the step on.
 
     A step larger than :data:`DIRECT_LIMIT` grid values on the CPU is measured at batches 1 and 2
-    and extrapolated linearly to ``batch``, time and every kernel alike (``extrapolated_from``).
+    and extrapolated to ``batch`` (``extrapolated_from``): every kernel's FLOPs and bytes linearly,
+    the times in proportion to the step's FLOPs (``cpu_seconds_scaled_by``).
     An optimizer with periodic work (:data:`PERIODIC`: K-FAC's factors every 20 and inverses every
     100 steps, say) is measured without it and once per period with it on every step; the step
     is their amortised sum (``periods``).
@@ -244,7 +256,8 @@ def measure_step(model: Mapping, optimizer: Mapping, grid: tuple[int, ...], chan
             "gpu_seconds_per_step": {g: model_step_seconds(ops, p) for g, p in (gpus or {}).items()},
             "gpu_forward_seconds_per_sample": {g: model_step_seconds(forward_ops, p) / batch
                                                for g, p in (gpus or {}).items()},
-            "extrapolated_from": list(small) if small else None, "periods": periods,
+            "extrapolated_from": list(small) if small else None,
+            "cpu_seconds_scaled_by": "flops" if small else None, "periods": periods,
             "steps_timed": steps if small is None else 2, "device": device_name(device), "threads": threads,
             "torch": torch.__version__, "measured": datetime.date.today().isoformat()}
 

@@ -187,6 +187,7 @@ def plan_workflow(config: Mapping, config_path: str | Path | None = None, *, tab
     steps_by_kind: Counter = Counter()
     seconds = {"cpu_training": Counter(), "gpu": Counter()}
     per_cost: dict[str, dict] = {}
+    linear_cpu: set[str] = set()  # steps whose CPU times an earlier kryflow extrapolated along a line
     for run in _training_runs(config):
         d, m, o = run["dataset"], run["model"], run["optimizer"]
         if d not in shapes:
@@ -198,6 +199,8 @@ def plan_workflow(config: Mapping, config_path: str | Path | None = None, *, tab
         step = pricer.step(spec["model"], spec["optimizer"], shapes[d], batch)
         if step is None:
             continue
+        if step.get("extrapolated_from") and step.get("cpu_seconds_scaled_by") != "flops":
+            linear_cpu.add(f"{m}/{spec['optimizer']['name']} {tuple(shapes[d]['grid'])} batch {batch}")
         step = {**step, "batch": batch}
         per_cost[f"{m}/{o}/{'x'.join(map(str, shapes[d]['grid']))}/b{batch}"] = {
             "seconds_per_step": step["seconds_per_step"], "gpu_seconds_per_step": step["gpu_seconds_per_step"],
@@ -249,7 +252,8 @@ def plan_workflow(config: Mapping, config_path: str | Path | None = None, *, tab
             "measured_on": pricer.dev_name,
             "gpu_model": None if measured_gpu else {"profile": gpu, **GPU_PROFILES[gpu]},
             "job_seconds": JOB_SECONDS, "trial_seconds": TRIAL_SECONDS, "costs": per_cost,
-            "missing": sorted(set(pricer.missing)), "reused_other_channels": sorted(pricer.reused)}
+            "missing": sorted(set(pricer.missing)), "reused_other_channels": sorted(pricer.reused),
+            "cpu_times_extrapolated_linearly": sorted(linear_cpu)}
 
 
 def format_plan(plan: Mapping[str, Any]) -> str:
@@ -268,7 +272,10 @@ def format_plan(plan: Mapping[str, Any]) -> str:
         f"    GPU jobs    {h['gpu']['total']:,.1f} GPU-hours"
         + (f" (modelled on {gm['profile']}: {gm['source']}; rates x0.6/x0.75, {gm['launch'] * 1e6:.0f} us per kernel)"
            if gm else " (measured on this GPU)"),
-        f"                = {h['cpu_training']['total']:,.1f} CPU-core-hours if trained on {plan['measured_on']} (measured)",
+        f"                = {h['cpu_training']['total']:,.1f} CPU-core-hours if trained on {plan['measured_on']} "
+        + ("(measured)" if not plan.get("cpu_times_extrapolated_linearly") else
+           f"(NOT reliable: {len(plan['cpu_times_extrapolated_linearly'])} steps' CPU times were extrapolated along "
+           "a line through batches 1 and 2 by an earlier kryflow; delete them from the cost table to re-measure)"),
         f"    CPU jobs    {h['cpu']['total']:,.1f} CPU-core-hours (generation {h['cpu'].get('generation', 0):,.1f}, "
         f"solver benchmarks {h['cpu'].get('solver_benchmark', 0):,.1f}, job starts {h['cpu'].get('job_starts', 0):,.1f})",
     ]
