@@ -11,9 +11,10 @@ family; its train split gives every arm the same normalisation statistics, as a 
 split gives an online cell its own); the stream draws indices after the evaluation store's.
 
 A wall budget becomes a step budget: each kind of arm's wall-clock rate (steps a second,
-validation included) is measured first on a short probe, and every arm trains ``floor(rate x
-(budget - its generation or start-up))`` steps under a cosine schedule (so that every schedule
-completes); the measured walls are reported beside. At equal gradient steps the online arm trains
+validation, start-up and teardown included) is measured on a short probe and then on one
+calibration run as long as an arm, and every arm trains ``floor(rate x (budget - its
+generation))`` steps under a cosine schedule (so that every schedule completes); the measured
+walls are reported beside. At equal gradient steps the online arm trains
 the best offline arm's steps.
 
 Also measured (``keeps_up``): one generator alone (samples a second on one core), the trainer alone
@@ -287,7 +288,20 @@ def main(argv=None) -> int:
         probe_on = train_arm("online", eval_path, 99, 60, 10, work)
         rate_off, _ = wall_rate(probe_off)
         rate_on, start_on = wall_rate(probe_on)
-        print(f"[{fam}] steps/s offline {rate_off:.2f}, online {rate_on:.2f} (start-up {start_on:.1f} s)", flush=True)
+        print(f"[{fam}] probe steps/s offline {rate_off:.2f}, online {rate_on:.2f} (start-up {start_on:.1f} s)",
+              flush=True)
+        # the probes validate every 10 steps, an arm every tenth of its steps: calibrate each kind
+        # with one run as long as an arm (its validation cadence, start-up and teardown included)
+        # and scale the steps to the wall it took
+        left_off = args.budget - gen_seconds[args.sizes[0]]
+        steps = max(10, int(rate_off * left_off))
+        cal = train_arm("offline", eval_path, 98, steps, max(1, steps // 10), work, stores[args.sizes[0]][0])
+        rate_off = steps / cal["wall_seconds"]
+        steps = max(10, int(rate_on * (args.budget - start_on)))
+        cal = train_arm("online", eval_path, 98, steps, max(1, steps // 10), work, threads=1)
+        rate_on, start_on = steps / cal["wall_seconds"], 0.0
+        print(f"[{fam}] calibrated steps/s offline {rate_off:.2f}, online {rate_on:.2f} (wall per step, all in)",
+              flush=True)
         res = {"generation_seconds": gen_seconds, "offline_steps_per_second": rate_off,
                "online_steps_per_second": rate_on, "online_start_seconds": start_on,
                "keeps_up": {"generator_alone": generator_alone(spec, args.eval_samples + 10_000, 64),
