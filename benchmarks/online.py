@@ -124,18 +124,11 @@ class _Recorder:
 
 
 def test_rel_l2(model_pt: Path, eval_path: Path) -> float:
-    import torch
+    """Mean relative L2 of a saved model on the evaluation store's test split (as the workflow's
+    held-out and fine-tuning variants score theirs)."""
+    from kryflow.pipeline import _test_rel_l2
 
-    from kryflow.data import make_loader
-    from kryflow.evaluation.metrics import relative_l2
-    from kryflow.training import load_surrogate
-
-    surrogate = load_surrogate(model_pt).eval()
-    errs = []
-    with torch.no_grad():
-        for x, y in make_loader(eval_path, "test", batch_size=32, shuffle=False):
-            errs.append(np.asarray(relative_l2(surrogate(x), y)))
-    return float(np.concatenate(errs).mean())
+    return _test_rel_l2(model_pt, eval_path)
 
 
 def train_arm(kind: str, eval_path: Path, seed: int, steps: int, eval_every: int, work: Path,
