@@ -86,6 +86,7 @@ class _Pricer:
         self.dev_name = device_name(device)
         self.missing: list[str] = []
         self.reused: set[str] = set()
+        self.linear_cpu: set[str] = set()
 
     def _other_channels(self, model: Mapping, optimizer: Mapping, shape: Mapping, batch: int) -> dict | None:
         """A step recorded with the same model, optimizer, grid, batch and device at other (input,
@@ -111,6 +112,9 @@ class _Pricer:
             self.table.put(key, rec)
         if rec is None:
             self.missing.append(f"{model['name']}/{optimizer['name']} {shape['grid']} batch {batch}")
+        elif rec.get("extrapolated_from") and rec.get("cpu_seconds_scaled_by") != "flops":
+            # CPU times an earlier kryflow extrapolated along a line through batches 1 and 2
+            self.linear_cpu.add(f"{model['name']}/{optimizer['name']} {tuple(shape['grid'])} batch {batch}")
         return rec
 
     def sample(self, spec: Mapping) -> dict | None:
@@ -171,74 +175,19 @@ def plan_workflow(config: Mapping, config_path: str | Path | None = None, *, tab
     core of this machine, measured; ``cpu``: generation and solver benchmarks), the cost table
     used per (model, optimizer, grid), and ``missing`` (costs neither recorded nor measured).
     """
-    from kryflow.config import cell_spec, cell_training, dataset_spec, generated_dataset_names, grid_datasets
-    from kryflow.optim import OPTIMIZERS
-    from kryflow.solvers import default_strategies
-    from kryflow.pdes import build_family
+    from kryflow.config import grid_datasets
 
     if jobs is None:
         jobs = snakemake_jobs(config_path)
     pricer = _Pricer(table, measure, device, log, exact_channels)
     measured_gpu = device.startswith("cuda")
     tuning = config.get("tuning") or {}
-    reference = tuning.get("reference")
-    factor = float(tuning.get("budget_factor", 4 / 3))
-    shapes = {d: _shape(config, d) for d in {*config["datasets"]} if "source" not in config["datasets"][d]}
-    steps_by_kind: Counter = Counter()
-    seconds = {"cpu_training": Counter(), "gpu": Counter()}
-    per_cost: dict[str, dict] = {}
-    linear_cpu: set[str] = set()  # steps whose CPU times an earlier kryflow extrapolated along a line
-    for run in _training_runs(config):
-        d, m, o = run["dataset"], run["model"], run["optimizer"]
-        if d not in shapes:
-            continue
-        train = cell_training(config, run["source"])
-        spec = cell_spec(config, m, o)
-        batch = int(train.get("batch_size", 8))
-        steps = int(run.get("max_steps") or train["max_steps"])
-        step = pricer.step(spec["model"], spec["optimizer"], shapes[d], batch)
-        if step is None:
-            continue
-        if step.get("extrapolated_from") and step.get("cpu_seconds_scaled_by") != "flops":
-            linear_cpu.add(f"{m}/{spec['optimizer']['name']} {tuple(shapes[d]['grid'])} batch {batch}")
-        step = {**step, "batch": batch}
-        per_cost[f"{m}/{o}/{'x'.join(map(str, shapes[d]['grid']))}/b{batch}"] = {
-            "seconds_per_step": step["seconds_per_step"], "gpu_seconds_per_step": step["gpu_seconds_per_step"],
-            "flops": step["flops"], "bytes": step["bytes"], "kernels": step["kernels"], "device": step["device"]}
-        ref = pricer.step(spec["model"], cell_spec(config, m, reference)["optimizer"], shapes[d], batch) \
-            if reference and o != reference and run["kind"] != "finetune" else None
-        zeroth = OPTIMIZERS[spec["optimizer"]["name"]].family == "zeroth_order"
-        if ref is not None and zeroth:
-            steps = int(1.5 * ref["grad_evals_per_step"] * steps) + 1
-        for unit, gpu_name in (("cpu_training", None), ("gpu", None if measured_gpu else gpu)):
-            if unit == "gpu" and measured_gpu:
-                gpu_name = None
-            t = _run_seconds(steps, step, shapes[d], int(train.get("eval_every", 25)), gpu_name)
-            if ref is not None and not zeroth:
-                t = min(t, factor * _run_seconds(steps, {**ref, "batch": batch}, shapes[d],
-                                                 int(train.get("eval_every", 25)), gpu_name))
-            if train.get("max_seconds"):
-                t = min(t, float(train["max_seconds"]))
-            seconds[unit][run["kind"]] += t + (TRIAL_SECONDS if run["kind"] == "trial" else 0.0)
-        steps_by_kind[run["kind"]] += steps
+    seconds, steps_by_kind, per_cost = _training_seconds(config, pricer, None if measured_gpu else gpu)
     # the GPU rules' jobs start a process and open the store once each
     gpu_jobs = sum(jobs.get(r, 0) for r in GPU_RULES)
     for unit in seconds:
         seconds[unit]["job_starts"] += gpu_jobs * JOB_SECONDS
-    cpu = Counter()
-    bench = config.get("solver_benchmark") or {}
-    for name in generated_dataset_names(config):
-        spec = dataset_spec(config, name)
-        rec = pricer.sample(spec)
-        if rec is None:
-            continue
-        cpu["generation"] += rec["seconds_per_sample"] * int(spec["num_samples"])
-        if bench.get("enabled", True) and not spec.get("transfer_of") and name in config["datasets"]:
-            fam = build_family(spec["family"], **(spec.get("params") or {}))
-            # every strategy solves the benchmark's systems `repeats` times at about the default's speed
-            # (the baselines are slower: a lower bound)
-            cpu["solver_benchmark"] += (rec["solve_seconds_per_sample"] * int(bench.get("num_samples", 12))
-                                        * len(default_strategies(fam)) * int(bench.get("repeats", 3)))
+    cpu = _cpu_job_seconds(config, pricer)
     cpu["job_starts"] += sum(n for r, n in jobs.items() if r not in GPU_RULES and r != "all") * JOB_SECONDS
     trials = sum(1 for r in _training_runs(config) if r["kind"] == "trial")
     hours = {unit: {k: v / 3600 for k, v in c.items()} | {"total": sum(c.values()) / 3600}
@@ -253,7 +202,76 @@ def plan_workflow(config: Mapping, config_path: str | Path | None = None, *, tab
             "gpu_model": None if measured_gpu else {"profile": gpu, **GPU_PROFILES[gpu]},
             "job_seconds": JOB_SECONDS, "trial_seconds": TRIAL_SECONDS, "costs": per_cost,
             "missing": sorted(set(pricer.missing)), "reused_other_channels": sorted(pricer.reused),
-            "cpu_times_extrapolated_linearly": sorted(linear_cpu)}
+            "cpu_times_extrapolated_linearly": sorted(pricer.linear_cpu)}
+
+
+def _training_seconds(config: Mapping, pricer: _Pricer, gpu: str | None) -> tuple[dict, Counter, dict]:
+    """Seconds of every training run (trials, reruns, variants) per kind, on one CPU core
+    (``cpu_training``) and on one GPU (``gpu``: modelled on profile ``gpu``, or measured where
+    None), each bounded as the budget rule bounds it; the steps per kind; the step costs used."""
+    from kryflow.config import cell_spec, cell_training
+    from kryflow.optim import OPTIMIZERS
+
+    tuning = config.get("tuning") or {}
+    reference = tuning.get("reference")
+    factor = float(tuning.get("budget_factor", 4 / 3))
+    shapes = {d: _shape(config, d) for d in {*config["datasets"]} if "source" not in config["datasets"][d]}
+    steps_by_kind: Counter = Counter()
+    seconds = {"cpu_training": Counter(), "gpu": Counter()}
+    per_cost: dict[str, dict] = {}
+    for run in _training_runs(config):
+        d, m, o = run["dataset"], run["model"], run["optimizer"]
+        if d not in shapes:
+            continue
+        train = cell_training(config, run["source"])
+        spec = cell_spec(config, m, o)
+        batch = int(train.get("batch_size", 8))
+        eval_every = int(train.get("eval_every", 25))
+        steps = int(run.get("max_steps") or train["max_steps"])
+        step = pricer.step(spec["model"], spec["optimizer"], shapes[d], batch)
+        if step is None:
+            continue
+        step = {**step, "batch": batch}
+        per_cost[f"{m}/{o}/{'x'.join(map(str, shapes[d]['grid']))}/b{batch}"] = {
+            "seconds_per_step": step["seconds_per_step"], "gpu_seconds_per_step": step["gpu_seconds_per_step"],
+            "flops": step["flops"], "bytes": step["bytes"], "kernels": step["kernels"], "device": step["device"]}
+        ref = pricer.step(spec["model"], cell_spec(config, m, reference)["optimizer"], shapes[d], batch) \
+            if reference and o != reference and run["kind"] != "finetune" else None
+        zeroth = OPTIMIZERS[spec["optimizer"]["name"]].family == "zeroth_order"
+        if ref is not None and zeroth:
+            steps = int(1.5 * ref["grad_evals_per_step"] * steps) + 1
+        for unit, gpu_name in (("cpu_training", None), ("gpu", gpu)):
+            t = _run_seconds(steps, step, shapes[d], eval_every, gpu_name)
+            if ref is not None and not zeroth:
+                t = min(t, factor * _run_seconds(steps, {**ref, "batch": batch}, shapes[d], eval_every, gpu_name))
+            if train.get("max_seconds"):
+                t = min(t, float(train["max_seconds"]))
+            seconds[unit][run["kind"]] += t + (TRIAL_SECONDS if run["kind"] == "trial" else 0.0)
+        steps_by_kind[run["kind"]] += steps
+    return seconds, steps_by_kind, per_cost
+
+
+def _cpu_job_seconds(config: Mapping, pricer: _Pricer) -> Counter:
+    """Seconds of the CPU jobs: generating every dataset and the solver benchmarks."""
+    from kryflow.config import dataset_spec, generated_dataset_names
+    from kryflow.pdes import build_family
+    from kryflow.solvers import default_strategies
+
+    cpu: Counter = Counter()
+    bench = config.get("solver_benchmark") or {}
+    for name in generated_dataset_names(config):
+        spec = dataset_spec(config, name)
+        rec = pricer.sample(spec)
+        if rec is None:
+            continue
+        cpu["generation"] += rec["seconds_per_sample"] * int(spec["num_samples"])
+        if bench.get("enabled", True) and not spec.get("transfer_of") and name in config["datasets"]:
+            fam = build_family(spec["family"], **(spec.get("params") or {}))
+            # every strategy solves the benchmark's systems `repeats` times at about the default's speed
+            # (the baselines are slower: a lower bound)
+            cpu["solver_benchmark"] += (rec["solve_seconds_per_sample"] * int(bench.get("num_samples", 12))
+                                        * len(default_strategies(fam)) * int(bench.get("repeats", 3)))
+    return cpu
 
 
 def format_plan(plan: Mapping[str, Any]) -> str:
