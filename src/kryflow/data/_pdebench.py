@@ -110,6 +110,18 @@ def _splits(n: int, val_fraction: float, test_fraction: float, seed: int) -> np.
     return splits
 
 
+def _checked_import(path: Path, out_path: Path, total: int, num_samples, stride, overwrite: bool) -> tuple[int, int]:
+    """The samples to import and the stride, checked (naming the argument), and no store in the way."""
+    n = total if num_samples is None else int(num_samples)
+    if not 1 <= n <= total:
+        raise DatasetError(f"num_samples must be in [1, {total}] (the samples in {path}), got {num_samples}")
+    if int(stride) != stride or stride < 1:
+        raise DatasetError(f"stride must be a positive integer, got {stride!r}")
+    if out_path.exists() and not overwrite:
+        raise DatasetError(f"a dataset already exists at {out_path}; pass overwrite=True (--overwrite) to replace it")
+    return n, int(stride)
+
+
 def import_pdebench_darcy(
     path,
     out_path,
@@ -139,15 +151,7 @@ def import_pdebench_darcy(
     """
     path, out_path = Path(path), Path(out_path)
     head = read_pdebench_darcy_header(path)
-    total = head["num_samples"]
-    n = total if num_samples is None else int(num_samples)
-    if not 1 <= n <= total:
-        raise DatasetError(f"num_samples must be in [1, {total}] (the samples in {path}), got {num_samples}")
-    if int(stride) != stride or stride < 1:
-        raise DatasetError(f"stride must be a positive integer, got {stride!r}")
-    stride = int(stride)
-    if out_path.exists() and not overwrite:
-        raise DatasetError(f"a dataset already exists at {out_path}; pass overwrite=True (--overwrite) to replace it")
+    n, stride = _checked_import(path, out_path, head["num_samples"], num_samples, stride, overwrite)
     grid = np.s_[::stride, ::stride]
     xc, yc = head["x"][::stride].astype(np.float32), head["y"][::stride].astype(np.float32)
     splits = _splits(n, val_fraction, test_fraction, seed)

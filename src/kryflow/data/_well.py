@@ -117,23 +117,7 @@ def export_well(store, out_path, *, split: str | None = None, dataset_name: str 
     tmp = out_path.with_name(out_path.name + ".tmp")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(tmp, "w") as f:
-        f.attrs["dataset_name"] = dataset_name or store.name.removesuffix(".zarr")
-        f.attrs["grid_type"] = "cartesian"
-        f.attrs["n_spatial_dims"] = len(spatial)
-        f.attrs["n_trajectories"] = int(index.size)
-        f.attrs["simulation_parameters"] = _str_list(params)
-        for k, v in params.items():
-            f.attrs[k] = v
-        f.attrs["kryflow_samples"] = np.asarray(ds[S.SAMPLE_DIM].values)[index]
-        f.attrs["kryflow_split"] = split or _str_list(np.asarray(S.SPLITS)[codes[index]])
-        f.attrs["kryflow_inputs"] = _str_list(attrs[S.ATTR_INPUTS])
-        f.attrs["kryflow_targets"] = _str_list(attrs[S.ATTR_TARGETS])
-        f.attrs["kryflow_digest"] = attrs.get(S.ATTR_DIGEST, "")
-        f.attrs["kryflow_store"] = str(store)
-        f.attrs["kryflow_not_exported"] = _str_list(left)
-        f.attrs["kryflow_provenance"] = json.dumps(
-            {k: v for k, v in attrs.items() if not k.startswith("kryflow_")}, default=str)
-
+        _root_attrs(f, ds, store, dataset_name, spatial, index, split, codes, params, left)
         dims = f.create_group("dimensions")
         dims.attrs["spatial_dims"] = _str_list(spatial)
         _flags(dims.create_dataset("time", data=time), sample=False, time=False)
@@ -150,24 +134,52 @@ def export_well(store, out_path, *, split: str | None = None, dataset_name: str 
         for name in scalars:
             _flags(sc.create_dataset(name, data=np.asarray(ds[name].values)[index]), sample=True, time=False)
 
-        grid = tuple(ds.sizes[d] for d in spatial)
-        writes = []  # (h5 dataset, [store variables], vector)
-        for order, entries in ((0, [(n, [n], tv) for n, tv in t0]), (1, t1), (2, [])):
-            group = f.create_group(f"t{order}_fields")
-            group.attrs["field_names"] = _str_list([e[0] for e in entries])
-            for name, parts, time_varying in entries:
-                shape = (index.size, *((time.size,) if time_varying else ()), *grid, *((len(spatial),) * order))
-                dset = group.create_dataset(name, shape=shape, dtype=ds[parts[0]].dtype,
-                                            chunks=(1, *shape[1:]))
-                _flags(dset, sample=True, time=time_varying, dims=len(spatial))
-                writes.append((dset, parts, order == 1))
-        for start in range(0, index.size, block_samples):
-            rows = index[start:start + block_samples]
-            for dset, parts, vector in writes:
-                values = [np.asarray(ds[p].isel({S.SAMPLE_DIM: rows}).values) for p in parts]
-                dset[start:start + rows.size] = np.stack(values, axis=-1) if vector else values[0]
+        _write_fields(f, ds, index, t0, t1, time, spatial, block_samples)
     tmp.replace(out_path)
     return out_path
+
+
+def _root_attrs(f, ds, store: Path, dataset_name, spatial, index, split, codes, params, left) -> None:
+    """The Well's root attributes, and the store's sample indices, splits, roles, digest and
+    provenance as ``kryflow_*`` attributes."""
+    attrs = dict(ds.attrs)
+    f.attrs["dataset_name"] = dataset_name or store.name.removesuffix(".zarr")
+    f.attrs["grid_type"] = "cartesian"
+    f.attrs["n_spatial_dims"] = len(spatial)
+    f.attrs["n_trajectories"] = int(index.size)
+    f.attrs["simulation_parameters"] = _str_list(params)
+    for k, v in params.items():
+        f.attrs[k] = v
+    f.attrs["kryflow_samples"] = np.asarray(ds[S.SAMPLE_DIM].values)[index]
+    f.attrs["kryflow_split"] = split or _str_list(np.asarray(S.SPLITS)[codes[index]])
+    f.attrs["kryflow_inputs"] = _str_list(attrs[S.ATTR_INPUTS])
+    f.attrs["kryflow_targets"] = _str_list(attrs[S.ATTR_TARGETS])
+    f.attrs["kryflow_digest"] = attrs.get(S.ATTR_DIGEST, "")
+    f.attrs["kryflow_store"] = str(store)
+    f.attrs["kryflow_not_exported"] = _str_list(left)
+    f.attrs["kryflow_provenance"] = json.dumps(
+        {k: v for k, v in attrs.items() if not k.startswith("kryflow_")}, default=str)
+
+
+def _write_fields(f, ds, index, t0, t1, time, spatial, block_samples: int) -> None:
+    """Groups ``t0_fields``/``t1_fields``/``t2_fields`` (scalar, vector, tensor fields) filled
+    ``block_samples`` samples at a time."""
+    grid = tuple(ds.sizes[d] for d in spatial)
+    writes = []  # (h5 dataset, [store variables], vector)
+    for order, entries in ((0, [(n, [n], tv) for n, tv in t0]), (1, t1), (2, [])):
+        group = f.create_group(f"t{order}_fields")
+        group.attrs["field_names"] = _str_list([e[0] for e in entries])
+        for name, parts, time_varying in entries:
+            shape = (index.size, *((time.size,) if time_varying else ()), *grid, *((len(spatial),) * order))
+            dset = group.create_dataset(name, shape=shape, dtype=ds[parts[0]].dtype,
+                                        chunks=(1, *shape[1:]))
+            _flags(dset, sample=True, time=time_varying, dims=len(spatial))
+            writes.append((dset, parts, order == 1))
+    for start in range(0, index.size, block_samples):
+        rows = index[start:start + block_samples]
+        for dset, parts, vector in writes:
+            values = [np.asarray(ds[p].isel({S.SAMPLE_DIM: rows}).values) for p in parts]
+            dset[start:start + rows.size] = np.stack(values, axis=-1) if vector else values[0]
 
 
 def _boundary_conditions(group, family, spatial, sizes, targets) -> None:
